@@ -1,0 +1,158 @@
+// The Backend interface: the heavy kernels, as named, typed methods.
+//
+// Every method writes its outputs in place into caller-allocated Float32Arrays (outputs first, then
+// inputs, then sizes), so tensor memory stays owned by JavaScript. Shapes are validated in TypeScript
+// before a kernel is called; implementations re-check buffer lengths and throw on a mismatch.
+// Two implementations: `reference.ts` (pure TypeScript, the spec) and the native addon (`native.ts`).
+
+/** Geometry of a 2-D convolution, NCHW input, (cOut, cIn, kh, kw) weight, no groups or dilation. */
+export interface Conv2dGeometry {
+  n: number;
+  cIn: number;
+  h: number;
+  w: number;
+  cOut: number;
+  kh: number;
+  kw: number;
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
+  outH: number;
+  outW: number;
+}
+
+/** Geometry of a 2-D pooling window over an NCHW input (padding counts as -Infinity for max). */
+export interface Pool2dGeometry {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  kh: number;
+  kw: number;
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
+  outH: number;
+  outW: number;
+}
+
+/** Hyper-parameters of one SGD step (PyTorch's torch.optim.SGD semantics). */
+export interface SgdOptions {
+  lr: number;
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+  /** true on the first step for this parameter: the momentum buffer is set to the gradient. */
+  firstStep: boolean;
+}
+
+export interface Backend {
+  readonly name: "reference" | "native";
+
+  /** Threads used by the kernels (the reference backend always uses 1). */
+  numThreads(): number;
+  setNumThreads(n: number): void;
+
+  /**
+   * General matrix multiply, row-major: C = op(A) * op(B) + beta * C, op(X) = X or X^T.
+   * C is (m, n); op(A) is (m, k); op(B) is (k, n). beta is 0 (overwrite) or 1 (accumulate).
+   */
+  gemm(
+    c: Float32Array,
+    a: Float32Array,
+    b: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    beta: 0 | 1,
+  ): void;
+
+  /** y = conv(x, w) + bias, then ReLU when `relu` is set. y is (n, cOut, outH, outW); x is (n, cIn, h, w). */
+  conv2dForward(
+    y: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+    relu: boolean,
+  ): void;
+  /** dx = transposed convolution of dy with w (overwrites dx). dx is (n, cIn, h, w); dy is (n, cOut, outH, outW). */
+  conv2dBackwardInput(dx: Float32Array, dy: Float32Array, w: Float32Array, g: Conv2dGeometry): void;
+  /** dw = correlation of x with dy, db = sum of dy over (n, outH, outW); both overwritten. db may be null. */
+  conv2dBackwardWeight(
+    dw: Float32Array,
+    db: Float32Array | null,
+    dy: Float32Array,
+    x: Float32Array,
+    g: Conv2dGeometry,
+  ): void;
+
+  /** y = max over each window; argmax holds the flat index into x's (h, w) plane of each max (-1 if none). */
+  maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void;
+  /** dx = scatter of dy to the argmax positions (overwrites dx). */
+  maxPool2dBackward(dx: Float32Array, dy: Float32Array, argmax: Int32Array, g: Pool2dGeometry): void;
+
+  /** y = max(x, 0). y may alias x. */
+  relu(y: Float32Array, x: Float32Array): void;
+  /** dx = dy where y > 0 else 0. dx may alias dy. */
+  reluBackward(dx: Float32Array, dy: Float32Array, y: Float32Array): void;
+
+  /** y = x * mask, element-wise (dropout forward with a pre-scaled mask, and its backward). */
+  mul(y: Float32Array, x: Float32Array, mask: Float32Array): void;
+  /** y += x, element-wise (gradient accumulation, residual adds). */
+  addInPlace(y: Float32Array, x: Float32Array): void;
+
+  /** y(rows, cols) += bias(cols), broadcast over rows (linear layer bias). */
+  addRowBias(y: Float32Array, bias: Float32Array, rows: number, cols: number): void;
+
+  /**
+   * Softmax cross-entropy, mean over the batch. logits (n, c); targets are class indices.
+   * Writes the gradient with respect to the logits, (softmax - onehot) / n, into dlogits, and returns the loss.
+   */
+  softmaxCrossEntropy(
+    dlogits: Float32Array,
+    logits: Float32Array,
+    targets: Int32Array,
+    n: number,
+    c: number,
+  ): number;
+
+  /**
+   * Batch normalisation forward over (n, c, hw) in training mode: normalises with the batch statistics,
+   * writes y and the per-channel batch mean and inverse std into saveMean / saveInvStd.
+   */
+  batchNormForwardTrain(
+    y: Float32Array,
+    saveMean: Float32Array,
+    saveInvStd: Float32Array,
+    x: Float32Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    n: number,
+    c: number,
+    hw: number,
+    eps: number,
+  ): void;
+  /** Batch normalisation backward (training mode): dx, dgamma, dbeta, all overwritten. */
+  batchNormBackward(
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+    dy: Float32Array,
+    x: Float32Array,
+    gamma: Float32Array,
+    saveMean: Float32Array,
+    saveInvStd: Float32Array,
+    n: number,
+    c: number,
+    hw: number,
+  ): void;
+
+  /** One SGD update in place on param (and the momentum buffer when momentum > 0). */
+  sgdStep(param: Float32Array, grad: Float32Array, momentumBuf: Float32Array | null, o: SgdOptions): void;
+}

@@ -1,0 +1,62 @@
+// Chooses the backend: VGG_BACKEND=reference|native forces one; otherwise the native addon when it loads,
+// else the reference backend with a one-time message that says why and how to fix it.
+import type { Backend } from "./backend.js";
+import { loadNativeBackend } from "./native.js";
+import { ReferenceBackend } from "./reference.js";
+
+export type BackendName = "reference" | "native";
+export type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
+
+let current: Backend | null = null;
+/** Why the native backend is not in use (null when it is, or was never tried). */
+let fallbackReason: string | null = null;
+
+function create(name: BackendName): Backend {
+  if (name === "reference") return new ReferenceBackend();
+  const native = loadNativeBackend();
+  if (native instanceof Error) throw new Error(`Cannot use the native backend: ${native.message}`);
+  return native;
+}
+
+function initial(): Backend {
+  const forced = process.env.VGG_BACKEND;
+  if (forced !== undefined && forced !== "") {
+    if (forced !== "reference" && forced !== "native")
+      throw new Error(`Expected VGG_BACKEND to be "reference" or "native" but received "${forced}"`);
+    return create(forced);
+  }
+  const native = loadNativeBackend();
+  if (native instanceof Error) {
+    fallbackReason = native.message;
+    if (!process.env.VGG_QUIET)
+      process.emitWarning(`vgg-ts: using the reference backend because ${native.message}`);
+    return new ReferenceBackend();
+  }
+  return native;
+}
+
+/** The backend every op runs on. */
+export function backend(): Backend {
+  if (!current) current = initial();
+  return current;
+}
+
+/** Switches the backend for all later ops. Throws (with a fix) if the native addon is unavailable. */
+export function setBackend(name: BackendName): Backend {
+  current = create(name);
+  const threads = process.env.VGG_NUM_THREADS;
+  if (threads) current.setNumThreads(Number(threads));
+  return current;
+}
+
+/** Why the reference backend was chosen automatically, if it was. */
+export function backendFallbackReason(): string | null {
+  backend();
+  return fallbackReason;
+}
+
+/** Sets the number of kernel threads (native backend; the reference backend is single-threaded). */
+export function setNumThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`Expected a thread count >= 1 but received ${n}`);
+  backend().setNumThreads(n);
+}
