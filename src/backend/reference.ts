@@ -252,7 +252,7 @@ export class ReferenceBackend implements Backend {
 
   relu(y: Float32Array, x: Float32Array): void {
     expectLength("y", y, x.length);
-    for (let i = 0; i < x.length; i++) y[i] = x[i] > 0 ? x[i] : x[i] !== x[i] ? x[i] : 0;
+    for (let i = 0; i < x.length; i++) y[i] = x[i] > 0 || Number.isNaN(x[i]) ? x[i] : 0;
   }
 
   reluBackward(dx: Float32Array, dy: Float32Array, y: Float32Array): void {
