@@ -1,0 +1,143 @@
+// Reverse-mode automatic differentiation. An op that records produces a tensor whose `node` lists its
+// inputs and a closure mapping the output gradient to one gradient per input. backward() walks the
+// graph in reverse topological order, accumulates into leaves' `.grad`, and frees the graph.
+import { formatShape, Tensor } from "./tensor.js";
+
+export interface GradNode {
+  /** Op name, for error messages and debugging. */
+  readonly op: string;
+  readonly inputs: readonly Tensor[];
+  /** Maps dL/dout to dL/dinput for each input (null where an input needs no gradient). */
+  readonly backward: (gradOut: Float32Array) => readonly (Float32Array | null)[];
+}
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn without recording the graph (inference), as torch.no_grad(). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Whether an op over these inputs must record a node. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t?.requiresGrad) return true;
+  return false;
+}
+
+/** Attaches a backward node to `out` when any input requires a gradient, and returns `out`. */
+export function record(
+  out: Tensor,
+  op: string,
+  inputs: readonly Tensor[],
+  backward: GradNode["backward"],
+): Tensor {
+  if (needsGrad(...inputs)) {
+    out.requiresGrad = true;
+    out.node = { op, inputs, backward };
+  }
+  return out;
+}
+
+function topologicalOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  // Iterative DFS: VGG graphs are shallow, but user graphs need not be.
+  const stack: [Tensor, number][] = [[root, 0]];
+  visited.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = t.node?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1]++;
+      const next = inputs[i];
+      if (next.node && !visited.has(next)) {
+        visited.add(next);
+        stack.push([next, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order;
+}
+
+export function backward(root: Tensor, gradient?: { data: Float32Array; shape: number[] }): void {
+  if (!root.requiresGrad)
+    throw new Error(
+      "backward() called on a tensor that does not require grad (no input had requiresGrad set)",
+    );
+  let seed: Float32Array;
+  if (gradient) {
+    if (gradient.data.length !== root.size)
+      throw new RangeError(
+        `Expected a gradient of shape ${formatShape(root.shape)} but received ${formatShape(gradient.shape)}`,
+      );
+    seed = gradient.data.slice();
+  } else {
+    if (root.size !== 1)
+      throw new Error(
+        `backward() without a gradient needs a scalar but the tensor has shape ${formatShape(root.shape)}`,
+      );
+    seed = Float32Array.of(1);
+  }
+  const grads = new Map<Tensor, Float32Array>([[root, seed]]);
+  // Buffers this walk allocated and may add into; others may be shared between inputs.
+  const owned = new Set<Float32Array>([seed]);
+  const order = topologicalOrder(root);
+  for (let k = order.length - 1; k >= 0; k--) {
+    const t = order[k];
+    const g = grads.get(t);
+    grads.delete(t);
+    const node = t.node;
+    if (!g) continue;
+    if (!node) {
+      accumulateLeaf(t, g);
+      continue;
+    }
+    const inputGrads = node.backward(g);
+    for (let i = 0; i < node.inputs.length; i++) {
+      const input = node.inputs[i];
+      const gi = inputGrads[i];
+      if (!gi || !input.requiresGrad) continue;
+      if (!input.node) {
+        accumulateLeaf(input, gi);
+        continue;
+      }
+      let prev = grads.get(input);
+      if (!prev) {
+        grads.set(input, gi);
+        continue;
+      }
+      if (!owned.has(prev)) {
+        prev = prev.slice();
+        owned.add(prev);
+        grads.set(input, prev);
+      }
+      for (let j = 0; j < prev.length; j++) prev[j] += gi[j];
+    }
+    // Free the graph as we go, so activations can be collected.
+    t.node = null;
+  }
+}
+
+function accumulateLeaf(t: Tensor, g: Float32Array): void {
+  // Copy on first write: an op may hand the same buffer to several inputs (add) or pass it through (reshape).
+  if (!t.grad) t.grad = new Tensor(g.slice(), t.shape);
+  else {
+    const d = t.grad.data;
+    for (let j = 0; j < d.length; j++) d[j] += g[j];
+  }
+}

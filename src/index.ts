@@ -1,0 +1,22 @@
+// vgg-ts: the library entry point.
+export { isGradEnabled, noGrad } from "./autograd.js";
+export type { Backend, BackendName } from "./backend/index.js";
+export { backend, backendFallbackReason, setBackend, setNumThreads } from "./backend/index.js";
+export * from "./models/vgg.js";
+export * as nn from "./nn/index.js";
+export * as F from "./ops/index.js";
+export * as optim from "./optim/index.js";
+export { defaultGenerator, Generator, manualSeed } from "./rng.js";
+export {
+  formatShape,
+  fromArray,
+  full,
+  ones,
+  Parameter,
+  rand,
+  randn,
+  type Shape,
+  shapeSize,
+  Tensor,
+  zeros,
+} from "./tensor.js";

@@ -1,0 +1,236 @@
+// The layers, named as in PyTorch. Each forward is a line or two over the functional ops.
+import { dropout, relu } from "../ops/activation.js";
+import { batchNorm } from "../ops/batchnorm.js";
+import { conv2d } from "../ops/conv2d.js";
+import { linear } from "../ops/linear.js";
+import { adaptiveAvgPool2d, maxPool2d } from "../ops/pool.js";
+import { flatten } from "../ops/shape.js";
+import type { Pair } from "../ops/util.js";
+import { pair } from "../ops/util.js";
+import { formatShape, ones, Parameter, type Tensor, zeros } from "../tensor.js";
+import { kaimingUniform_, uniform_ } from "./init.js";
+import { Module } from "./module.js";
+
+function positiveInt(v: number, what: string, layer: string): number {
+  if (!Number.isInteger(v) || v < 1)
+    throw new RangeError(`Expected ${what} to be a positive integer for ${layer} but received ${v}`);
+  return v;
+}
+
+/** PyTorch's default for Conv2d and Linear: kaiming_uniform(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias. */
+function resetLinearLike(weight: Parameter, bias: Parameter | null, fanIn: number): void {
+  kaimingUniform_(weight, { a: Math.sqrt(5) });
+  if (bias) {
+    const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
+    uniform_(bias, -bound, bound);
+  }
+}
+
+export interface Conv2dOptions {
+  stride?: Pair;
+  padding?: Pair;
+  bias?: boolean;
+}
+
+export class Conv2d extends Module {
+  weight: Parameter;
+  bias: Parameter | null;
+  readonly kernelSize: [number, number];
+  readonly stride: Pair;
+  readonly padding: Pair;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    kernelSize: Pair,
+    options: Conv2dOptions = {},
+  ) {
+    super();
+    const name = `Conv2d(${inChannels}, ${outChannels})`;
+    positiveInt(inChannels, "inChannels", name);
+    positiveInt(outChannels, "outChannels", name);
+    this.kernelSize = pair(kernelSize, "kernelSize");
+    this.stride = options.stride ?? 1;
+    this.padding = options.padding ?? 0;
+    const [kh, kw] = this.kernelSize;
+    this.weight = new Parameter(new Float32Array(outChannels * inChannels * kh * kw), [
+      outChannels,
+      inChannels,
+      kh,
+      kw,
+    ]);
+    this.bias = (options.bias ?? true) ? new Parameter(new Float32Array(outChannels), [outChannels]) : null;
+    resetLinearLike(this.weight, this.bias, inChannels * kh * kw);
+  }
+
+  forward(x: Tensor): Tensor {
+    this.checkInput(x);
+    return conv2d(x, this.weight, this.bias, { stride: this.stride, padding: this.padding });
+  }
+
+  /** Fused conv2d + ReLU (one pass over the output); equal to ReLU(Conv2d(x)). */
+  forwardRelu(x: Tensor): Tensor {
+    this.checkInput(x);
+    return conv2d(x, this.weight, this.bias, { stride: this.stride, padding: this.padding, relu: true });
+  }
+
+  private checkInput(x: Tensor): void {
+    if (x.ndim !== 4 || x.shape[1] !== this.inChannels)
+      throw new RangeError(
+        `Expected input of shape [N, ${this.inChannels}, H, W] for ${this.describe()} but received ${formatShape(x.shape)}`,
+      );
+  }
+
+  override describe(): string {
+    const [kh, kw] = this.kernelSize;
+    const fmt = (p: Pair) => (typeof p === "number" ? `${p}` : `(${p[0]}, ${p[1]})`);
+    let s = `Conv2d(${this.inChannels}, ${this.outChannels}, kernel_size=${kh === kw ? kh : `(${kh}, ${kw})`}`;
+    if (fmt(this.stride) !== "1") s += `, stride=${fmt(this.stride)}`;
+    if (fmt(this.padding) !== "0") s += `, padding=${fmt(this.padding)}`;
+    return `${s}${this.bias ? "" : ", bias=False"})`;
+  }
+}
+
+export class Linear extends Module {
+  weight: Parameter;
+  bias: Parameter | null;
+
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    options: { bias?: boolean } = {},
+  ) {
+    super();
+    positiveInt(inFeatures, "inFeatures", `Linear(${inFeatures}, ${outFeatures})`);
+    positiveInt(outFeatures, "outFeatures", `Linear(${inFeatures}, ${outFeatures})`);
+    this.weight = new Parameter(new Float32Array(outFeatures * inFeatures), [outFeatures, inFeatures]);
+    this.bias = (options.bias ?? true) ? new Parameter(new Float32Array(outFeatures), [outFeatures]) : null;
+    resetLinearLike(this.weight, this.bias, inFeatures);
+  }
+
+  forward(x: Tensor): Tensor {
+    if (x.ndim < 1 || x.shape[x.ndim - 1] !== this.inFeatures)
+      throw new RangeError(
+        `Expected input of shape [N, ${this.inFeatures}] for ${this.describe()} but received ${formatShape(x.shape)}` +
+          (x.ndim === 2
+            ? "; hint: if this layer follows a conv trunk, the image size does not match the one the model was built for (resize the input, or build the model with a matching inputSize)"
+            : ""),
+      );
+    return linear(x, this.weight, this.bias);
+  }
+
+  override describe(): string {
+    return `Linear(in_features=${this.inFeatures}, out_features=${this.outFeatures}, bias=${this.bias ? "True" : "False"})`;
+  }
+}
+
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor {
+    return relu(x);
+  }
+}
+
+export class MaxPool2d extends Module {
+  constructor(
+    readonly kernelSize: Pair,
+    readonly stride: Pair = kernelSize,
+    readonly padding: Pair = 0,
+  ) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return maxPool2d(x, { kernelSize: this.kernelSize, stride: this.stride, padding: this.padding });
+  }
+
+  override describe(): string {
+    return `MaxPool2d(kernel_size=${this.kernelSize}, stride=${this.stride}, padding=${this.padding})`;
+  }
+}
+
+export class Dropout extends Module {
+  constructor(readonly p = 0.5) {
+    super();
+    if (!(p >= 0 && p <= 1))
+      throw new RangeError(`Expected a dropout probability in [0, 1] but received ${p}`);
+  }
+
+  forward(x: Tensor): Tensor {
+    return dropout(x, this.p, this.training);
+  }
+
+  override describe(): string {
+    return `Dropout(p=${this.p})`;
+  }
+}
+
+export class Flatten extends Module {
+  constructor(
+    readonly startDim = 1,
+    readonly endDim = -1,
+  ) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return flatten(x, this.startDim, this.endDim);
+  }
+}
+
+export class BatchNorm2d extends Module {
+  weight: Parameter;
+  bias: Parameter;
+
+  constructor(
+    readonly numFeatures: number,
+    readonly eps = 1e-5,
+    readonly momentum = 0.1,
+  ) {
+    super();
+    positiveInt(numFeatures, "numFeatures", `BatchNorm2d(${numFeatures})`);
+    this.weight = new Parameter(ones([numFeatures]).data, [numFeatures]);
+    this.bias = new Parameter(new Float32Array(numFeatures), [numFeatures]);
+    this.buffers.set("running_mean", zeros([numFeatures]));
+    this.buffers.set("running_var", ones([numFeatures]));
+    this.buffers.set("num_batches_tracked", zeros([]));
+  }
+
+  get runningMean(): Tensor {
+    return this.buffers.get("running_mean")!;
+  }
+
+  get runningVar(): Tensor {
+    return this.buffers.get("running_var")!;
+  }
+
+  forward(x: Tensor): Tensor {
+    if (x.ndim !== 4 || x.shape[1] !== this.numFeatures)
+      throw new RangeError(
+        `Expected input of shape [N, ${this.numFeatures}, H, W] for ${this.describe()} but received ${formatShape(x.shape)}`,
+      );
+    if (this.training) this.buffers.get("num_batches_tracked")!.data[0] += 1;
+    return batchNorm(x, this.runningMean, this.runningVar, this.weight, this.bias, {
+      training: this.training,
+      momentum: this.momentum,
+      eps: this.eps,
+    });
+  }
+
+  override describe(): string {
+    return `BatchNorm2d(${this.numFeatures}, eps=${this.eps}, momentum=${this.momentum})`;
+  }
+}
+
+export class AdaptiveAvgPool2d extends Module {
+  constructor(readonly outputSize: Pair) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return adaptiveAvgPool2d(x, this.outputSize);
+  }
+
+  override describe(): string {
+    return `AdaptiveAvgPool2d(output_size=${typeof this.outputSize === "number" ? this.outputSize : `(${this.outputSize.join(", ")})`})`;
+  }
+}

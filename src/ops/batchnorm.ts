@@ -1,0 +1,93 @@
+// batch_norm over the channel dimension of (N, C, ...) inputs.
+// Training: normalise with the batch mean and biased variance; update running statistics with the
+// unbiased variance (as PyTorch). Evaluation: normalise with the running statistics (an affine map).
+import { record } from "../autograd.js";
+import { backend } from "../backend/index.js";
+import { formatShape, Tensor } from "../tensor.js";
+
+export interface BatchNormOptions {
+  training: boolean;
+  momentum?: number;
+  eps?: number;
+}
+
+export function batchNorm(
+  x: Tensor,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  o: BatchNormOptions,
+): Tensor {
+  const momentum = o.momentum ?? 0.1;
+  const eps = o.eps ?? 1e-5;
+  if (x.ndim < 2)
+    throw new RangeError(
+      `Expected input of shape [N, C, ...] for batch_norm but received ${formatShape(x.shape)}`,
+    );
+  const [n, c] = x.shape;
+  const hw = x.size / (n * c || 1);
+  for (const [name, t] of [
+    ["running_mean", runningMean],
+    ["running_var", runningVar],
+    ["weight", weight],
+    ["bias", bias],
+  ] as const)
+    if (t && t.size !== c)
+      throw new RangeError(
+        `Expected ${name} of shape [${c}] for batch_norm of ${formatShape(x.shape)} but received ${formatShape(t.shape)}`,
+      );
+  const gamma = weight ? weight.data : new Float32Array(c).fill(1);
+  const beta = bias ? bias.data : new Float32Array(c);
+  const y = new Float32Array(x.size);
+  const mean = new Float32Array(c);
+  const invStd = new Float32Array(c);
+  const useBatchStats = o.training || !runningMean || !runningVar;
+  if (useBatchStats) {
+    const count = n * hw;
+    if (o.training && count <= 1)
+      throw new RangeError(
+        `Expected more than 1 value per channel when training batch_norm, got input ${formatShape(x.shape)}`,
+      );
+    backend().batchNormForwardTrain(y, mean, invStd, x.data, gamma, beta, n, c, hw, eps);
+    if (o.training && runningMean && runningVar)
+      for (let ch = 0; ch < c; ch++) {
+        const biasedVar = 1 / (invStd[ch] * invStd[ch]) - eps;
+        runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean[ch];
+        runningVar.data[ch] =
+          (1 - momentum) * runningVar.data[ch] + (momentum * biasedVar * count) / (count - 1);
+      }
+  } else {
+    for (let ch = 0; ch < c; ch++) {
+      mean[ch] = runningMean.data[ch];
+      invStd[ch] = 1 / Math.sqrt(runningVar.data[ch] + eps);
+      const scale = gamma[ch] * invStd[ch];
+      const shift = beta[ch] - mean[ch] * scale;
+      for (let b = 0; b < n; b++) {
+        const off = (b * c + ch) * hw;
+        for (let p = 0; p < hw; p++) y[off + p] = x.data[off + p] * scale + shift;
+      }
+    }
+  }
+  const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
+  return record(new Tensor(y, x.shape), "batch_norm", inputs, (dy) => {
+    const dx = new Float32Array(x.size);
+    const dgamma = new Float32Array(c);
+    const dbeta = new Float32Array(c);
+    if (useBatchStats)
+      backend().batchNormBackward(dx, dgamma, dbeta, dy, x.data, gamma, mean, invStd, n, c, hw);
+    else
+      for (let ch = 0; ch < c; ch++) {
+        const k = gamma[ch] * invStd[ch];
+        for (let b = 0; b < n; b++) {
+          const off = (b * c + ch) * hw;
+          for (let p = 0; p < hw; p++) {
+            dx[off + p] = dy[off + p] * k;
+            dgamma[ch] += dy[off + p] * (x.data[off + p] - mean[ch]) * invStd[ch];
+            dbeta[ch] += dy[off + p];
+          }
+        }
+      }
+    return [dx, ...(weight ? [dgamma] : []), ...(bias ? [dbeta] : [])];
+  });
+}

@@ -1,0 +1,58 @@
+// linear (y = x W^T + b) and matmul, both one GEMM forward and two backward.
+import { record } from "../autograd.js";
+import { backend } from "../backend/index.js";
+import { formatShape, Tensor } from "../tensor.js";
+
+/** Matrix product of a (m, k) and b (k, n). */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  if (a.ndim !== 2 || b.ndim !== 2 || a.shape[1] !== b.shape[0])
+    throw new RangeError(
+      `Expected matrices of shapes [m, k] and [k, n] for matmul but received ${formatShape(a.shape)} and ${formatShape(b.shape)}`,
+    );
+  const [m, k] = a.shape;
+  const n = b.shape[1];
+  const c = new Float32Array(m * n);
+  backend().gemm(c, a.data, b.data, m, n, k, false, false, 0);
+  return record(new Tensor(c, [m, n]), "matmul", [a, b], (g) => {
+    let da: Float32Array | null = null;
+    let db: Float32Array | null = null;
+    if (a.requiresGrad) backend().gemm((da = new Float32Array(m * k)), g, b.data, m, k, n, false, true, 0);
+    if (b.requiresGrad) backend().gemm((db = new Float32Array(k * n)), a.data, g, k, n, m, true, false, 0);
+    return [da, db];
+  });
+}
+
+/**
+ * Fully connected layer: x (..., in) times weight (out, in) transposed, plus bias (out).
+ * Backward: dx = dy W, dW = dy^T x, db = sum of dy over rows.
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  if (weight.ndim !== 2)
+    throw new RangeError(`Expected a weight of shape [out, in] but received ${formatShape(weight.shape)}`);
+  const [out, inF] = weight.shape;
+  if (x.ndim < 1 || x.shape[x.ndim - 1] !== inF)
+    throw new RangeError(
+      `Expected input of shape [N, ${inF}] for Linear(${inF}, ${out}) but received ${formatShape(x.shape)}`,
+    );
+  if (bias && (bias.ndim !== 1 || bias.size !== out))
+    throw new RangeError(
+      `Expected a bias of shape [${out}] for Linear(${inF}, ${out}) but received ${formatShape(bias.shape)}`,
+    );
+  const rows = x.size / inF;
+  const y = new Float32Array(rows * out);
+  backend().gemm(y, x.data, weight.data, rows, out, inF, false, true, 0);
+  if (bias) backend().addRowBias(y, bias.data, rows, out);
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return record(new Tensor(y, [...x.shape.slice(0, -1), out]), "linear", inputs, (dy) => {
+    let dx: Float32Array | null = null;
+    let dw: Float32Array | null = null;
+    if (x.requiresGrad)
+      backend().gemm((dx = new Float32Array(x.size)), dy, weight.data, rows, inF, out, false, false, 0);
+    if (weight.requiresGrad)
+      backend().gemm((dw = new Float32Array(weight.size)), dy, x.data, out, inF, rows, true, false, 0);
+    if (!bias) return [dx, dw];
+    const db = new Float32Array(out);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < out; j++) db[j] += dy[r * out + j];
+    return [dx, dw, db];
+  });
+}

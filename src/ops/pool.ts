@@ -1,0 +1,93 @@
+// Pooling: max_pool2d (forward keeps the argmax, backward scatters to it) and adaptive_avg_pool2d.
+import { record } from "../autograd.js";
+import type { Pool2dGeometry } from "../backend/backend.js";
+import { backend } from "../backend/index.js";
+import { formatShape, Tensor } from "../tensor.js";
+import { expectNdim, type Pair, pair } from "./util.js";
+
+export interface MaxPool2dOptions {
+  kernelSize: Pair;
+  /** Defaults to kernelSize, as in PyTorch. */
+  stride?: Pair;
+  padding?: Pair;
+}
+
+export function maxPool2dGeometry(shape: readonly number[], o: MaxPool2dOptions): Pool2dGeometry {
+  const [kh, kw] = pair(o.kernelSize, "kernelSize");
+  const [strideH, strideW] = pair(o.stride ?? o.kernelSize, "stride");
+  const [padH, padW] = pair(o.padding ?? 0, "padding");
+  const desc = `max_pool2d(kernel ${kh}x${kw}, stride ${strideH}x${strideW}, padding ${padH}x${padW})`;
+  if (kh < 1 || kw < 1 || strideH < 1 || strideW < 1 || padH < 0 || padW < 0)
+    throw new RangeError(`Expected kernel >= 1, stride >= 1 and padding >= 0 for ${desc}`);
+  if (2 * padH > kh || 2 * padW > kw)
+    throw new RangeError(`Expected padding at most half the kernel size for ${desc} (as PyTorch)`);
+  if (shape.length !== 4)
+    throw new RangeError(
+      `Expected input of shape [N, C, H, W] for ${desc} but received ${formatShape(shape)}`,
+    );
+  const [n, c, h, w] = shape;
+  const outH = Math.floor((h + 2 * padH - kh) / strideH) + 1;
+  const outW = Math.floor((w + 2 * padW - kw) / strideW) + 1;
+  if (outH < 1 || outW < 1)
+    throw new RangeError(
+      `Input ${formatShape(shape)} is too small for ${desc}: the output would be ${outH}x${outW}`,
+    );
+  return { n, c, h, w, kh, kw, strideH, strideW, padH, padW, outH, outW };
+}
+
+export function maxPool2d(x: Tensor, options: MaxPool2dOptions): Tensor {
+  const g = maxPool2dGeometry(x.shape, options);
+  const size = g.n * g.c * g.outH * g.outW;
+  const y = new Float32Array(size);
+  const argmax = new Int32Array(size);
+  backend().maxPool2dForward(y, argmax, x.data, g);
+  return record(new Tensor(y, [g.n, g.c, g.outH, g.outW]), "max_pool2d", [x], (dy) => {
+    const dx = new Float32Array(x.size);
+    backend().maxPool2dBackward(dx, dy, argmax, g);
+    return [dx];
+  });
+}
+
+/** PyTorch's adaptive window for output index i: [floor(i*in/out), ceil((i+1)*in/out)). */
+function windows(inSize: number, outSize: number): [number, number][] {
+  const w: [number, number][] = [];
+  for (let i = 0; i < outSize; i++)
+    w.push([Math.floor((i * inSize) / outSize), Math.ceil(((i + 1) * inSize) / outSize)]);
+  return w;
+}
+
+/** Average pooling to a fixed output size (torchvision's VGG uses 7x7). */
+export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
+  expectNdim(x, 4, "adaptive_avg_pool2d", "[N, C, H, W]");
+  const [oh, ow] = pair(outputSize, "outputSize");
+  if (oh < 1 || ow < 1) throw new RangeError(`Expected an output size >= 1 but received ${oh}x${ow}`);
+  const [n, c, h, w] = x.shape;
+  if (h < 1 || w < 1)
+    throw new RangeError(
+      `Expected a non-empty input for adaptive_avg_pool2d but received ${formatShape(x.shape)}`,
+    );
+  const rows = windows(h, oh);
+  const cols = windows(w, ow);
+  const y = new Float32Array(n * c * oh * ow);
+  for (let nc = 0; nc < n * c; nc++)
+    for (let i = 0; i < oh; i++)
+      for (let j = 0; j < ow; j++) {
+        const [r0, r1] = rows[i];
+        const [c0, c1] = cols[j];
+        let s = 0;
+        for (let r = r0; r < r1; r++) for (let q = c0; q < c1; q++) s += x.data[(nc * h + r) * w + q];
+        y[(nc * oh + i) * ow + j] = s / ((r1 - r0) * (c1 - c0));
+      }
+  return record(new Tensor(y, [n, c, oh, ow]), "adaptive_avg_pool2d", [x], (dy) => {
+    const dx = new Float32Array(x.size);
+    for (let nc = 0; nc < n * c; nc++)
+      for (let i = 0; i < oh; i++)
+        for (let j = 0; j < ow; j++) {
+          const [r0, r1] = rows[i];
+          const [c0, c1] = cols[j];
+          const gv = dy[(nc * oh + i) * ow + j] / ((r1 - r0) * (c1 - c0));
+          for (let r = r0; r < r1; r++) for (let q = c0; q < c1; q++) dx[(nc * h + r) * w + q] += gv;
+        }
+    return [dx];
+  });
+}

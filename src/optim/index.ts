@@ -1,0 +1,1 @@
+export { SGD, type SgdConfig } from "./sgd.js";
