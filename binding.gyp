@@ -1,0 +1,31 @@
+{
+  "targets": [
+    {
+      "target_name": "vgg_native",
+      "sources": [
+        "native/binding.cc",
+        "native/batchnorm.cc",
+        "native/conv2d.cc",
+        "native/elementwise.cc",
+        "native/gemm.cc",
+        "native/isa.cc",
+        "native/loss.cc",
+        "native/pool.cc",
+        "native/sgd.cc",
+        "native/threadpool.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions", "-O2"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17", "-O2"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-pthread"],
+      "ldflags": ["-pthread"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "OTHER_CPLUSPLUSFLAGS": ["-O3"]
+      },
+      "msvs_settings": { "VCCLCompilerTool": { "ExceptionHandling": 1 } }
+    }
+  ]
+}

@@ -1,0 +1,392 @@
+// All Node-API glue: argument checks (types, exact lengths, sizes, overflow) and calls into the kernels,
+// which know nothing of N-API. Every check throws a JS TypeError or RangeError before any kernel runs.
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "batchnorm.h"
+#include "conv2d.h"
+#include "elementwise.h"
+#include "gemm.h"
+#include "isa.h"
+#include "loss.h"
+#include "pool.h"
+#include "sgd.h"
+#include "threadpool.h"
+
+namespace {
+
+using vgg::ConvShape;
+using vgg::PoolShape;
+
+constexpr int kMaxThreads = 256;
+constexpr double kMaxSize = 2147483647.0;     // every size is an int32-range integer
+constexpr int64_t kMaxWorkspace = int64_t{1} << 31;  // floats in one im2col buffer (8 GiB)
+
+[[noreturn]] void type_error(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
+[[noreturn]] void range_error(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
+
+std::string describe(const Napi::Value& v) {
+  if (v.IsTypedArray()) {
+    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
+      case napi_float32_array: return "Float32Array";
+      case napi_float64_array: return "Float64Array";
+      case napi_int32_array: return "Int32Array";
+      case napi_uint8_array: return "Uint8Array";
+      default: return "another typed array";
+    }
+  }
+  if (v.IsNull()) return "null";
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsNumber()) return "number " + std::to_string(v.As<Napi::Number>().DoubleValue());
+  if (v.IsString()) return "a string";
+  if (v.IsArray()) return "an Array";
+  if (v.IsBoolean()) return "a boolean";
+  return "an object";
+}
+
+std::string num(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e18) return std::to_string(static_cast<int64_t>(v));
+  return std::to_string(v);
+}
+
+void expect_args(const Napi::CallbackInfo& info, size_t n) {
+  if (info.Length() != n)
+    type_error(info.Env(), "Expected " + std::to_string(n) + " arguments but received " + std::to_string(info.Length()));
+}
+
+int64_t checked_mul(Napi::Env env, const char* what, std::initializer_list<int64_t> factors) {
+  int64_t p = 1;
+  for (int64_t f : factors)
+    if (__builtin_mul_overflow(p, f, &p) || p > (int64_t{1} << 53))
+      range_error(env, std::string("Expected the size of ") + what + " to fit in memory but its dimensions overflow");
+  return p;
+}
+
+template <typename T, napi_typedarray_type Type>
+T* typed(const Napi::Value& v, const char* name, const char* type_name, int64_t length) {
+  Napi::Env env = v.Env();
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Type)
+    type_error(env, std::string("Expected ") + name + " to be a " + type_name + " but received " + describe(v));
+  auto arr = v.As<Napi::TypedArrayOf<T>>();
+  if (static_cast<int64_t>(arr.ElementLength()) != length)
+    range_error(env, std::string("Expected ") + name + " of length " + std::to_string(length) +
+                         " but received length " + std::to_string(arr.ElementLength()));
+  return arr.Data();
+}
+
+float* f32(const Napi::Value& v, const char* name, int64_t length) {
+  return typed<float, napi_float32_array>(v, name, "Float32Array", length);
+}
+int32_t* i32(const Napi::Value& v, const char* name, int64_t length) {
+  return typed<int32_t, napi_int32_array>(v, name, "Int32Array", length);
+}
+// A Float32Array of the given length, or null.
+float* f32_or_null(const Napi::Value& v, const char* name, int64_t length) {
+  return v.IsNull() || v.IsUndefined() ? nullptr : f32(v, name, length);
+}
+// A Float32Array whose length is whatever it is (element-wise ops compare lengths between arguments).
+Napi::TypedArrayOf<float> f32_any(const Napi::Value& v, const char* name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    type_error(v.Env(), std::string("Expected ") + name + " to be a Float32Array but received " + describe(v));
+  return v.As<Napi::TypedArrayOf<float>>();
+}
+
+int64_t size_arg(const Napi::Value& v, const std::string& name, int64_t min = 0) {
+  Napi::Env env = v.Env();
+  if (!v.IsNumber()) type_error(env, "Expected " + name + " to be an integer but received " + describe(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d == std::floor(d)) || d < static_cast<double>(min) || d > kMaxSize)
+    range_error(env, "Expected " + name + " to be an integer in [" + std::to_string(min) + ", 2147483647] but received " + num(d));
+  return static_cast<int64_t>(d);
+}
+
+bool bool_arg(const Napi::Value& v, const char* name) {
+  if (!v.IsBoolean()) type_error(v.Env(), std::string("Expected ") + name + " to be a boolean but received " + describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+double number_arg(const Napi::Value& v, const char* name) {
+  if (!v.IsNumber()) type_error(v.Env(), std::string("Expected ") + name + " to be a number but received " + describe(v));
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+Napi::Object object_arg(const Napi::Value& v, const char* name) {
+  if (!v.IsObject() || v.IsTypedArray() || v.IsArray())
+    type_error(v.Env(), std::string("Expected ") + name + " to be a geometry object but received " + describe(v));
+  return v.As<Napi::Object>();
+}
+
+ConvShape conv_shape(const Napi::Value& v) {
+  Napi::Object g = object_arg(v, "g");
+  auto f = [&](const char* key, int64_t min = 0) { return size_arg(g.Get(key), std::string("g.") + key, min); };
+  return ConvShape{f("n"),       f("cIn"),     f("h"),    f("w"),    f("cOut"), f("kh"),  f("kw"),
+                   f("strideH", 1), f("strideW", 1), f("padH"), f("padW"), f("outH"), f("outW")};
+}
+
+PoolShape pool_shape(const Napi::Value& v) {
+  Napi::Object g = object_arg(v, "g");
+  auto f = [&](const char* key, int64_t min = 0) { return size_arg(g.Get(key), std::string("g.") + key, min); };
+  return PoolShape{f("n"),           f("c"),    f("h"),    f("w"),    f("kh"),   f("kw"),
+                   f("strideH", 1), f("strideW", 1), f("padH"), f("padW"), f("outH"), f("outW")};
+}
+
+struct ConvLengths {
+  int64_t x, w, y, kdim, workspace;
+};
+
+ConvLengths conv_lengths(Napi::Env env, const ConvShape& s) {
+  ConvLengths l;
+  l.x = checked_mul(env, "x", {s.n, s.c_in, s.h, s.w});
+  l.kdim = checked_mul(env, "w", {s.c_in, s.kh, s.kw});
+  l.w = checked_mul(env, "w", {s.c_out, l.kdim});
+  l.y = checked_mul(env, "y", {s.n, s.c_out, s.out_h, s.out_w});
+  l.workspace = checked_mul(env, "the im2col workspace", {l.kdim, s.out_h, s.out_w});
+  if (l.workspace > kMaxWorkspace)
+    range_error(env, "Expected an im2col workspace of at most 2^31 floats but this geometry needs " +
+                         std::to_string(l.workspace) + "; hint: check kh, kw, outH and outW");
+  return l;
+}
+
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  expect_args(info, 9);
+  Napi::Env env = info.Env();
+  const int64_t m = size_arg(info[3], "m"), n = size_arg(info[4], "n"), k = size_arg(info[5], "k");
+  const bool ta = bool_arg(info[6], "transA"), tb = bool_arg(info[7], "transB");
+  const double beta = number_arg(info[8], "beta");
+  if (beta != 0.0 && beta != 1.0) range_error(env, "Expected beta to be 0 or 1 but received " + num(beta));
+  float* c = f32(info[0], "C", checked_mul(env, "C", {m, n}));
+  const float* a = f32(info[1], "A", checked_mul(env, "A", {m, k}));
+  const float* b = f32(info[2], "B", checked_mul(env, "B", {k, n}));
+  vgg::sgemm(c, n, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, static_cast<float>(beta));
+  return env.Undefined();
+}
+
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  expect_args(info, 6);
+  const ConvShape s = conv_shape(info[4]);
+  const ConvLengths l = conv_lengths(info.Env(), s);
+  float* y = f32(info[0], "y", l.y);
+  const float* x = f32(info[1], "x", l.x);
+  const float* w = f32(info[2], "w", l.w);
+  const float* bias = f32_or_null(info[3], "bias", s.c_out);
+  const bool relu = bool_arg(info[5], "relu");
+  if (l.y > 0) vgg::conv2d_forward(y, x, w, bias, s, relu);
+  return info.Env().Undefined();
+}
+
+Napi::Value Conv2dBackwardInput(const Napi::CallbackInfo& info) {
+  expect_args(info, 4);
+  const ConvShape s = conv_shape(info[3]);
+  const ConvLengths l = conv_lengths(info.Env(), s);
+  float* dx = f32(info[0], "dx", l.x);
+  const float* dy = f32(info[1], "dy", l.y);
+  const float* w = f32(info[2], "w", l.w);
+  if (l.x > 0) vgg::conv2d_backward_input(dx, dy, w, s);
+  return info.Env().Undefined();
+}
+
+Napi::Value Conv2dBackwardWeight(const Napi::CallbackInfo& info) {
+  expect_args(info, 5);
+  const ConvShape s = conv_shape(info[4]);
+  const ConvLengths l = conv_lengths(info.Env(), s);
+  float* dw = f32(info[0], "dw", l.w);
+  float* db = f32_or_null(info[1], "db", s.c_out);
+  const float* dy = f32(info[2], "dy", l.y);
+  const float* x = f32(info[3], "x", l.x);
+  vgg::conv2d_backward_weight(dw, db, dy, x, s);
+  return info.Env().Undefined();
+}
+
+Napi::Value MaxPool2dForward(const Napi::CallbackInfo& info) {
+  expect_args(info, 4);
+  Napi::Env env = info.Env();
+  const PoolShape s = pool_shape(info[3]);
+  const int64_t y_len = checked_mul(env, "y", {s.n, s.c, s.out_h, s.out_w});
+  if (checked_mul(env, "x", {s.h, s.w}) > INT32_MAX)
+    range_error(env, "Expected h * w to fit an Int32Array index but received " + std::to_string(s.h * s.w));
+  float* y = f32(info[0], "y", y_len);
+  int32_t* argmax = i32(info[1], "argmax", y_len);
+  const float* x = f32(info[2], "x", checked_mul(env, "x", {s.n, s.c, s.h, s.w}));
+  vgg::max_pool2d_forward(y, argmax, x, s);
+  return env.Undefined();
+}
+
+Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
+  expect_args(info, 4);
+  Napi::Env env = info.Env();
+  const PoolShape s = pool_shape(info[3]);
+  const int64_t y_len = checked_mul(env, "dy", {s.n, s.c, s.out_h, s.out_w});
+  float* dx = f32(info[0], "dx", checked_mul(env, "dx", {s.n, s.c, s.h, s.w}));
+  const float* dy = f32(info[1], "dy", y_len);
+  const int32_t* argmax = i32(info[2], "argmax", y_len);
+  vgg::max_pool2d_backward(dx, dy, argmax, s);
+  return env.Undefined();
+}
+
+Napi::Value Relu(const Napi::CallbackInfo& info) {
+  expect_args(info, 2);
+  auto x = f32_any(info[1], "x");
+  float* y = f32(info[0], "y", x.ElementLength());
+  vgg::relu_forward(y, x.Data(), x.ElementLength());
+  return info.Env().Undefined();
+}
+
+Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
+  expect_args(info, 3);
+  auto y = f32_any(info[2], "y");
+  const int64_t len = y.ElementLength();
+  float* dx = f32(info[0], "dx", len);
+  const float* dy = f32(info[1], "dy", len);
+  vgg::relu_backward(dx, dy, y.Data(), len);
+  return info.Env().Undefined();
+}
+
+Napi::Value Mul(const Napi::CallbackInfo& info) {
+  expect_args(info, 3);
+  auto x = f32_any(info[1], "x");
+  const int64_t len = x.ElementLength();
+  float* y = f32(info[0], "y", len);
+  const float* mask = f32(info[2], "mask", len);
+  vgg::mul(y, x.Data(), mask, len);
+  return info.Env().Undefined();
+}
+
+Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
+  expect_args(info, 2);
+  auto y = f32_any(info[0], "y");
+  const float* x = f32(info[1], "x", y.ElementLength());
+  vgg::add_inplace(y.Data(), x, y.ElementLength());
+  return info.Env().Undefined();
+}
+
+Napi::Value AddRowBias(const Napi::CallbackInfo& info) {
+  expect_args(info, 4);
+  Napi::Env env = info.Env();
+  const int64_t rows = size_arg(info[2], "rows"), cols = size_arg(info[3], "cols");
+  float* y = f32(info[0], "y", checked_mul(env, "y", {rows, cols}));
+  const float* bias = f32(info[1], "bias", cols);
+  vgg::add_row_bias(y, bias, rows, cols);
+  return env.Undefined();
+}
+
+Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
+  expect_args(info, 5);
+  Napi::Env env = info.Env();
+  const int64_t n = size_arg(info[3], "n"), c = size_arg(info[4], "c");
+  const int64_t len = checked_mul(env, "logits", {n, c});
+  float* dlogits = f32(info[0], "dlogits", len);
+  const float* logits = f32(info[1], "logits", len);
+  const int32_t* targets = i32(info[2], "targets", n);
+  for (int64_t i = 0; i < n; i++)
+    if (targets[i] < 0 || targets[i] >= c)
+      range_error(env, "Expected target class in [0, " + std::to_string(c) + ") but received " + std::to_string(targets[i]));
+  return Napi::Number::New(env, vgg::softmax_cross_entropy(dlogits, logits, targets, n, c));
+}
+
+Napi::Value BatchNormForwardTrain(const Napi::CallbackInfo& info) {
+  expect_args(info, 10);
+  Napi::Env env = info.Env();
+  const int64_t n = size_arg(info[6], "n"), c = size_arg(info[7], "c"), hw = size_arg(info[8], "hw");
+  const double eps = number_arg(info[9], "eps");
+  if (!(eps >= 0.0)) range_error(env, "Expected eps >= 0 but received " + num(eps));
+  const int64_t len = checked_mul(env, "x", {n, c, hw});
+  float* y = f32(info[0], "y", len);
+  float* mean = f32(info[1], "saveMean", c);
+  float* inv_std = f32(info[2], "saveInvStd", c);
+  const float* x = f32(info[3], "x", len);
+  const float* gamma = f32(info[4], "gamma", c);
+  const float* beta = f32(info[5], "beta", c);
+  vgg::batch_norm_forward_train(y, mean, inv_std, x, gamma, beta, n, c, hw, eps);
+  return env.Undefined();
+}
+
+Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
+  expect_args(info, 11);
+  Napi::Env env = info.Env();
+  const int64_t n = size_arg(info[8], "n"), c = size_arg(info[9], "c"), hw = size_arg(info[10], "hw");
+  const int64_t len = checked_mul(env, "x", {n, c, hw});
+  float* dx = f32(info[0], "dx", len);
+  float* dgamma = f32(info[1], "dgamma", c);
+  float* dbeta = f32(info[2], "dbeta", c);
+  const float* dy = f32(info[3], "dy", len);
+  const float* x = f32(info[4], "x", len);
+  const float* gamma = f32(info[5], "gamma", c);
+  const float* mean = f32(info[6], "saveMean", c);
+  const float* inv_std = f32(info[7], "saveInvStd", c);
+  vgg::batch_norm_backward(dx, dgamma, dbeta, dy, x, gamma, mean, inv_std, n, c, hw);
+  return env.Undefined();
+}
+
+Napi::Value SgdStep(const Napi::CallbackInfo& info) {
+  expect_args(info, 4);
+  Napi::Env env = info.Env();
+  auto param = f32_any(info[0], "param");
+  const int64_t len = param.ElementLength();
+  const float* grad = f32(info[1], "grad", len);
+  float* buf = f32_or_null(info[2], "momentum buffer", len);
+  Napi::Object o = object_arg(info[3], "options");
+  vgg::SgdParams p{number_arg(o.Get("lr"), "options.lr"),
+                   number_arg(o.Get("momentum"), "options.momentum"),
+                   number_arg(o.Get("dampening"), "options.dampening"),
+                   number_arg(o.Get("weightDecay"), "options.weightDecay"),
+                   bool_arg(o.Get("nesterov"), "options.nesterov"),
+                   bool_arg(o.Get("firstStep"), "options.firstStep")};
+  if (p.momentum != 0.0 && buf == nullptr) type_error(env, "Expected a momentum buffer when momentum > 0");
+  vgg::sgd_step(param.Data(), grad, buf, len, p);
+  return env.Undefined();
+}
+
+Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), vgg::num_threads()); }
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  expect_args(info, 1);
+  const int64_t n = size_arg(info[0], "the thread count", 1);
+  if (n > kMaxThreads)
+    range_error(info.Env(), "Expected the thread count to be at most " + std::to_string(kMaxThreads) + " but received " + std::to_string(n));
+  vgg::set_num_threads(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", vgg::isa_name(vgg::active_isa()));
+  o.Set("threads", vgg::num_threads());
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  o.Set("cpuHasAvx2Fma", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+#else
+  o.Set("cpuHasAvx2Fma", false);
+#endif
+  o.Set("gemmKernel", vgg::active_isa() == vgg::Isa::Avx2Fma ? "6x16 avx2+fma" : "6x16 portable C++");
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
+  exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv2dBackwardInput));
+  exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
+  exports.Set("maxPool2dForward", Napi::Function::New(env, MaxPool2dForward));
+  exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
+  exports.Set("relu", Napi::Function::New(env, Relu));
+  exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
+  exports.Set("mul", Napi::Function::New(env, Mul));
+  exports.Set("addInPlace", Napi::Function::New(env, AddInPlace));
+  exports.Set("addRowBias", Napi::Function::New(env, AddRowBias));
+  exports.Set("softmaxCrossEntropy", Napi::Function::New(env, SoftmaxCrossEntropy));
+  exports.Set("batchNormForwardTrain", Napi::Function::New(env, BatchNormForwardTrain));
+  exports.Set("batchNormBackward", Napi::Function::New(env, BatchNormBackward));
+  exports.Set("sgdStep", Napi::Function::New(env, SgdStep));
+  exports.Set("numThreads", Napi::Function::New(env, NumThreads));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(vgg_native, Init)

@@ -1,0 +1,219 @@
+// Convolution as GEMM. Per image: cols (cIn*kh*kw, outH*outW) = im2col(x), y = w x cols (+ bias, ReLU in
+// the GEMM epilogue). A 1x1 stride-1 unpadded conv needs no im2col: cols is the image itself.
+// The input gradient is the adjoint: cols = w^T x dy, dx = col2im(cols) (a transposed convolution).
+// The weight gradient is dw = sum over images of dy x cols^T.
+// Work is split over images when the batch divides well over the threads (each thread runs serial GEMMs
+// on its own images), else image by image with the GEMM itself threaded.
+#include "conv2d.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "gemm.h"
+#include "threadpool.h"
+#include "workspace.h"
+
+namespace vgg {
+namespace {
+
+int64_t kdim_of(const ConvShape& s) { return s.c_in * s.kh * s.kw; }
+int64_t plane_of(const ConvShape& s) { return s.out_h * s.out_w; }
+bool is_pointwise(const ConvShape& s) {
+  return s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0 &&
+         s.out_h == s.h && s.out_w == s.w;
+}
+
+// The output columns [ox0, ox1) whose tap ix = ox*stride - pad + kj lies inside [0, w).
+void valid_cols(int64_t kj, int64_t stride, int64_t pad, int64_t w, int64_t out_w, int64_t* ox0, int64_t* ox1) {
+  int64_t lo = pad - kj;  // smallest ox*stride allowed
+  int64_t a = lo <= 0 ? 0 : (lo + stride - 1) / stride;
+  int64_t hi = w - 1 + pad - kj;  // largest ox*stride allowed
+  int64_t b = hi < 0 ? 0 : hi / stride + 1;
+  *ox0 = std::min(a, out_w);
+  *ox1 = std::max(*ox0, std::min(b, out_w));
+}
+
+// cols rows for channels [c0, c1): cols is (cIn*kh*kw, outH*outW); x is one image (cIn, h, w).
+void im2col(float* cols, const float* x, const ConvShape& s, int64_t c0, int64_t c1) {
+  const int64_t plane = plane_of(s);
+  for (int64_t ci = c0; ci < c1; ci++)
+    for (int64_t ki = 0; ki < s.kh; ki++)
+      for (int64_t kj = 0; kj < s.kw; kj++) {
+        float* row = cols + ((ci * s.kh + ki) * s.kw + kj) * plane;
+        int64_t ox0, ox1;
+        valid_cols(kj, s.stride_w, s.pad_w, s.w, s.out_w, &ox0, &ox1);
+        for (int64_t oy = 0; oy < s.out_h; oy++) {
+          float* out = row + oy * s.out_w;
+          const int64_t iy = oy * s.stride_h - s.pad_h + ki;
+          if (iy < 0 || iy >= s.h) {
+            std::memset(out, 0, s.out_w * sizeof(float));
+            continue;
+          }
+          const float* in = x + (ci * s.h + iy) * s.w - s.pad_w + kj;
+          for (int64_t ox = 0; ox < ox0; ox++) out[ox] = 0.0f;
+          if (s.stride_w == 1) {
+            if (ox1 > ox0) std::memcpy(out + ox0, in + ox0, (ox1 - ox0) * sizeof(float));
+          } else {
+            for (int64_t ox = ox0; ox < ox1; ox++) out[ox] = in[ox * s.stride_w];
+          }
+          for (int64_t ox = ox1; ox < s.out_w; ox++) out[ox] = 0.0f;
+        }
+      }
+}
+
+// dx channels [c0, c1) of one image (cIn, h, w) = col2im(cols); dx is overwritten.
+void col2im(float* dx, const float* cols, const ConvShape& s, int64_t c0, int64_t c1) {
+  const int64_t plane = plane_of(s);
+  std::memset(dx + c0 * s.h * s.w, 0, (c1 - c0) * s.h * s.w * sizeof(float));
+  for (int64_t ci = c0; ci < c1; ci++)
+    for (int64_t ki = 0; ki < s.kh; ki++)
+      for (int64_t kj = 0; kj < s.kw; kj++) {
+        const float* row = cols + ((ci * s.kh + ki) * s.kw + kj) * plane;
+        int64_t ox0, ox1;
+        valid_cols(kj, s.stride_w, s.pad_w, s.w, s.out_w, &ox0, &ox1);
+        for (int64_t oy = 0; oy < s.out_h; oy++) {
+          const int64_t iy = oy * s.stride_h - s.pad_h + ki;
+          if (iy < 0 || iy >= s.h) continue;
+          const float* in = row + oy * s.out_w;
+          float* out = dx + (ci * s.h + iy) * s.w - s.pad_w + kj;
+          if (s.stride_w == 1) {
+            for (int64_t ox = ox0; ox < ox1; ox++) out[ox] += in[ox];
+          } else {
+            for (int64_t ox = ox0; ox < ox1; ox++) out[ox * s.stride_w] += in[ox];
+          }
+        }
+      }
+}
+
+// True when splitting the batch over the threads keeps them evenly busy.
+bool split_over_batch(int64_t n) {
+  const int nth = num_threads();
+  return nth == 1 || n % nth == 0 || n >= 4 * nth;
+}
+
+// Runs im2col (or col2im) for one image with the channels split over the threads.
+template <typename F>
+void parallel_channels(int64_t c_in, F&& f) {
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t c0, c1;
+        split_range(c_in, ith, nth, 1, &c0, &c1);
+        if (c0 < c1) f(c0, c1);
+      },
+      c_in);
+}
+
+}  // namespace
+
+void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
+  const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
+  const bool pointwise = is_pointwise(s);
+  const GemmEpilogue ep{bias, relu};
+  if (split_over_batch(s.n)) {
+    parallel_run(
+        [&](int ith, int nth) {
+          float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
+          for (int64_t b = ith; b < s.n; b += nth) {
+            const float* xb = x + b * x_size;
+            if (!pointwise) im2col(cols, xb, s, 0, s.c_in);
+            sgemm_serial(y + b * s.c_out * plane, plane, w, kdim, pointwise ? xb : cols, plane, s.c_out, plane, kdim,
+                         false, false, 0.0f, ep);
+          }
+        },
+        s.n);
+    return;
+  }
+  float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
+  for (int64_t b = 0; b < s.n; b++) {
+    const float* xb = x + b * x_size;
+    if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { im2col(cols, xb, s, c0, c1); });
+    sgemm(y + b * s.c_out * plane, plane, w, kdim, pointwise ? xb : cols, plane, s.c_out, plane, kdim, false, false,
+          0.0f, ep);
+  }
+}
+
+void conv2d_backward_input(float* dx, const float* dy, const float* w, const ConvShape& s) {
+  const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
+  const bool pointwise = is_pointwise(s);
+  if (split_over_batch(s.n)) {
+    parallel_run(
+        [&](int ith, int nth) {
+          float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
+          for (int64_t b = ith; b < s.n; b += nth) {
+            float* dxb = dx + b * x_size;
+            sgemm_serial(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane,
+                         s.c_out, true, false, 0.0f);
+            if (!pointwise) col2im(dxb, cols, s, 0, s.c_in);
+          }
+        },
+        s.n);
+    return;
+  }
+  float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
+  for (int64_t b = 0; b < s.n; b++) {
+    float* dxb = dx + b * x_size;
+    sgemm(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane, s.c_out, true, false,
+          0.0f);
+    if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { col2im(dxb, cols, s, c0, c1); });
+  }
+}
+
+void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s) {
+  const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
+  const int64_t w_size = s.c_out * kdim;
+  const bool pointwise = is_pointwise(s);
+  if (split_over_batch(s.n)) {
+    // Thread 0 accumulates into dw, the others into private partial sums, then all add them up.
+    float* partial[256] = {};
+    parallel_run(
+        [&](int ith, int nth) {
+          float* acc = ith == 0 ? dw : thread_scratch(1, w_size);
+          partial[ith] = acc;
+          float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
+          bool first = true;
+          for (int64_t b = ith; b < s.n; b += nth) {
+            const float* xb = x + b * x_size;
+            if (!pointwise) im2col(cols, xb, s, 0, s.c_in);
+            sgemm_serial(acc, kdim, dy + b * s.c_out * plane, plane, pointwise ? xb : cols, plane, s.c_out, kdim,
+                         plane, false, true, first ? 0.0f : 1.0f);
+            first = false;
+          }
+          if (first) std::memset(acc, 0, w_size * sizeof(float));
+          barrier(nth);
+          int64_t i0, i1;
+          split_range(w_size, ith, nth, 16, &i0, &i1);
+          for (int t = 1; t < nth; t++)
+            for (int64_t i = i0; i < i1; i++) dw[i] += partial[t][i];
+        },
+        std::min<int64_t>(std::max<int64_t>(s.n, 1), 256));
+  } else {
+    float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
+    if (s.n == 0) std::memset(dw, 0, w_size * sizeof(float));
+    for (int64_t b = 0; b < s.n; b++) {
+      const float* xb = x + b * x_size;
+      if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { im2col(cols, xb, s, c0, c1); });
+      sgemm(dw, kdim, dy + b * s.c_out * plane, plane, pointwise ? xb : cols, plane, s.c_out, kdim, plane, false, true,
+            b == 0 ? 0.0f : 1.0f);
+    }
+  }
+  if (db) {
+    parallel_run(
+        [&](int ith, int nth) {
+          int64_t c0, c1;
+          split_range(s.c_out, ith, nth, 16, &c0, &c1);
+          for (int64_t co = c0; co < c1; co++) {
+            double sum = 0.0;
+            for (int64_t b = 0; b < s.n; b++) {
+              const float* row = dy + (b * s.c_out + co) * plane;
+              float part = 0.0f;
+              for (int64_t p = 0; p < plane; p++) part += row[p];
+              sum += part;
+            }
+            db[co] = static_cast<float>(sum);
+          }
+        },
+        (s.c_out + 15) / 16);
+  }
+}
+
+}  // namespace vgg

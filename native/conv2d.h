@@ -1,0 +1,19 @@
+// Convolution kernels (NCHW, weight (cOut, cIn, kh, kw)): forward as im2col + GEMM with bias and ReLU fused
+// into the GEMM's store, backward-input as GEMM + col2im, backward-weight as GEMM over im2col'd input.
+#pragma once
+#include <cstdint>
+
+namespace vgg {
+
+struct ConvShape {
+  int64_t n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, out_h, out_w;
+};
+
+// y is (n, cOut, outH, outW); x is (n, cIn, h, w); w is (cOut, cIn*kh*kw); bias is (cOut) or null.
+void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu);
+// dx is (n, cIn, h, w), overwritten; dy is (n, cOut, outH, outW); w is (cOut, cIn*kh*kw).
+void conv2d_backward_input(float* dx, const float* dy, const float* w, const ConvShape& s);
+// dw is (cOut, cIn*kh*kw) and db (cOut) or null, both overwritten; dy is (n, cOut, outH, outW); x is (n, cIn, h, w).
+void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s);
+
+}  // namespace vgg

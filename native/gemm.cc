@@ -1,0 +1,256 @@
+// SGEMM: loops jc (NC columns of B) > pc (KC deep) > ic (MC rows of A) > jr (NR) > ir (MR) around a
+// 6x16 micro-kernel. The packed B block (KC x NC) stays in L3/L2, an A block (MC x KC) in L2, and one
+// B micro-panel (KC x 16) in L1 while the kernel sweeps the A micro-panels.
+#include "gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "isa.h"
+#include "threadpool.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define VGG_X86 1
+#endif
+
+namespace vgg {
+namespace {
+
+constexpr int64_t MR = 6, NR = 16;
+constexpr int64_t KC = 256, MC = 144, NC = 3072;
+
+// The micro-kernel: c (MR, NR) row stride ldc = pa (kc, MR) packed x pb (kc, NR) packed, added to c when
+// `accumulate`, then bias (MR) and ReLU when given.
+using MicroKernel = void (*)(float* c, int64_t ldc, const float* pa, const float* pb, int64_t kc, bool accumulate,
+                             const float* bias, bool relu);
+
+void micro_portable(float* c, int64_t ldc, const float* pa, const float* pb, int64_t kc, bool accumulate,
+                    const float* bias, bool relu) {
+  float acc[MR][NR] = {};
+  for (int64_t p = 0; p < kc; p++) {
+    const float* bp = pb + p * NR;
+    for (int64_t r = 0; r < MR; r++) {
+      const float a = pa[p * MR + r];
+      for (int64_t j = 0; j < NR; j++) acc[r][j] += a * bp[j];
+    }
+  }
+  for (int64_t r = 0; r < MR; r++) {
+    float* cr = c + r * ldc;
+    const float bv = bias ? bias[r] : 0.0f;
+    for (int64_t j = 0; j < NR; j++) {
+      float v = acc[r][j] + (accumulate ? cr[j] : 0.0f) + bv;
+      cr[j] = relu && v < 0.0f ? 0.0f : v;
+    }
+  }
+}
+
+#ifdef VGG_X86
+__attribute__((target("avx2,fma"))) void micro_avx2(float* c, int64_t ldc, const float* pa, const float* pb,
+                                                    int64_t kc, bool accumulate, const float* bias, bool relu) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps();
+  __m256 c11 = _mm256_setzero_ps(), c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c40 = _mm256_setzero_ps();
+  __m256 c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (int64_t p = 0; p < kc; p++) {
+    const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
+    __m256 a = _mm256_broadcast_ss(pa + 0);
+    c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(pa + 1);
+    c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(pa + 2);
+    c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(pa + 3);
+    c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(pa + 4);
+    c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(pa + 5);
+    c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
+    pa += MR;
+    pb += NR;
+  }
+  __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  const __m256 zero = _mm256_setzero_ps();
+  for (int r = 0; r < MR; r++) {
+    float* cr = c + r * ldc;
+    __m256 v0 = rows[r][0], v1 = rows[r][1];
+    if (accumulate) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr)), v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
+    if (bias) {
+      const __m256 bv = _mm256_set1_ps(bias[r]);
+      v0 = _mm256_add_ps(v0, bv), v1 = _mm256_add_ps(v1, bv);
+    }
+    // max(0, v) returns v when v is NaN (like the reference's `v < 0 ? 0 : v`).
+    if (relu) v0 = _mm256_max_ps(zero, v0), v1 = _mm256_max_ps(zero, v1);
+    _mm256_storeu_ps(cr, v0), _mm256_storeu_ps(cr + 8, v1);
+  }
+}
+#endif
+
+MicroKernel micro_kernel() {
+#ifdef VGG_X86
+  if (active_isa() == Isa::Avx2Fma) return micro_avx2;
+#endif
+  return micro_portable;
+}
+
+// Packs op(A)[i0:i0+mc, p0:p0+kc] into MR-row micro-panels, each (kc, MR), zero-padded to MR rows.
+void pack_a(float* dst, const float* a, int64_t lda, bool trans_a, int64_t i0, int64_t p0, int64_t mc, int64_t kc) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int64_t rows = std::min(MR, mc - ir);
+    float* d = dst + ir * kc;
+    if (trans_a) {
+      for (int64_t p = 0; p < kc; p++) {
+        const float* src = a + (p0 + p) * lda + i0 + ir;
+        for (int64_t r = 0; r < rows; r++) d[p * MR + r] = src[r];
+        for (int64_t r = rows; r < MR; r++) d[p * MR + r] = 0.0f;
+      }
+    } else {
+      for (int64_t r = 0; r < MR; r++) {
+        if (r < rows) {
+          const float* src = a + (i0 + ir + r) * lda + p0;
+          for (int64_t p = 0; p < kc; p++) d[p * MR + r] = src[p];
+        } else {
+          for (int64_t p = 0; p < kc; p++) d[p * MR + r] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// Packs op(B)[p0:p0+kc, j0:j0+nc] into NR-column micro-panels, each (kc, NR), zero-padded to NR columns.
+void pack_b(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, int64_t j0, int64_t kc, int64_t nc) {
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t cols = std::min(NR, nc - jr);
+    float* d = dst + jr * kc;
+    if (!trans_b) {
+      for (int64_t p = 0; p < kc; p++) {
+        const float* src = b + (p0 + p) * ldb + j0 + jr;
+        if (cols == NR) {
+          std::memcpy(d + p * NR, src, NR * sizeof(float));
+        } else {
+          for (int64_t j = 0; j < cols; j++) d[p * NR + j] = src[j];
+          for (int64_t j = cols; j < NR; j++) d[p * NR + j] = 0.0f;
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < NR; j++) {
+        if (j < cols) {
+          const float* src = b + (j0 + jr + j) * ldb + p0;
+          for (int64_t p = 0; p < kc; p++) d[p * NR + j] = src[p];
+        } else {
+          for (int64_t p = 0; p < kc; p++) d[p * NR + j] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// Per-thread packing buffers, allocated once and reused by every later call on that thread.
+struct PackBuffers {
+  float* a = nullptr;
+  float* b = nullptr;
+  PackBuffers() {
+    a = static_cast<float*>(std::aligned_alloc(64, MC * KC * sizeof(float)));
+    b = static_cast<float*>(std::aligned_alloc(64, KC * NC * sizeof(float)));
+  }
+  ~PackBuffers() {
+    std::free(a);
+    std::free(b);
+  }
+};
+
+PackBuffers& pack_buffers() {
+  static thread_local PackBuffers buffers;
+  return buffers;
+}
+
+// c (m, n) = beta * c, then the epilogue: the k = 0 case, where the product is empty.
+void scale_and_epilogue(float* c, int64_t ldc, int64_t m, int64_t n, float beta, GemmEpilogue ep) {
+  for (int64_t i = 0; i < m; i++) {
+    float* ci = c + i * ldc;
+    const float bv = ep.row_bias ? ep.row_bias[i] : 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+      float v = (beta == 0.0f ? 0.0f : ci[j]) + bv;
+      ci[j] = ep.relu && v < 0.0f ? 0.0f : v;
+    }
+  }
+}
+
+}  // namespace
+
+void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
+                  int64_t n, int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) return scale_and_epilogue(c, ldc, m, n, beta, ep);
+  const MicroKernel kernel = micro_kernel();
+  PackBuffers& buf = pack_buffers();
+  alignas(64) float edge[MR * NR];
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = std::min(NC, n - jc);
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = std::min(KC, k - pc);
+      const bool accumulate = pc > 0 || beta != 0.0f;
+      const bool last = pc + kc >= k;
+      pack_b(buf.b, b, ldb, trans_b, pc, jc, kc, nc);
+      for (int64_t ic = 0; ic < m; ic += MC) {
+        const int64_t mc = std::min(MC, m - ic);
+        pack_a(buf.a, a, lda, trans_a, ic, pc, mc, kc);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int64_t cols = std::min(NR, nc - jr);
+          const float* pb = buf.b + jr * kc;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t rows = std::min(MR, mc - ir);
+            const float* pa = buf.a + ir * kc;
+            float* ct = c + (ic + ir) * ldc + jc + jr;
+            const float* bias = last && ep.row_bias ? ep.row_bias + ic + ir : nullptr;
+            const bool relu = last && ep.relu;
+            if (rows == MR && cols == NR) {
+              kernel(ct, ldc, pa, pb, kc, accumulate, bias, relu);
+              continue;
+            }
+            // Edge tile: compute the full 6x16 tile into a scratch buffer, then store only the valid part.
+            kernel(edge, NR, pa, pb, kc, false, nullptr, false);
+            for (int64_t r = 0; r < rows; r++) {
+              float* cr = ct + r * ldc;
+              const float bv = bias ? bias[r] : 0.0f;
+              for (int64_t j = 0; j < cols; j++) {
+                float v = edge[r * NR + j] + (accumulate ? cr[j] : 0.0f) + bv;
+                cr[j] = relu && v < 0.0f ? 0.0f : v;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
+           int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep) {
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  if (num_threads() == 1 || flops < 2e6) return sgemm_serial(c, ldc, a, lda, b, ldb, m, n, k, trans_a, trans_b, beta, ep);
+  // Split the larger output dimension into disjoint slices (multiples of the tile size, so slices of C
+  // start on their own cache lines when C is aligned); each thread packs its own panels.
+  const bool split_n = n >= m;
+  const int64_t total = split_n ? n : m;
+  const int64_t align = split_n ? NR : MR;
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t begin, end;
+        split_range(total, ith, nth, align, &begin, &end);
+        if (begin >= end) return;
+        if (split_n) {
+          const float* bj = trans_b ? b + begin * ldb : b + begin;
+          sgemm_serial(c + begin, ldc, a, lda, bj, ldb, m, end - begin, k, trans_a, trans_b, beta, ep);
+        } else {
+          const float* ai = trans_a ? a + begin : a + begin * lda;
+          GemmEpilogue sub = ep;
+          if (sub.row_bias) sub.row_bias += begin;
+          sgemm_serial(c + begin * ldc, ldc, ai, lda, b, ldb, end - begin, n, k, trans_a, trans_b, beta, sub);
+        }
+      },
+      (total + align - 1) / align);
+}
+
+}  // namespace vgg

@@ -1,0 +1,23 @@
+// Packed, cache-blocked single-precision GEMM (BLIS-style: A and B packed into MR x kc and kc x NR
+// micro-panels, a 6x16 register-tiled micro-kernel, AVX2+FMA or portable C++ chosen at run time).
+#pragma once
+#include <cstdint>
+
+namespace vgg {
+
+/** Optional work fused into the GEMM's final store: C[i][j] += row_bias[i], then max(C, 0). */
+struct GemmEpilogue {
+  const float* row_bias = nullptr;  // row_bias is (m) or null
+  bool relu = false;
+};
+
+// C = op(A) * op(B) + beta * C, then the epilogue. beta is 0 or 1.
+// c is (m, n) with row stride ldc; op(A) is (m, k): a[i*lda + p], or a[p*lda + i] when trans_a;
+// op(B) is (k, n): b[p*ldb + j], or b[j*ldb + p] when trans_b.
+// sgemm_serial runs on the calling thread; sgemm splits the work over the thread pool.
+void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
+                  int64_t n, int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep = {});
+void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
+           int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep = {});
+
+}  // namespace vgg

@@ -1,0 +1,155 @@
+// Persistent thread pool: a generation counter wakes the workers, a done counter reports back.
+#include "threadpool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace vgg {
+namespace {
+
+constexpr int kSpinIterations = 20000;
+
+struct alignas(64) PaddedAtomic {
+  std::atomic<int64_t> value{0};
+};
+
+class Pool {
+ public:
+  Pool() { resize(default_threads()); }
+  ~Pool() { stop_workers(); }
+
+  int size() const { return size_; }
+
+  void resize(int n) {
+    if (n < 1) n = 1;
+    if (n == size_) return;
+    stop_workers();
+    size_ = n;
+    stopping_ = false;
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { worker_loop(i); });
+  }
+
+  void run(const TaskFn& fn, int nth) {
+    // A nested call (from inside a task) runs serially on its thread.
+    if (nth <= 1 || size_ == 1 || in_task_) {
+      fn(0, 1);
+      return;
+    }
+    in_task_ = true;
+    if (nth > size_) nth = size_;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      task_ = &fn;
+      task_nth_ = nth;
+      done_.value.store(0, std::memory_order_relaxed);
+      generation_.value.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    fn(0, nth);
+    // Every worker (not only the nth-1 participants) checks in, so none can still read task_ after we return.
+    const int64_t expected = size_ - 1;
+    int spins = 0;
+    while (done_.value.load(std::memory_order_acquire) != expected) {
+      if (++spins > kSpinIterations) std::this_thread::yield();
+    }
+    in_task_ = false;
+  }
+
+  void barrier(int nth) {
+    if (nth <= 1) return;
+    const int64_t gen = barrier_gen_.value.load(std::memory_order_acquire);
+    if (barrier_count_.value.fetch_add(1, std::memory_order_acq_rel) == nth - 1) {
+      barrier_count_.value.store(0, std::memory_order_relaxed);
+      barrier_gen_.value.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    int spins = 0;
+    while (barrier_gen_.value.load(std::memory_order_acquire) == gen) {
+      if (++spins > kSpinIterations) std::this_thread::yield();
+    }
+  }
+
+ private:
+  static int default_threads() {
+    const char* env = std::getenv("VGG_NUM_THREADS");
+    if (env && *env) {
+      char* end = nullptr;
+      long v = std::strtol(env, &end, 10);
+      if (end && *end == '\0' && v >= 1 && v <= 1024) return static_cast<int>(v);
+    }
+    unsigned hc = std::thread::hardware_concurrency();
+    return hc == 0 ? 1 : static_cast<int>(hc);
+  }
+
+  void worker_loop(int ith) {
+    int64_t seen = generation_.value.load(std::memory_order_acquire);
+    for (;;) {
+      int spins = 0;
+      while (generation_.value.load(std::memory_order_acquire) == seen && !stopping_.load()) {
+        if (++spins > kSpinIterations) {
+          std::unique_lock<std::mutex> lock(mutex_);
+          wake_.wait(lock, [&] {
+            return generation_.value.load(std::memory_order_acquire) != seen || stopping_.load();
+          });
+        }
+      }
+      if (stopping_.load()) return;
+      seen = generation_.value.load(std::memory_order_acquire);
+      const TaskFn* task = task_;
+      const int nth = task_nth_;
+      in_task_ = true;
+      if (ith < nth) (*task)(ith, nth);
+      in_task_ = false;
+      done_.value.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  static thread_local bool in_task_;
+  int size_ = 0;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::atomic<bool> stopping_{false};
+  const TaskFn* task_ = nullptr;
+  int task_nth_ = 1;
+  PaddedAtomic generation_;
+  PaddedAtomic done_;
+  PaddedAtomic barrier_count_;
+  PaddedAtomic barrier_gen_;
+};
+
+thread_local bool Pool::in_task_ = false;
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: workers must not be joined during static teardown
+  return *p;
+}
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+void set_num_threads(int n) { pool().resize(n); }
+
+void parallel_run(const TaskFn& fn, int64_t max_tasks) {
+  int nth = pool().size();
+  if (max_tasks < nth) nth = max_tasks < 1 ? 1 : static_cast<int>(max_tasks);
+  pool().run(fn, nth);
+}
+
+void barrier(int nth) { pool().barrier(nth); }
+
+}  // namespace vgg
