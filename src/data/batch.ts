@@ -14,8 +14,8 @@ export interface BatchConfig {
 }
 
 export interface PreparedBatch {
-  x: Float32Array; // (n, 1, outH, outW)
-  y: Int32Array; // (n)
+  x: Float32Array<ArrayBuffer>; // (n, 1, outH, outW)
+  y: Int32Array<ArrayBuffer>; // (n)
 }
 
 /** Mixes integers into one 32-bit seed (murmur3 finaliser per part), so (seed, epoch, batch) streams differ. */
@@ -73,8 +73,8 @@ export class BatchPreparer {
       this.resizer?.resizePlane(plane, 0, x, b * outPlane);
     }
     if (normalize) {
-      const inv = 1 / normalize.std;
-      for (let i = 0; i < x.length; i++) x[i] = (x[i] - normalize.mean) * inv;
+      const { mean, std } = normalize;
+      for (let i = 0; i < x.length; i++) x[i] = (x[i] - mean) / std;
     }
     return { x, y };
   }

@@ -15,8 +15,7 @@ export function toFloat(pixels: Uint8Array, out = new Float32Array(pixels.length
 /** In place: x = (x - mean) / std. */
 export function normalize(x: Float32Array, mean: number, std: number): Float32Array {
   checkNormalization(mean, std);
-  const inv = 1 / std;
-  for (let i = 0; i < x.length; i++) x[i] = (x[i] - mean) * inv;
+  for (let i = 0; i < x.length; i++) x[i] = (x[i] - mean) / std;
   return x;
 }
 
