@@ -11,7 +11,6 @@ export type IdxKind = "images" | "labels";
 
 const MAGIC: Record<IdxKind, number> = { labels: 2049, images: 2051 };
 const NDIM: Record<IdxKind, number> = { labels: 1, images: 3 };
-const UBYTE = 0x08;
 /** The largest payload this reader accepts; far above Fashion-MNIST's 47 MB, well below memory limits. */
 const MAX_BYTES = 2 ** 31 - 1;
 
@@ -44,9 +43,10 @@ function hex(n: number): string {
 }
 
 function describeMagic(magic: number): string {
-  if (magic === MAGIC.labels) return " (a labels file)";
-  if (magic === MAGIC.images) return " (an images file)";
-  return "";
+  if (magic === MAGIC.labels) return " (a labels file); check that the file names are not swapped";
+  if (magic === MAGIC.images) return " (an images file); check that the file names are not swapped";
+  if (magic >>> 16 !== 0) return "; this is not an IDX file";
+  return ` (data type 0x${((magic >>> 8) & 0xff).toString(16).padStart(2, "0")}, ${magic & 0xff} dimensions)`;
 }
 
 /** Parses and checks the header once enough bytes are present; returns undefined while more are needed. */
@@ -54,23 +54,15 @@ function parseHeader(bytes: Uint8Array, length: number, kind: IdxKind, name: str
   if (length < 4) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, length);
   const magic = view.getUint32(0);
+  // The magic packs two zero bytes, the data type (0x08 = unsigned byte) and the dimension count.
   if (magic !== MAGIC[kind]) {
     throw new Error(
-      `${name}: expected an IDX ${kind} file (magic ${MAGIC[kind]} = ${hex(MAGIC[kind])}) but found magic ` +
-        `${magic} = ${hex(magic)}${describeMagic(magic)}; check that the file names are not swapped`,
+      `${name}: expected an IDX ${kind} file (magic ${MAGIC[kind]} = ${hex(MAGIC[kind])}: unsigned bytes, ` +
+        `${NDIM[kind]} dimension${NDIM[kind] > 1 ? "s" : ""}) but found magic ${magic} = ${hex(magic)}` +
+        `${describeMagic(magic)}`,
     );
   }
-  // With the magic matched, the type byte is 0x08 and the dimension count is right by construction;
-  // the checks below stay for clarity should MAGIC ever grow other types.
-  if (bytes[2] !== UBYTE) {
-    throw new Error(
-      `${name}: expected IDX data type 0x08 (unsigned byte) but found 0x${bytes[2].toString(16)}`,
-    );
-  }
-  const ndim = bytes[3];
-  if (ndim !== NDIM[kind]) {
-    throw new Error(`${name}: expected ${NDIM[kind]} dimensions for ${kind} but found ${ndim}`);
-  }
+  const ndim = NDIM[kind];
   const headerBytes = 4 + 4 * ndim;
   if (length < headerBytes) return undefined;
   const dims: number[] = [];
@@ -236,4 +228,23 @@ export function readIdxPair(imagesPath: string, labelsPath: string, numClasses =
     );
   }
   return { ...images, labels: labels.labels };
+}
+
+/** Encodes uint8 data as an IDX file: images when dims is [count, rows, cols], labels when [count]. */
+export function encodeIdx(dims: readonly number[], data: Uint8Array): Uint8Array {
+  if (dims.length !== 1 && dims.length !== 3) {
+    throw new RangeError(`Expected 1 (labels) or 3 (images) dimensions but received ${dims.length}`);
+  }
+  const size = dims.reduce((a, b) => a * b, 1);
+  if (data.length !== size) {
+    throw new RangeError(
+      `Expected ${size} bytes for dimensions [${dims.join(", ")}] but received ${data.length}`,
+    );
+  }
+  const out = new Uint8Array(4 + 4 * dims.length + size);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, dims.length === 1 ? MAGIC.labels : MAGIC.images);
+  dims.forEach((d, i) => view.setUint32(4 + 4 * i, d));
+  out.set(data, 4 + 4 * dims.length);
+  return out;
 }
