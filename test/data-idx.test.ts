@@ -25,7 +25,7 @@ function headerOnly(magic: number, dims: number[], total: number): Uint8Array {
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   view.setUint32(0, magic);
-  dims.forEach((d, i) => view.setUint32(4 + 4 * i, d));
+  for (let i = 0; i < dims.length; i++) view.setUint32(4 + 4 * i, dims[i]);
   return out;
 }
 

@@ -244,7 +244,7 @@ export function encodeIdx(dims: readonly number[], data: Uint8Array): Uint8Array
   const out = new Uint8Array(4 + 4 * dims.length + size);
   const view = new DataView(out.buffer);
   view.setUint32(0, dims.length === 1 ? MAGIC.labels : MAGIC.images);
-  dims.forEach((d, i) => view.setUint32(4 + 4 * i, d));
+  for (let i = 0; i < dims.length; i++) view.setUint32(4 + 4 * i, dims[i]);
   out.set(data, 4 + 4 * dims.length);
   return out;
 }
