@@ -396,3 +396,13 @@ test("header claims never drive allocation: a tiny file claiming a huge tensor f
   assert.throws(() => decodeSafetensors(bytes), SafetensorsError);
   assert.ok(process.memoryUsage().arrayBuffers - before < 1_000_000);
 });
+
+test('a "__proto__" key stays an ordinary name, for tensors and metadata alike', () => {
+  const bytes = rawFile(`{"__metadata__":{"__proto__":"x"},${T("__proto__", "F32", [1], 0, 4)}}`, 4);
+  const { tensors, metadata } = decodeSafetensors(bytes);
+  assert.equal(Object.getPrototypeOf(metadata), Object.prototype);
+  assert.deepEqual(Object.entries(metadata), [["__proto__", "x"]]);
+  assert.deepEqual([...tensors.keys()], ["__proto__"]);
+  const again = decodeSafetensors(encodeSafetensors(new Map(), metadata)).metadata;
+  assert.deepEqual(Object.entries(again), [["__proto__", "x"]]);
+});

@@ -170,18 +170,18 @@ interface TensorInfo {
 type Fail = (message: string) => never;
 
 function parseMetadata(value: unknown, fail: Fail): Record<string, string> {
-  const metadata: Record<string, string> = {};
-  if (value === undefined) return metadata;
+  if (value === undefined) return {};
   if (!isPlainObject(value)) {
     fail(`Expected __metadata__ to be an object of strings but received ${describe(value)}`);
   }
-  for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
+  const entries = Object.entries(value as Record<string, unknown>);
+  for (const [key, item] of entries) {
     if (typeof item !== "string") {
       fail(`Expected __metadata__[${JSON.stringify(key)}] to be a string but received ${describe(item)}`);
     }
-    metadata[key] = item as string;
   }
-  return metadata;
+  // fromEntries defines own properties, so a key named "__proto__" stays data, not a prototype change.
+  return Object.fromEntries(entries) as Record<string, string>;
 }
 
 function parseTensorInfo(name: string, value: unknown, dataLength: number, fail: Fail): TensorInfo {
