@@ -290,7 +290,10 @@ export class VGGTorchvision extends Module {
 
 export type VggModel = VGG | VGGTorchvision;
 
-/** Builds a VGG network from a conv architecture (d2l's `vgg(conv_arch)`). */
+/** Builds a VGG network from a conv architecture (d2l's `vgg(conv_arch)`); the d2l layout by default. */
+export function vgg(convArch: ConvArch, options: VggOptions & { layout: "torchvision" }): VGGTorchvision;
+export function vgg(convArch: ConvArch, options?: VggOptions & { layout?: "d2l" }): VGG;
+export function vgg(convArch: ConvArch, options?: VggOptions): VggModel;
 export function vgg(convArch: ConvArch, options: VggOptions = {}): VggModel {
   const cfg = resolveConfig(convArch, options);
   return cfg.layout === "torchvision" ? new VGGTorchvision(cfg) : new VGG(cfg);
