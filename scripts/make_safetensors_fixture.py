@@ -2,6 +2,9 @@
 """Writes test/fixtures/safetensors/torch_mixed.safetensors and its expected values.
 
 Run by hand with Debian's python3-torch:  /usr/bin/python3 scripts/make_safetensors_fixture.py
+Reverse direction: /usr/bin/python3 scripts/make_safetensors_fixture.py --verify FILE loads a file written
+by vgg-ts (the fixture's module tensors re-encoded) into the same PyTorch module with strict
+load_state_dict and checks every tensor equals the fixture's.
 The `safetensors` Python package is not installed here, so the file is written with struct + json
 following the format spec (as the reference writer does: sorted names, header space-padded to a
 multiple of 8). The tensor bytes come from torch itself, so F16/BF16/I64 encodings are PyTorch's.
@@ -12,6 +15,7 @@ patterns so NaN, infinities and -0 survive JSON exactly.
 import json
 import os
 import struct
+import sys
 
 import torch
 
@@ -57,6 +61,40 @@ def save(tensors: dict, metadata: dict, path: str) -> None:
             f.write(blob)
 
 
+TORCH_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+
+
+def load(path: str) -> tuple:
+    """A plain reader for --verify (the strict checks live in vgg-ts; this one only asserts basics)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    assert n % 8 == 0, f"header length {n} is not a multiple of 8"
+    header = json.loads(blob[8 : 8 + n].decode("utf-8"))
+    metadata = header.pop("__metadata__", {})
+    data = blob[8 + n :]
+    tensors = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        raw = bytearray(data[begin:end])
+        dtype = TORCH_DTYPES[info["dtype"]]
+        t = torch.frombuffer(raw, dtype=dtype) if raw else torch.zeros(0, dtype=dtype)
+        tensors[name] = t.reshape(info["shape"])
+    return tensors, metadata
+
+
+def verify(path: str) -> None:
+    written, metadata = load(path)
+    fixture, _ = load(os.path.join(OUT, "torch_mixed.safetensors"))
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    model.load_state_dict(written, strict=True)
+    for name, t in model.state_dict().items():
+        # load_state_dict casts silently, so compare the dtypes as written (I64 num_batches_tracked).
+        assert written[name].dtype == fixture[name].dtype, f"{name}: {written[name].dtype} != {fixture[name].dtype}"
+        assert torch.equal(t, fixture[name]), f"{name} differs"
+    print(f"OK: {len(written)} tensors loaded strictly into PyTorch, all equal; metadata {metadata}")
+
+
 def float32_bits(t: torch.Tensor) -> list:
     return t.float().contiguous().view(torch.int32).flatten().tolist()
 
@@ -97,4 +135,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--verify":
+        verify(sys.argv[2])
+    else:
+        main()

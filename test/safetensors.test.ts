@@ -231,6 +231,7 @@ const malformed: [string, Uint8Array, string][] = [
     "Expected the header to be valid UTF-8 but it is not",
   ],
   ["not an object", rawFile("[1, 2]"), 'Expected the header to start with "{" but received "["'],
+  ["byte-order mark", rawFile("\ufeff{}"), 'Expected the header to start with "{" but received "\ufeff"'],
   ["leading space", rawFile(" {}"), 'Expected the header to start with "{" but received " "'],
   [
     "bad JSON",

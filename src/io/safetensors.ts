@@ -93,6 +93,9 @@ export function decodeSafetensors(
     throw new TypeError(`Expected a Uint8Array but received ${Object.prototype.toString.call(bytes)}`);
   }
   const maxHeader = options.maxHeaderBytes ?? MAX_HEADER_BYTES;
+  if (!Number.isSafeInteger(maxHeader) || maxHeader < 0) {
+    throw new RangeError(`Expected maxHeaderBytes to be a non-negative integer but received ${maxHeader}`);
+  }
   if (bytes.byteLength < 8) {
     fail(
       `Expected at least 8 bytes (the header length) but received ${bytes.byteLength}; the file is truncated`,
@@ -134,8 +137,6 @@ export function decodeSafetensors(
     fail(`Expected the header to be valid JSON but parsing failed: ${(error as Error).message}`);
   }
   if (structure.duplicate !== undefined) fail(structure.duplicate);
-  if (!isPlainObject(header))
-    fail(`Expected the header to be a JSON object but received ${describe(header)}`);
 
   const dataStart = 8 + headerLength;
   const dataLength = bytes.byteLength - dataStart;
