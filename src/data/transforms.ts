@@ -37,12 +37,12 @@ export interface LinearTaps {
 
 /**
  * Source taps of `F.interpolate(mode="bilinear", align_corners=False)` along one axis of `inSize` -> `outSize`
- * pixels. Half-pixel centres: src = (dst + 0.5) * in/out - 0.5, clamped at 0; the coordinate math runs in
- * float32 (Math.fround) as torch does for float tensors, so the chosen taps match torch's.
+ * pixels. Half-pixel centres: src = (dst + 0.5) * in/out - 0.5, clamped at 0. Precision as torch's CPU
+ * kernel for float tensors: the ratio in/out is a float32, the source coordinate and weights are computed in
+ * double (its accumulate type) and the weights stored as float32; this picks the same taps and weights.
  */
 export function linearTaps(inSize: number, outSize: number): LinearTaps {
-  const f = Math.fround;
-  const scale = f(inSize / outSize);
+  const scale = Math.fround(inSize / outSize);
   const taps: LinearTaps = {
     i0: new Int32Array(outSize),
     i1: new Int32Array(outSize),
@@ -50,14 +50,18 @@ export function linearTaps(inSize: number, outSize: number): LinearTaps {
     w1: new Float32Array(outSize),
   };
   for (let d = 0; d < outSize; d++) {
-    let src = f(f(scale * f(d + 0.5)) - 0.5);
-    if (src < 0) src = 0;
+    if (inSize === outSize) {
+      taps.i0[d] = taps.i1[d] = d;
+      taps.w0[d] = 1;
+      continue;
+    }
+    const src = Math.max(scale * (d + 0.5) - 0.5, 0);
     const i0 = Math.min(Math.floor(src), inSize - 1);
-    const lambda1 = Math.min(Math.max(f(src - i0), 0), 1);
+    const lambda1 = Math.min(Math.max(src - i0, 0), 1);
     taps.i0[d] = i0;
     taps.i1[d] = i0 < inSize - 1 ? i0 + 1 : i0;
     taps.w1[d] = lambda1;
-    taps.w0[d] = f(1 - lambda1);
+    taps.w0[d] = 1 - lambda1;
   }
   return taps;
 }
