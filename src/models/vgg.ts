@@ -16,7 +16,7 @@ import {
 } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { Sequential } from "../nn/sequential.js";
-import { flatten } from "../ops/shape.js";
+import { flatten, flattenShape } from "../ops/shape.js";
 import { formatShape, type Tensor } from "../tensor.js";
 
 export type ConvArch = readonly (readonly [numConvs: number, outChannels: number])[];
@@ -173,22 +173,23 @@ function classifier(inFeatures: number, cfg: VggConfig): Module[] {
   ];
 }
 
-function checkInput(x: Tensor, cfg: VggConfig, fixedSize: boolean): void {
-  const [, c, h, w] = x.shape;
+function checkInput(shape: readonly number[], cfg: VggConfig, fixedSize: boolean): void {
+  const [, c, h, w] = shape;
   const size = cfg.inputSize;
-  const ok = x.ndim === 4 && c === cfg.inChannels && (!fixedSize || (h === size && w === size));
+  const ndim = shape.length;
+  const ok = ndim === 4 && c === cfg.inChannels && (!fixedSize || (h === size && w === size));
   if (ok && fixedSize) return;
   if (ok && h >= 2 ** cfg.convArch.length && w >= 2 ** cfg.convArch.length) return;
   const expected = fixedSize ? `[N, ${cfg.inChannels}, ${size}, ${size}]` : `[N, ${cfg.inChannels}, H, W]`;
   let hint = "";
-  if (x.ndim === 4 && c !== cfg.inChannels)
+  if (ndim === 4 && c !== cfg.inChannels)
     hint = `; hint: the model takes ${cfg.inChannels}-channel images (build it with inChannels: ${c} for these)`;
-  else if (x.ndim === 4 && fixedSize)
+  else if (ndim === 4 && fixedSize)
     hint = `; hint: resize the images to ${size}x${size} (e.g. --resize ${size}) or build the model with inputSize: ${h}`;
-  else if (x.ndim === 4)
+  else if (ndim === 4)
     hint = `; hint: images must be at least ${2 ** cfg.convArch.length}x${2 ** cfg.convArch.length}`;
   throw new RangeError(
-    `Expected input of shape ${expected} for VGG but received ${formatShape(x.shape)}${hint}`,
+    `Expected input of shape ${expected} for VGG but received ${formatShape(shape)}${hint}`,
   );
 }
 
@@ -206,8 +207,13 @@ export class VGG extends Sequential {
   }
 
   override forward(x: Tensor): Tensor {
-    checkInput(x, this.config, true);
+    checkInput(x.shape, this.config, true);
     return super.forward(x);
+  }
+
+  override outputShape(input: readonly number[]): number[] {
+    checkInput(input, this.config, true);
+    return super.outputShape(input);
   }
 
   /** The conv trunk's output (N, C, s, s), before Flatten. */
@@ -217,7 +223,7 @@ export class VGG extends Sequential {
 
   /** The output of every block, for perceptual losses and feature extraction. */
   blockOutputs(x: Tensor): Tensor[] {
-    checkInput(x, this.config, true);
+    checkInput(x.shape, this.config, true);
     const outs: Tensor[] = [];
     for (let i = 0; i < this.config.convArch.length; i++) outs.push((x = this[i].forward(x)));
     return outs;
@@ -263,18 +269,24 @@ export class VGGTorchvision extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    checkInput(x, this.config, false);
+    checkInput(x.shape, this.config, false);
     return this.classifier.forward(flatten(this.avgpool.forward(this.features.forward(x)), 1));
   }
 
   forwardFeatures(x: Tensor): Tensor {
-    checkInput(x, this.config, false);
+    checkInput(x.shape, this.config, false);
     return this.features.forward(x);
+  }
+
+  override outputShape(input: readonly number[]): number[] {
+    checkInput(input, this.config, false);
+    const pooled = this.avgpool.outputShape(this.features.outputShape(input));
+    return this.classifier.outputShape(flattenShape(pooled));
   }
 
   /** The output of every block (after each max-pool). */
   blockOutputs(x: Tensor): Tensor[] {
-    checkInput(x, this.config, false);
+    checkInput(x.shape, this.config, false);
     const outs: Tensor[] = [];
     for (const layer of this.features) {
       x = layer.forward(x);

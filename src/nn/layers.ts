@@ -1,10 +1,10 @@
 // The layers, named as in PyTorch. Each forward is a line or two over the functional ops.
 import { dropout, relu } from "../ops/activation.js";
 import { batchNorm } from "../ops/batchnorm.js";
-import { conv2d } from "../ops/conv2d.js";
+import { conv2d, conv2dGeometry } from "../ops/conv2d.js";
 import { linear } from "../ops/linear.js";
-import { adaptiveAvgPool2d, maxPool2d } from "../ops/pool.js";
-import { flatten } from "../ops/shape.js";
+import { adaptiveAvgPool2d, maxPool2d, maxPool2dGeometry } from "../ops/pool.js";
+import { flatten, flattenShape } from "../ops/shape.js";
 import type { Pair } from "../ops/util.js";
 import { pair } from "../ops/util.js";
 import { formatShape, ones, Parameter, type Tensor, zeros } from "../tensor.js";
@@ -74,11 +74,26 @@ export class Conv2d extends Module {
     return conv2d(x, this.weight, this.bias, { stride: this.stride, padding: this.padding, relu: true });
   }
 
-  private checkInput(x: Tensor): void {
-    if (x.ndim !== 4 || x.shape[1] !== this.inChannels)
+  private checkInput(x: { shape: readonly number[] }): void {
+    if (x.shape.length !== 4 || x.shape[1] !== this.inChannels)
       throw new RangeError(
         `Expected input of shape [N, ${this.inChannels}, H, W] for ${this.describe()} but received ${formatShape(x.shape)}`,
       );
+  }
+
+  private geometry(input: readonly number[]) {
+    this.checkInput({ shape: input });
+    return conv2dGeometry(input, this.weight.shape, { stride: this.stride, padding: this.padding });
+  }
+
+  override outputShape(input: readonly number[]): number[] {
+    const g = this.geometry(input);
+    return [g.n, g.cOut, g.outH, g.outW];
+  }
+
+  override macs(input: readonly number[]): number {
+    const g = this.geometry(input);
+    return g.n * g.cOut * g.outH * g.outW * g.cIn * g.kh * g.kw;
   }
 
   override describe(): string {
@@ -109,14 +124,28 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    if (x.ndim < 1 || x.shape[x.ndim - 1] !== this.inFeatures)
+    this.checkInput(x.shape);
+    return linear(x, this.weight, this.bias);
+  }
+
+  override outputShape(input: readonly number[]): number[] {
+    this.checkInput(input);
+    return [...input.slice(0, -1), this.outFeatures];
+  }
+
+  override macs(input: readonly number[]): number {
+    this.checkInput(input);
+    return (input.reduce((a, b) => a * b, 1) / this.inFeatures) * this.inFeatures * this.outFeatures;
+  }
+
+  private checkInput(shape: readonly number[]): void {
+    if (shape.length < 1 || shape[shape.length - 1] !== this.inFeatures)
       throw new RangeError(
-        `Expected input of shape [N, ${this.inFeatures}] for ${this.describe()} but received ${formatShape(x.shape)}` +
-          (x.ndim === 2
+        `Expected input of shape [N, ${this.inFeatures}] for ${this.describe()} but received ${formatShape(shape)}` +
+          (shape.length === 2
             ? "; hint: if this layer follows a conv trunk, the image size does not match the one the model was built for (resize the input, or build the model with a matching inputSize)"
             : ""),
       );
-    return linear(x, this.weight, this.bias);
   }
 
   override describe(): string {
@@ -141,6 +170,15 @@ export class MaxPool2d extends Module {
 
   forward(x: Tensor): Tensor {
     return maxPool2d(x, { kernelSize: this.kernelSize, stride: this.stride, padding: this.padding });
+  }
+
+  override outputShape(input: readonly number[]): number[] {
+    const g = maxPool2dGeometry(input, {
+      kernelSize: this.kernelSize,
+      stride: this.stride,
+      padding: this.padding,
+    });
+    return [g.n, g.c, g.outH, g.outW];
   }
 
   override describe(): string {
@@ -175,6 +213,10 @@ export class Flatten extends Module {
   forward(x: Tensor): Tensor {
     return flatten(x, this.startDim, this.endDim);
   }
+
+  override outputShape(input: readonly number[]): number[] {
+    return flattenShape(input, this.startDim, this.endDim);
+  }
 }
 
 export class BatchNorm2d extends Module {
@@ -203,11 +245,16 @@ export class BatchNorm2d extends Module {
     return this.buffers.get("running_var")!;
   }
 
-  forward(x: Tensor): Tensor {
-    if (x.ndim !== 4 || x.shape[1] !== this.numFeatures)
+  override outputShape(input: readonly number[]): number[] {
+    if (input.length !== 4 || input[1] !== this.numFeatures)
       throw new RangeError(
-        `Expected input of shape [N, ${this.numFeatures}, H, W] for ${this.describe()} but received ${formatShape(x.shape)}`,
+        `Expected input of shape [N, ${this.numFeatures}, H, W] for ${this.describe()} but received ${formatShape(input)}`,
       );
+    return [...input];
+  }
+
+  forward(x: Tensor): Tensor {
+    this.outputShape(x.shape);
     if (this.training) this.buffers.get("num_batches_tracked")!.data[0] += 1;
     return batchNorm(x, this.runningMean, this.runningVar, this.weight, this.bias, {
       training: this.training,
@@ -228,6 +275,14 @@ export class AdaptiveAvgPool2d extends Module {
 
   forward(x: Tensor): Tensor {
     return adaptiveAvgPool2d(x, this.outputSize);
+  }
+
+  override outputShape(input: readonly number[]): number[] {
+    if (input.length !== 4)
+      throw new RangeError(
+        `Expected input of shape [N, C, H, W] for ${this.describe()} but received ${formatShape(input)}`,
+      );
+    return [input[0], input[1], ...pair(this.outputSize, "outputSize")];
   }
 
   override describe(): string {

@@ -105,6 +105,19 @@ export abstract class Module {
     return { missingKeys, unexpectedKeys };
   }
 
+  /**
+   * The output shape for an input shape, without computing anything (used by `vgg summary`); it runs
+   * the same checks as forward, so a bad shape fails here with the same message.
+   */
+  outputShape(input: readonly number[]): number[] {
+    return [...input];
+  }
+
+  /** Multiply-accumulates of one forward pass for an input shape (convolutions and linear layers). */
+  macs(_input: readonly number[]): number {
+    return 0;
+  }
+
   /** A one-line description, as PyTorch's extra_repr: `Conv2d(1, 64, kernel_size=3, padding=1)`. */
   describe(): string {
     return `${this.constructor.name}()`;

@@ -39,6 +39,12 @@ export class Sequential extends Module implements Iterable<Module> {
     this[i] = layer;
   }
 
+  override outputShape(input: readonly number[]): number[] {
+    let shape = [...input];
+    for (const layer of this) shape = layer.outputShape(shape);
+    return shape;
+  }
+
   override describe(): string {
     return "Sequential";
   }

@@ -23,13 +23,17 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 
 /** Flattens dimensions startDim..endDim into one (torch.flatten; nn.Flatten uses startDim 1). */
 export function flatten(x: Tensor, startDim = 1, endDim = -1): Tensor {
-  const nd = x.ndim;
+  return reshape(x, flattenShape(x.shape, startDim, endDim));
+}
+
+/** The shape flatten() produces. */
+export function flattenShape(input: readonly number[], startDim = 1, endDim = -1): number[] {
+  const nd = input.length;
   const s = startDim < 0 ? startDim + nd : startDim;
   const e = endDim < 0 ? endDim + nd : endDim;
   if (s < 0 || e >= nd || s > e)
     throw new RangeError(
-      `Expected flatten dims in range for a ${nd}-d tensor ${formatShape(x.shape)} but received (${startDim}, ${endDim})`,
+      `Expected flatten dims in range for a ${nd}-d tensor ${formatShape(input)} but received (${startDim}, ${endDim})`,
     );
-  const shape = [...x.shape.slice(0, s), shapeSize(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)];
-  return reshape(x, shape);
+  return [...input.slice(0, s), shapeSize(input.slice(s, e + 1)), ...input.slice(e + 1)];
 }
