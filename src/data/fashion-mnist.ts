@@ -115,13 +115,13 @@ export function locateFashionMnist(
   return undefined;
 }
 
-function notFoundMessage(split: Split, options: LocateOptions, downloadFailure?: string): string {
+function notFoundMessage(split: Split, options: LoadOptions, downloadFailure?: string): string {
   const names = FASHION_MNIST_FILES[split];
   const looked = candidateLocations(options)
     .map((l) => `  - ${l.dir} (${l.source})`)
     .join("\n");
   const download = downloadFailure
-    ? `The download from ${FASHION_MNIST_MIRROR} failed: ${downloadFailure}\n`
+    ? `The download from ${options.baseUrl ?? FASHION_MNIST_MIRROR} failed: ${downloadFailure}\n`
     : "Downloading was disabled.\n";
   return (
     `Expected the Fashion-MNIST ${split} files ${names.images}(.gz) and ${names.labels}(.gz) but found them ` +
