@@ -11,6 +11,8 @@ import {
   cacheDir,
   FASHION_MNIST_CLASSES,
   FASHION_MNIST_FILES,
+  FASHION_MNIST_MEAN,
+  FASHION_MNIST_STD,
   loadFashionMnist,
   locateFashionMnist,
   SYSTEM_DATA_DIR,
@@ -225,4 +227,14 @@ test("the real Fashion-MNIST (Debian dataset-fashion-mnist; required when CI is 
   const perClass = new Array(10).fill(0);
   for (const l of train.labels) perClass[l]++;
   assert.deepEqual(perClass, new Array(10).fill(6000));
+  // The published normalisation constants match the training pixels.
+  let sum = 0;
+  let sumSq = 0;
+  for (const v of train.images) {
+    sum += v / 255;
+    sumSq += (v / 255) ** 2;
+  }
+  const mean = sum / train.images.length;
+  assert.ok(Math.abs(mean - FASHION_MNIST_MEAN) < 5e-4);
+  assert.ok(Math.abs(Math.sqrt(sumSq / train.images.length - mean * mean) - FASHION_MNIST_STD) < 5e-4);
 });

@@ -39,6 +39,10 @@ export const FASHION_MNIST_MD5: Record<string, string> = {
   "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 };
 
+/** Pixel mean and standard deviation of the training set in [0, 1] units, for the loader's `normalize`. */
+export const FASHION_MNIST_MEAN = 0.286;
+export const FASHION_MNIST_STD = 0.353;
+
 /** Where Debian's `dataset-fashion-mnist` package installs the files. */
 export const SYSTEM_DATA_DIR = "/usr/share/datasets/fashion-mnist";
 
