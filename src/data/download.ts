@@ -69,7 +69,7 @@ async function downloadOne(
   const bar = showBar
     ? new cliProgress.SingleBar(
         {
-          format: `${file.name.padEnd(28)} [{bar}] {percentage}% | {value}/{total} bytes | ETA {eta}s`,
+          format: `${file.name.padEnd(28)} [{bar}] {percentage}% | {value}/{total} bytes | ETA {eta_formatted}`,
           hideCursor: true,
         },
         cliProgress.Presets.shades_classic,
@@ -90,7 +90,8 @@ async function downloadOne(
       received += chunk.length;
       if (writeError !== undefined) throw writeError;
       if (!out.write(chunk)) await once(out, "drain");
-      bar?.update(Math.min(received, total > 0 ? total : received), { total: total > 0 ? total : received });
+      if (bar && total <= 0) bar.setTotal(received); // no content-length: the bar tracks what arrived
+      bar?.update(received);
     }
     if (writeError !== undefined) throw writeError;
     out.end();
