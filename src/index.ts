@@ -2,6 +2,9 @@
 export { isGradEnabled, noGrad } from "./autograd.js";
 export type { Backend, BackendName } from "./backend/index.js";
 export { backend, backendFallbackReason, setBackend, setNumThreads } from "./backend/index.js";
+export * as data from "./data/index.js";
+export * as io from "./io/index.js";
+export { type ModelSummary, summarize } from "./models/summary.js";
 export * from "./models/vgg.js";
 export * as nn from "./nn/index.js";
 export * as F from "./ops/index.js";
@@ -20,3 +23,4 @@ export {
   Tensor,
   zeros,
 } from "./tensor.js";
+export * as train from "./train/index.js";

@@ -1,6 +1,9 @@
 // The `vgg` command line: one file per command under src/cli/.
 import { Command, CommanderError } from "commander";
+import { evalCommand } from "./eval.js";
+import { predictCommand } from "./predict.js";
 import { summaryCommand } from "./summary.js";
+import { trainCommand } from "./train.js";
 
 export function program(): Command {
   const p = new Command("vgg")
@@ -8,6 +11,9 @@ export function program(): Command {
     .version("0.1.0")
     .showHelpAfterError();
   p.addCommand(summaryCommand());
+  p.addCommand(trainCommand());
+  p.addCommand(evalCommand());
+  p.addCommand(predictCommand());
   return p;
 }
 

@@ -1,0 +1,94 @@
+// `vgg eval`: test loss and accuracy, per-class accuracy and the confusion matrix of a trained model.
+import { Command } from "commander";
+import { type BackendName, setBackend, setNumThreads } from "../backend/index.js";
+import { FASHION_MNIST_CLASSES, loadFashionMnist } from "../data/fashion-mnist.js";
+import { DataLoader } from "../data/loader.js";
+import { evaluate } from "../train/trainer.js";
+import { addModelOptions, type ModelFlags, positiveInt } from "./model-options.js";
+import { loadWeightsForCli } from "./weights.js";
+
+interface EvalFlags extends ModelFlags {
+  weights: string;
+  dataDir?: string;
+  resize?: number;
+  limit?: number;
+  batchSize: number;
+  json?: boolean;
+  threads?: number;
+  backend?: BackendName;
+  download: boolean;
+}
+
+export function evalCommand(): Command {
+  return addModelOptions(new Command("eval"), { ratio: 4 })
+    .description("evaluate a trained model on the Fashion-MNIST test set")
+    .requiredOption("--weights <file>", "safetensors weights (vgg-ts or PyTorch)")
+    .option("--data-dir <dir>", "Fashion-MNIST folder")
+    .option("--no-download", "never download the dataset")
+    .option(
+      "--resize <n>",
+      "resize images to n x n (default: the model's input size)",
+      positiveInt("--resize"),
+    )
+    .option("--limit <n>", "use the first n test examples", positiveInt("--limit"))
+    .option("--batch-size <n>", "batch size", positiveInt("--batch-size"), 128)
+    .option("--threads <n>", "kernel threads", positiveInt("--threads"))
+    .option("--backend <name>", "native or reference")
+    .option("--json", "print the result as JSON")
+    .action(async (flags: EvalFlags) => {
+      if (flags.backend) setBackend(flags.backend);
+      if (flags.threads) setNumThreads(flags.threads);
+      const { model } = loadWeightsForCli(flags.weights, {
+        ...flags,
+        inputSize: flags.inputSize ?? flags.resize,
+      });
+      const size = flags.resize ?? model.config.inputSize;
+      const test = await loadFashionMnist({
+        dataDir: flags.dataDir,
+        split: "test",
+        download: flags.download,
+      });
+      const loader = new DataLoader(test, { batchSize: flags.batchSize, resize: size, limit: flags.limit });
+      const names = model.config.numClasses === 10 ? FASHION_MNIST_CLASSES : null;
+      let m: Awaited<ReturnType<typeof evaluate>>;
+      try {
+        m = await evaluate(model, loader.batches(0), model.config.numClasses);
+      } finally {
+        await loader.close();
+      }
+      const perClass = m.confusion.map((row, i) => {
+        const total = row.reduce((a, b) => a + b, 0);
+        return {
+          class: names?.[i] ?? String(i),
+          correct: row[i],
+          total,
+          accuracy: total ? row[i] / total : 0,
+        };
+      });
+      if (flags.json) {
+        console.log(
+          JSON.stringify(
+            { loss: m.loss, accuracy: m.accuracy, examples: m.examples, perClass, confusion: m.confusion },
+            null,
+            2,
+          ),
+        );
+        return;
+      }
+      console.log(
+        `test loss ${m.loss.toFixed(4)}, test acc ${m.accuracy.toFixed(4)} (${m.examples} images, ${m.examplesPerSec.toFixed(1)} images/s)\n`,
+      );
+      const width = Math.max(5, ...perClass.map((c) => c.class.length));
+      console.log(`${"class".padEnd(width)}  accuracy  correct/total`);
+      for (const c of perClass)
+        console.log(
+          `${c.class.padEnd(width)}  ${c.accuracy.toFixed(4).padStart(8)}  ${c.correct}/${c.total}`,
+        );
+      console.log("\nconfusion matrix (rows: true class, columns: predicted)");
+      const cell = Math.max(4, ...m.confusion.flat().map((v) => String(v).length)) + 1;
+      console.log(`${"".padEnd(width)}${m.confusion.map((_, j) => String(j).padStart(cell)).join("")}`);
+      m.confusion.forEach((row, i) => {
+        console.log(`${perClass[i].class.padEnd(width)}${row.map((v) => String(v).padStart(cell)).join("")}`);
+      });
+    });
+}

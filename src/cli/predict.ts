@@ -1,0 +1,64 @@
+// `vgg predict`: top-k classes with probabilities for PNG/JPEG images of any size, colour or grey.
+import { Command } from "commander";
+import { noGrad } from "../autograd.js";
+import { FASHION_MNIST_CLASSES } from "../data/fashion-mnist.js";
+import { preprocessImagenet, preprocessSmall, readImage } from "../io/image.js";
+import { Tensor } from "../tensor.js";
+import { addModelOptions, type ModelFlags, positiveInt } from "./model-options.js";
+import { loadWeightsForCli } from "./weights.js";
+
+interface PredictFlags extends ModelFlags {
+  weights: string;
+  top: number;
+  invert?: boolean;
+  json?: boolean;
+}
+
+export function softmax(logits: Float32Array): Float64Array {
+  const max = Math.max(...logits);
+  const e = Float64Array.from(logits, (v) => Math.exp(v - max));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}
+
+export function predictCommand(): Command {
+  return addModelOptions(new Command("predict"), { ratio: 4 })
+    .description("classify images (PNG or JPEG) with a trained model")
+    .argument("<images...>", "image files")
+    .requiredOption("--weights <file>", "safetensors weights (vgg-ts or PyTorch)")
+    .option("--top <k>", "how many classes to show", positiveInt("--top"), 5)
+    .option(
+      "--invert",
+      "invert grey levels (dark item on light background -> Fashion-MNIST's light on black)",
+    )
+    .option("--json", "print the result as JSON")
+    .action((images: string[], flags: PredictFlags) => {
+      const { model } = loadWeightsForCli(flags.weights, flags);
+      model.eval();
+      const cfg = model.config;
+      const names = cfg.numClasses === 10 ? FASHION_MNIST_CLASSES : null;
+      const results = images.map((file) => {
+        const img = readImage(file);
+        const imagenet = cfg.layout === "torchvision" && cfg.inChannels === 3;
+        const size = imagenet ? 224 : cfg.inputSize;
+        const x = imagenet
+          ? preprocessImagenet(img)
+          : preprocessSmall(img, cfg.inChannels, size, flags.invert);
+        const logits = noGrad(() => model.forward(new Tensor(x, [1, cfg.inChannels, size, size])));
+        const p = softmax(logits.data);
+        const top = [...p.keys()]
+          .sort((a, b) => p[b] - p[a])
+          .slice(0, flags.top)
+          .map((i) => ({ class: i, name: names?.[i] ?? `class ${i}`, probability: p[i] }));
+        return { file, top };
+      });
+      if (flags.json) {
+        console.log(JSON.stringify(results, null, 2));
+        return;
+      }
+      for (const r of results) {
+        console.log(r.file);
+        for (const t of r.top) console.log(`  ${(t.probability * 100).toFixed(1).padStart(5)}%  ${t.name}`);
+      }
+    });
+}

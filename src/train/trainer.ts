@@ -1,0 +1,175 @@
+// The training loop: one epoch of SGD over a loader, evaluation with a confusion matrix, and d2l's
+// metrics (mean loss, accuracy, examples per second).
+import { noGrad } from "../autograd.js";
+import type { Batch } from "../data/loader.js";
+import type { Module } from "../nn/module.js";
+import { crossEntropy } from "../ops/loss.js";
+import type { SGD } from "../optim/sgd.js";
+import { Tensor } from "../tensor.js";
+
+/** Thrown when the loss or a gradient stops being finite; says where. */
+export class NonFiniteError extends Error {
+  constructor(
+    readonly epoch: number,
+    readonly batch: number,
+    what: string,
+  ) {
+    super(
+      `${what} is not finite at epoch ${epoch + 1}, batch ${batch + 1}; lower the learning rate (--lr) or check the data`,
+    );
+  }
+}
+
+export interface BatchReport {
+  epoch: number;
+  batch: number;
+  batches: number;
+  loss: number;
+  /** Running means over the epoch so far. */
+  meanLoss: number;
+  accuracy: number;
+  examples: number;
+  examplesPerSec: number;
+  lr: number;
+}
+
+export interface EpochMetrics {
+  loss: number;
+  accuracy: number;
+  examples: number;
+  seconds: number;
+  examplesPerSec: number;
+}
+
+function countCorrect(
+  logits: Float32Array,
+  targets: Int32Array,
+  classes: number,
+  predictions?: Int32Array,
+): number {
+  let correct = 0;
+  for (let i = 0; i < targets.length; i++) {
+    let best = 0;
+    for (let j = 1; j < classes; j++) if (logits[i * classes + j] > logits[i * classes + best]) best = j;
+    if (predictions) predictions[i] = best;
+    if (best === targets[i]) correct++;
+  }
+  return correct;
+}
+
+/** A sum is finite only if every term is (barring overflow, which is as bad). */
+function gradientsFinite(optimizer: SGD): boolean {
+  for (const p of optimizer.params) {
+    if (!p.grad) continue;
+    let s = 0;
+    const g = p.grad.data;
+    for (let i = 0; i < g.length; i++) s += g[i];
+    if (!Number.isFinite(s)) return false;
+  }
+  return true;
+}
+
+export interface TrainEpochOptions {
+  epoch: number;
+  /** Called before each step with the global step index; returns the learning rate to use. */
+  lrAt?: (step: number) => number;
+  firstStep?: number;
+  onBatch?: (r: BatchReport) => void;
+  /** Checked between batches; when it returns true the epoch stops early (Ctrl-C). */
+  shouldStop?: () => boolean;
+}
+
+export async function trainEpoch(
+  model: Module,
+  optimizer: SGD,
+  batches: AsyncIterable<Batch>,
+  numBatches: number,
+  o: TrainEpochOptions,
+): Promise<EpochMetrics & { stopped: boolean }> {
+  model.train();
+  const start = performance.now();
+  let lossSum = 0;
+  let correct = 0;
+  let examples = 0;
+  let i = 0;
+  let stopped = false;
+  for await (const batch of batches) {
+    if (o.shouldStop?.()) {
+      stopped = true;
+      break;
+    }
+    if (o.lrAt) optimizer.lr = o.lrAt((o.firstStep ?? 0) + i);
+    const x = new Tensor(batch.x, batch.shape);
+    const logits = model.forward(x);
+    const loss = crossEntropy(logits, batch.y);
+    const value = loss.item();
+    if (!Number.isFinite(value)) throw new NonFiniteError(o.epoch, i, "the loss");
+    optimizer.zeroGrad();
+    loss.backward();
+    if (!gradientsFinite(optimizer)) throw new NonFiniteError(o.epoch, i, "a gradient");
+    optimizer.step();
+    const n = batch.y.length;
+    lossSum += value * n;
+    correct += countCorrect(logits.data, batch.y, logits.shape[1]);
+    examples += n;
+    const seconds = (performance.now() - start) / 1000;
+    o.onBatch?.({
+      epoch: o.epoch,
+      batch: i,
+      batches: numBatches,
+      loss: value,
+      meanLoss: lossSum / examples,
+      accuracy: correct / examples,
+      examples,
+      examplesPerSec: examples / seconds,
+      lr: optimizer.lr,
+    });
+    i++;
+  }
+  const seconds = (performance.now() - start) / 1000;
+  return {
+    loss: lossSum / Math.max(1, examples),
+    accuracy: correct / Math.max(1, examples),
+    examples,
+    seconds,
+    examplesPerSec: examples / seconds,
+    stopped,
+  };
+}
+
+export interface EvalMetrics extends EpochMetrics {
+  /** confusion[true][predicted] counts. */
+  confusion: number[][];
+}
+
+/** Loss, accuracy and confusion matrix in evaluation mode (dropout off, batch-norm running stats). */
+export async function evaluate(
+  model: Module,
+  batches: AsyncIterable<Batch>,
+  numClasses: number,
+): Promise<EvalMetrics> {
+  model.eval();
+  const start = performance.now();
+  const confusion = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
+  let lossSum = 0;
+  let correct = 0;
+  let examples = 0;
+  for await (const batch of batches) {
+    const logits = noGrad(() => model.forward(new Tensor(batch.x, batch.shape)));
+    const n = batch.y.length;
+    lossSum += noGrad(() => crossEntropy(logits, batch.y)).item() * n;
+    const predictions = new Int32Array(n);
+    correct += countCorrect(logits.data, batch.y, logits.shape[1], predictions);
+    for (let i = 0; i < n; i++) confusion[batch.y[i]][predictions[i]]++;
+    examples += n;
+  }
+  const seconds = (performance.now() - start) / 1000;
+  return {
+    loss: lossSum / Math.max(1, examples),
+    accuracy: correct / Math.max(1, examples),
+    examples,
+    seconds,
+    examplesPerSec: examples / seconds,
+    confusion,
+  };
+}
