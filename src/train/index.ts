@@ -1,0 +1,5 @@
+// Training: the loop, evaluation, learning-rate schedules, checkpoints and curves.
+export * from "./checkpoint.js";
+export { type CurvePoint, curvesPng, curvesSvg } from "./plot.js";
+export * from "./schedule.js";
+export * from "./trainer.js";
