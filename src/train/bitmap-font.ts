@@ -161,8 +161,7 @@ export function fillRect(image: RgbaImage, x: number, y: number, w: number, h: n
 
 /**
  * Draws `text` with its top-left corner at (x, y): each font pixel becomes a `scale` x `scale` square.
- * With `vertical`, the text runs bottom-to-top (rotated 90 degrees counter-clockwise) and (x, y) is
- * the bottom-left corner of the rotated text.
+ * Characters without a glyph are drawn as "?".
  */
 export function drawText(
   image: RgbaImage,
@@ -171,7 +170,6 @@ export function drawText(
   y: number,
   scale: number,
   color: Rgb,
-  vertical = false,
 ): void {
   let offset = 0;
   for (const char of text) {
@@ -181,10 +179,7 @@ export function drawText(
       if (mask === 0) continue;
       for (let col = 0; col < GLYPH_WIDTH; col++) {
         if (((mask >> (GLYPH_WIDTH - 1 - col)) & 1) === 0) continue;
-        const along = (offset + col) * scale;
-        const across = row * scale;
-        if (vertical) fillRect(image, x + across, y - along - scale, scale, scale, color);
-        else fillRect(image, x + along, y + across, scale, scale, color);
+        fillRect(image, x + (offset + col) * scale, y + row * scale, scale, scale, color);
       }
     }
     offset += GLYPH_ADVANCE;
