@@ -30,7 +30,9 @@ class Pool {
     stop_workers();
     size_ = n;
     stopping_ = false;
-    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { worker_loop(i); });
+    // Each worker starts from the generation current now, so a run issued before it is scheduled still wakes it.
+    const int64_t start = generation_.value.load(std::memory_order_acquire);
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, i, start] { worker_loop(i, start); });
   }
 
   void run(const TaskFn& fn, int nth) {
@@ -85,8 +87,7 @@ class Pool {
     return hc == 0 ? 1 : static_cast<int>(hc);
   }
 
-  void worker_loop(int ith) {
-    int64_t seen = generation_.value.load(std::memory_order_acquire);
+  void worker_loop(int ith, int64_t seen) {
     for (;;) {
       int spins = 0;
       while (generation_.value.load(std::memory_order_acquire) == seen && !stopping_.load()) {
@@ -98,7 +99,7 @@ class Pool {
         }
       }
       if (stopping_.load()) return;
-      seen = generation_.value.load(std::memory_order_acquire);
+      seen++;
       const TaskFn* task = task_;
       const int nth = task_nth_;
       in_task_ = true;

@@ -1,0 +1,551 @@
+// The native backend against the reference backend on random shapes (forward and every gradient, every
+// method), on the AVX2 path and, in a child process with VGG_NATIVE_ISA=portable, on the portable path;
+// plus the argument guards of both the TypeScript wrapper and the C++ binding, with their exact messages.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import type { Conv2dGeometry, Pool2dGeometry, SgdOptions } from "../src/backend/backend.js";
+import { loadNativeAddon, type NativeAddon, NativeBackend, nativeInfo } from "../src/backend/native.js";
+import { ReferenceBackend } from "../src/backend/reference.js";
+
+const isChild = process.env.VGG_NATIVE_ISA === "portable";
+const loaded = loadNativeAddon();
+// `npm install` builds the addon, so a missing addon is a failure, not a skip.
+if (loaded instanceof Error) throw new Error(`native tests need the addon: ${loaded.message}`);
+const addon: NativeAddon = loaded;
+const native = new NativeBackend(addon);
+const ref = new ReferenceBackend();
+
+// mulberry32: a small seeded generator so failures reproduce.
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rand = rng(12345);
+function randn(len: number): Float32Array {
+  const a = new Float32Array(len);
+  for (let i = 0; i < len; i++) a[i] = rand() * 2 - 1;
+  return a;
+}
+
+/** Asserts max |a - b| <= tol * (1 + max |b|) and returns the max difference. */
+function close(actual: Float32Array, expected: Float32Array, what: string, tol = 2e-5): number {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  let maxDiff = 0;
+  let maxRef = 0;
+  for (let i = 0; i < actual.length; i++) {
+    if (Number.isNaN(expected[i])) {
+      assert.ok(Number.isNaN(actual[i]), `${what}[${i}]: expected NaN but received ${actual[i]}`);
+      continue;
+    }
+    if (expected[i] === actual[i]) continue; // also covers equal infinities
+    maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
+    maxRef = Math.max(maxRef, Math.abs(expected[i]));
+  }
+  assert.ok(maxDiff <= tol * (1 + maxRef), `${what}: max difference ${maxDiff} (max |ref| ${maxRef})`);
+  return maxDiff;
+}
+
+function convGeometry(
+  n: number,
+  cIn: number,
+  h: number,
+  w: number,
+  cOut: number,
+  k: number,
+  stride: number,
+  pad: number,
+): Conv2dGeometry {
+  const outH = Math.floor((h + 2 * pad - k) / stride) + 1;
+  const outW = Math.floor((w + 2 * pad - k) / stride) + 1;
+  return {
+    n,
+    cIn,
+    h,
+    w,
+    cOut,
+    kh: k,
+    kw: k,
+    strideH: stride,
+    strideW: stride,
+    padH: pad,
+    padW: pad,
+    outH,
+    outW,
+  };
+}
+
+// Batch 1 and odd batches, channels not multiples of 8, 1x1 spatial, padding 0/1/2, stride 1/2, kernel 1/3/5.
+const convCases: Conv2dGeometry[] = [
+  convGeometry(1, 1, 7, 9, 3, 3, 1, 1),
+  convGeometry(2, 3, 9, 7, 5, 3, 1, 1),
+  convGeometry(3, 5, 11, 11, 7, 3, 2, 1),
+  convGeometry(5, 17, 6, 5, 19, 1, 1, 0),
+  convGeometry(1, 9, 1, 1, 13, 1, 1, 0),
+  convGeometry(2, 4, 1, 1, 6, 3, 1, 1),
+  convGeometry(3, 6, 8, 10, 11, 5, 1, 2),
+  convGeometry(4, 3, 13, 9, 8, 5, 2, 2),
+  convGeometry(1, 20, 12, 12, 33, 3, 1, 0),
+  convGeometry(2, 7, 10, 10, 9, 1, 2, 0),
+  convGeometry(6, 2, 5, 5, 3, 3, 2, 0),
+  convGeometry(2, 16, 15, 15, 17, 3, 1, 1),
+];
+
+function convLabel(g: Conv2dGeometry): string {
+  return `n${g.n} ${g.cIn}->${g.cOut} ${g.h}x${g.w} k${g.kh} s${g.strideH} p${g.padH}`;
+}
+
+function checkConv(g: Conv2dGeometry): void {
+  const xLen = g.n * g.cIn * g.h * g.w;
+  const wLen = g.cOut * g.cIn * g.kh * g.kw;
+  const yLen = g.n * g.cOut * g.outH * g.outW;
+  const x = randn(xLen);
+  const w = randn(wLen);
+  const bias = randn(g.cOut);
+  const dy = randn(yLen);
+  const label = convLabel(g);
+  for (const relu of [false, true]) {
+    const [yN, yR] = [new Float32Array(yLen), new Float32Array(yLen)];
+    native.conv2dForward(yN, x, w, bias, g, relu);
+    ref.conv2dForward(yR, x, w, bias, g, relu);
+    close(yN, yR, `forward ${label} relu=${relu}`);
+  }
+  const [yN, yR] = [new Float32Array(yLen), new Float32Array(yLen)];
+  native.conv2dForward(yN, x, w, null, g, false);
+  ref.conv2dForward(yR, x, w, null, g, false);
+  close(yN, yR, `forward ${label} no bias`);
+  // Stale contents in the outputs must be overwritten.
+  const [dxN, dxR] = [randn(xLen), new Float32Array(xLen)];
+  native.conv2dBackwardInput(dxN, dy, w, g);
+  ref.conv2dBackwardInput(dxR, dy, w, g);
+  close(dxN, dxR, `backward input ${label}`);
+  const [dwN, dwR, dbN, dbR] = [randn(wLen), new Float32Array(wLen), randn(g.cOut), new Float32Array(g.cOut)];
+  native.conv2dBackwardWeight(dwN, dbN, dy, x, g);
+  ref.conv2dBackwardWeight(dwR, dbR, dy, x, g);
+  close(dwN, dwR, `backward weight ${label}`);
+  close(dbN, dbR, `backward bias ${label}`);
+  native.conv2dBackwardWeight(dwN, null, dy, x, g);
+  close(dwN, dwR, `backward weight without bias ${label}`);
+}
+
+test(`reports the instruction set in use (${isChild ? "portable child" : "default"})`, () => {
+  const info = nativeInfo();
+  assert.equal(info.available, true);
+  if (isChild) assert.equal(info.isa, "portable");
+  else assert.equal(info.isa, info.cpuHasAvx2Fma ? "avx2+fma" : "portable");
+  assert.equal(native.name, "native");
+});
+
+test("gemm matches the reference for every transpose and beta, across cache-block edges", () => {
+  const shapes: [number, number, number][] = [
+    [1, 1, 1],
+    [5, 7, 3],
+    [6, 16, 8],
+    [13, 33, 17],
+    [7, 5, 0],
+    [0, 4, 3],
+    [150, 70, 300],
+    [40, 3100, 9],
+  ];
+  for (const [m, n, k] of shapes)
+    for (const transA of [false, true])
+      for (const transB of [false, true])
+        for (const beta of [0, 1] as const) {
+          const a = randn(m * k);
+          const b = randn(k * n);
+          const c0 = randn(m * n);
+          const [cN, cR] = [c0.slice(), c0.slice()];
+          native.gemm(cN, a, b, m, n, k, transA, transB, beta);
+          ref.gemm(cR, a, b, m, n, k, transA, transB, beta);
+          close(
+            cN,
+            cR,
+            `gemm ${m}x${n}x${k} tA=${transA} tB=${transB} beta=${beta}`,
+            1e-5 * Math.sqrt(k + 1),
+          );
+        }
+});
+
+test("gemm is the same on 1, 2 and 3 threads", () => {
+  const [m, n, k] = [97, 301, 130];
+  const a = randn(m * k);
+  const b = randn(k * n);
+  const results = [1, 2, 3].map((t) => {
+    native.setNumThreads(t);
+    assert.equal(native.numThreads(), t);
+    const c = new Float32Array(m * n);
+    native.gemm(c, a, b, m, n, k, false, false, 0);
+    return c;
+  });
+  native.setNumThreads(2);
+  const cR = new Float32Array(m * n);
+  ref.gemm(cR, a, b, m, n, k, false, false, 0);
+  for (const c of results) close(c, cR, "threaded gemm", 1e-4);
+});
+
+test("conv2d forward (bias, ReLU) and both gradients match the reference on random shapes", () => {
+  for (const threads of [2, 1, 3]) {
+    native.setNumThreads(threads);
+    for (const g of convCases) checkConv(g);
+  }
+  native.setNumThreads(2);
+});
+
+test("conv2d handles empty batches and zero channels", () => {
+  for (const g of [convGeometry(0, 3, 5, 5, 4, 3, 1, 1), convGeometry(2, 0, 5, 5, 4, 3, 1, 1)]) {
+    const wLen = g.cOut * g.cIn * g.kh * g.kw;
+    const y = randn(g.n * g.cOut * g.outH * g.outW);
+    const yR = new Float32Array(y.length);
+    native.conv2dForward(
+      y,
+      new Float32Array(g.n * g.cIn * g.h * g.w),
+      new Float32Array(wLen),
+      null,
+      g,
+      false,
+    );
+    ref.conv2dForward(yR, new Float32Array(g.n * g.cIn * g.h * g.w), new Float32Array(wLen), null, g, false);
+    close(y, yR, "empty forward");
+    const dw = randn(wLen);
+    const db = randn(g.cOut);
+    native.conv2dBackwardWeight(
+      dw,
+      db,
+      new Float32Array(y.length),
+      new Float32Array(g.n * g.cIn * g.h * g.w),
+      g,
+    );
+    assert.ok(dw.every((v) => v === 0) && db.every((v) => v === 0));
+  }
+});
+
+test("max-pool forward/backward match the reference (padding, NaN, odd sizes)", () => {
+  const cases: Pool2dGeometry[] = [
+    { n: 2, c: 3, h: 8, w: 8, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 4, outW: 4 },
+    { n: 1, c: 5, h: 7, w: 9, kh: 3, kw: 3, strideH: 2, strideW: 2, padH: 1, padW: 1, outH: 4, outW: 5 },
+    { n: 3, c: 2, h: 5, w: 5, kh: 3, kw: 2, strideH: 1, strideW: 2, padH: 1, padW: 0, outH: 5, outW: 2 },
+    { n: 1, c: 1, h: 1, w: 1, kh: 1, kw: 1, strideH: 1, strideW: 1, padH: 0, padW: 0, outH: 1, outW: 1 },
+  ];
+  for (const g of cases) {
+    const x = randn(g.n * g.c * g.h * g.w);
+    x[3] = Number.NaN;
+    x[x.length - 1] = Number.NaN;
+    const yLen = g.n * g.c * g.outH * g.outW;
+    const [yN, yR] = [new Float32Array(yLen), new Float32Array(yLen)];
+    const [aN, aR] = [new Int32Array(yLen), new Int32Array(yLen)];
+    native.maxPool2dForward(yN, aN, x, g);
+    ref.maxPool2dForward(yR, aR, x, g);
+    close(yN, yR, "max-pool forward", 0);
+    assert.deepEqual(aN, aR);
+    const dy = randn(yLen);
+    const [dxN, dxR] = [randn(x.length), new Float32Array(x.length)];
+    native.maxPool2dBackward(dxN, dy, aN, g);
+    ref.maxPool2dBackward(dxR, dy, aR, g);
+    close(dxN, dxR, "max-pool backward", 0);
+    // Garbage indices are ignored, never followed.
+    const bad = aN.map((_v, i) => (i % 2 ? 1e9 : -7));
+    native.maxPool2dBackward(dxN, dy, bad, g);
+    ref.maxPool2dBackward(dxR, dy, bad, g);
+    close(dxN, dxR, "max-pool backward with bad indices", 0);
+  }
+});
+
+test("element-wise ops match the reference, small and large (threaded), in place too", () => {
+  for (const len of [0, 1, 17, 100_003]) {
+    const x = randn(len);
+    if (len > 2) x[1] = Number.NaN;
+    const dy = randn(len);
+    const mask = randn(len);
+    const pairs: [string, (b: NativeBackend | ReferenceBackend, out: Float32Array) => void][] = [
+      ["relu", (b, out) => b.relu(out, x)],
+      ["reluBackward", (b, out) => b.reluBackward(out, dy, x)],
+      ["mul", (b, out) => b.mul(out, x, mask)],
+      [
+        "addInPlace",
+        (b, out) => {
+          out.set(dy);
+          b.addInPlace(out, mask);
+        },
+      ],
+    ];
+    for (const [name, run] of pairs) {
+      const [oN, oR] = [randn(len), new Float32Array(len)];
+      run(native, oN);
+      run(ref, oR);
+      close(oN, oR, `${name} len ${len}`, 0);
+    }
+    const inPlace = x.slice();
+    native.relu(inPlace, inPlace);
+    const expected = new Float32Array(len);
+    ref.relu(expected, x);
+    close(inPlace, expected, "relu in place", 0);
+  }
+  for (const [rows, cols] of [
+    [3, 5],
+    [1000, 77],
+  ]) {
+    const y = randn(rows * cols);
+    const bias = randn(cols);
+    const [yN, yR] = [y.slice(), y.slice()];
+    native.addRowBias(yN, bias, rows, cols);
+    ref.addRowBias(yR, bias, rows, cols);
+    close(yN, yR, "addRowBias", 0);
+  }
+});
+
+test("softmax cross-entropy matches the reference", () => {
+  for (const [n, c] of [
+    [1, 1],
+    [4, 10],
+    [33, 7],
+  ]) {
+    const logits = randn(n * c).map((v) => v * 30);
+    const targets = Int32Array.from({ length: n }, () => Math.floor(rand() * c));
+    const [dN, dR] = [new Float32Array(n * c), new Float32Array(n * c)];
+    const lossN = native.softmaxCrossEntropy(dN, logits, targets, n, c);
+    const lossR = ref.softmaxCrossEntropy(dR, logits, targets, n, c);
+    assert.ok(Math.abs(lossN - lossR) <= 1e-9 * (1 + Math.abs(lossR)), `loss ${lossN} vs ${lossR}`);
+    close(dN, dR, "dlogits", 1e-7);
+  }
+});
+
+test("batch norm forward and backward match the reference", () => {
+  for (const [n, c, hw] of [
+    [1, 1, 1],
+    [2, 3, 5],
+    [5, 9, 49],
+    [3, 17, 1],
+  ]) {
+    const x = randn(n * c * hw).map((v) => v * 3 + 1);
+    const gamma = randn(c);
+    const beta = randn(c);
+    const out = () => [new Float32Array(n * c * hw), new Float32Array(c), new Float32Array(c)] as const;
+    const [yN, mN, iN] = out();
+    const [yR, mR, iR] = out();
+    native.batchNormForwardTrain(yN, mN, iN, x, gamma, beta, n, c, hw, 1e-5);
+    ref.batchNormForwardTrain(yR, mR, iR, x, gamma, beta, n, c, hw, 1e-5);
+    close(yN, yR, "bn y", 1e-5);
+    close(mN, mR, "bn mean", 1e-6);
+    close(iN, iR, "bn invStd", 1e-6);
+    const dy = randn(n * c * hw);
+    const [dxN, dgN, dbN] = out();
+    const [dxR, dgR, dbR] = out();
+    native.batchNormBackward(dxN, dgN, dbN, dy, x, gamma, mR, iR, n, c, hw);
+    ref.batchNormBackward(dxR, dgR, dbR, dy, x, gamma, mR, iR, n, c, hw);
+    close(dxN, dxR, "bn dx", 1e-5);
+    close(dgN, dgR, "bn dgamma", 1e-5);
+    close(dbN, dbR, "bn dbeta", 1e-5);
+  }
+});
+
+test("sgd step matches the reference (plain, momentum, dampening, Nesterov, weight decay)", () => {
+  const variants: SgdOptions[] = [
+    { lr: 0.1, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, firstStep: true },
+    { lr: 0.05, momentum: 0.9, dampening: 0, weightDecay: 5e-4, nesterov: false, firstStep: true },
+    { lr: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 5e-4, nesterov: false, firstStep: false },
+    { lr: 0.01, momentum: 0.8, dampening: 0, weightDecay: 0, nesterov: true, firstStep: false },
+  ];
+  for (const len of [7, 70_001])
+    for (const o of variants) {
+      const param = randn(len);
+      const grad = randn(len);
+      const buf = randn(len);
+      const [pN, pR, bN, bR] = [param.slice(), param.slice(), buf.slice(), buf.slice()];
+      native.sgdStep(pN, grad, o.momentum ? bN : null, o);
+      ref.sgdStep(pR, grad, o.momentum ? bR : null, o);
+      close(pN, pR, "sgd param", 0);
+      close(bN, bR, "sgd momentum buffer", 0);
+    }
+});
+
+test("the TypeScript wrapper rejects wrong lengths and sizes with the reference's messages", () => {
+  const g = convGeometry(2, 3, 5, 5, 4, 3, 1, 1);
+  const f = (n: number) => new Float32Array(n);
+  assert.throws(() => native.conv2dForward(f(199), f(150), f(108), null, g, false), {
+    name: "RangeError",
+    message: "Expected y of length 200 but received length 199",
+  });
+  assert.throws(() => native.conv2dBackwardWeight(f(108), f(3), f(200), f(150), g), {
+    name: "RangeError",
+    message: "Expected db of length 4 but received length 3",
+  });
+  assert.throws(() => native.gemm(f(6), f(6), f(8), 2, 3, 3, false, false, 0), {
+    name: "RangeError",
+    message: "Expected B of length 9 but received length 8",
+  });
+  assert.throws(() => native.gemm(f(6), f(6), f(9), -2, 3, 3, false, false, 0), {
+    name: "RangeError",
+    message: "Expected m to be an integer >= 0 but received -2",
+  });
+  assert.throws(() => native.conv2dBackwardInput(f(150), f(200), f(108), { ...g, strideH: 0 }), {
+    name: "RangeError",
+    message: "Expected g.strideH to be an integer >= 1 but received 0",
+  });
+  assert.throws(() => native.setNumThreads(0), {
+    name: "RangeError",
+    message: "Expected the thread count to be an integer >= 1 but received 0",
+  });
+});
+
+test("the C++ binding guards every argument itself (types, lengths, sizes, overflow)", () => {
+  const f = (n: number) => new Float32Array(n);
+  const g = convGeometry(2, 3, 5, 5, 4, 3, 1, 1);
+  const cases: [() => unknown, string, string][] = [
+    [
+      () => addon.gemm(new Float64Array(6) as unknown as Float32Array, f(6), f(9), 2, 3, 3, false, false, 0),
+      "TypeError",
+      "Expected C to be a Float32Array but received Float64Array",
+    ],
+    [
+      () => addon.gemm(f(6), f(6), f(8), 2, 3, 3, false, false, 0),
+      "RangeError",
+      "Expected B of length 9 but received length 8",
+    ],
+    [
+      () => addon.gemm(f(6), f(6), f(9), -1, 3, 3, false, false, 0),
+      "RangeError",
+      "Expected m to be an integer in [0, 2147483647] but received -1",
+    ],
+    [
+      () => addon.gemm(f(6), f(6), f(9), 2.5, 3, 3, false, false, 0),
+      "RangeError",
+      "Expected m to be an integer in [0, 2147483647] but received 2.500000",
+    ],
+    [
+      () => addon.gemm(f(6), f(6), f(9), 2, 3, 3, false, false, 2),
+      "RangeError",
+      "Expected beta to be 0 or 1 but received 2",
+    ],
+    [
+      () => (addon.gemm as (...a: unknown[]) => void)(f(6), f(6)),
+      "TypeError",
+      "Expected 9 arguments but received 2",
+    ],
+    [
+      () => addon.gemm(f(0), f(0), f(0), 2147483647, 2147483647, 2147483647, false, false, 0),
+      "RangeError",
+      "Expected the size of C to fit in memory but its dimensions overflow",
+    ],
+    [
+      () => addon.conv2dForward(f(200), f(150), f(108), null, { ...g, cIn: undefined } as never, false),
+      "TypeError",
+      "Expected g.cIn to be an integer but received undefined",
+    ],
+    [
+      () => addon.conv2dForward(f(200), f(150), f(108), null, { ...g, strideW: 0 }, false),
+      "RangeError",
+      "Expected g.strideW to be an integer in [1, 2147483647] but received 0",
+    ],
+    [
+      () => addon.conv2dForward(f(200), f(151), f(108), null, g, false),
+      "RangeError",
+      "Expected x of length 150 but received length 151",
+    ],
+    [
+      () => addon.conv2dForward(f(200), f(150), f(108), f(5), g, false),
+      "RangeError",
+      "Expected bias of length 4 but received length 5",
+    ],
+    [
+      () =>
+        addon.conv2dForward(
+          f(0),
+          f(0),
+          f(0),
+          null,
+          { ...g, n: 0, cOut: 0, kh: 1000, kw: 1000, outH: 1000, outW: 1000 },
+          false,
+        ),
+      "RangeError",
+      "Expected an im2col workspace of at most 2^31 floats but this geometry needs 3000000000000; hint: check kh, kw, outH and outW",
+    ],
+    [
+      () =>
+        addon.maxPool2dForward(f(4), f(4) as unknown as Int32Array, f(16), {
+          n: 1,
+          c: 1,
+          h: 4,
+          w: 4,
+          kh: 2,
+          kw: 2,
+          strideH: 2,
+          strideW: 2,
+          padH: 0,
+          padW: 0,
+          outH: 2,
+          outW: 2,
+        }),
+      "TypeError",
+      "Expected argmax to be a Int32Array but received Float32Array",
+    ],
+    [
+      () => addon.relu(f(3), [1, 2, 3] as unknown as Float32Array),
+      "TypeError",
+      "Expected x to be a Float32Array but received an Array",
+    ],
+    [
+      () => addon.reluBackward(f(3), f(2), f(3)),
+      "RangeError",
+      "Expected dy of length 3 but received length 2",
+    ],
+    [
+      () => addon.addRowBias(f(6), f(3), 2, -3),
+      "RangeError",
+      "Expected cols to be an integer in [0, 2147483647] but received -3",
+    ],
+    [
+      () => addon.softmaxCrossEntropy(f(6), f(6), Int32Array.from([0, 3]), 2, 3),
+      "RangeError",
+      "Expected target class in [0, 3) but received 3",
+    ],
+    [
+      () =>
+        addon.sgdStep(f(3), f(3), null, {
+          lr: 0.1,
+          momentum: 0.9,
+          dampening: 0,
+          weightDecay: 0,
+          nesterov: false,
+          firstStep: true,
+        }),
+      "TypeError",
+      "Expected a momentum buffer when momentum > 0",
+    ],
+    [
+      () => addon.setNumThreads(0),
+      "RangeError",
+      "Expected the thread count to be an integer in [1, 2147483647] but received 0",
+    ],
+    [
+      () => addon.setNumThreads(1000),
+      "RangeError",
+      "Expected the thread count to be at most 256 but received 1000",
+    ],
+  ];
+  for (const [run, name, message] of cases) {
+    assert.throws(run, { name, message });
+  }
+  // A rejected call leaves the addon usable.
+  assert.equal(addon.numThreads(), native.numThreads());
+});
+
+// The same suite on the portable (non-AVX2) kernels, in a child process because the ISA is fixed at load.
+if (!isChild)
+  test("the portable path passes the same suite (VGG_NATIVE_ISA=portable)", () => {
+    // Without NODE_TEST_CONTEXT the child reports in plain TAP instead of the parent runner's protocol.
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const result = spawnSync(process.execPath, ["--test-reporter=tap", fileURLToPath(import.meta.url)], {
+      env: { ...env, VGG_NATIVE_ISA: "portable" },
+      encoding: "utf8",
+    });
+    assert.equal(result.status, 0, `portable run failed:\n${result.stdout}\n${result.stderr}`);
+    assert.match(result.stdout, /ok \d+ - reports the instruction set in use \(portable child\)/);
+    assert.match(result.stdout, /# fail 0/);
+  });
