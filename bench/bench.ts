@@ -1,0 +1,270 @@
+// `npm run bench`: SGEMM GFLOP/s on large square matrices, then per-layer forward/backward time and GFLOP/s
+// of the d2l model VGG-11/4 (1x224x224) through the native Backend methods, like a profiler, and, when
+// Debian's python3-torch is importable, the same convolutions and SGEMMs in PyTorch (2 threads) in the same
+// run with the ratio. Options: --batch N (16) --iters N (3) --threads N --no-torch.
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Conv2dGeometry, Pool2dGeometry } from "../src/backend/backend.js";
+import { loadNativeAddon, NativeBackend } from "../src/backend/native.js";
+
+function option(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const v = Number(process.argv[i + 1]);
+  if (!Number.isInteger(v) || v < 1)
+    throw new RangeError(`Expected --${name} to be an integer >= 1 but received ${process.argv[i + 1]}`);
+  return v;
+}
+
+const batch = option("batch", 16);
+const iters = option("iters", 3);
+const addon = loadNativeAddon();
+if (addon instanceof Error) {
+  console.error(`bench: ${addon.message}`);
+  process.exit(1);
+}
+const be = new NativeBackend(addon);
+if (process.argv.includes("--threads")) be.setNumThreads(option("threads", 2));
+
+function randn(len: number): Float32Array {
+  const a = new Float32Array(len);
+  for (let i = 0; i < len; i++) a[i] = Math.random() * 2 - 1;
+  return a;
+}
+
+/** Median seconds of `iters` runs after one warm-up run. */
+function time(fn: () => void): number {
+  fn();
+  const times: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const t = process.hrtime.bigint();
+    fn();
+    times.push(Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
+
+const fmt = (v: number, width: number, digits = 1) => v.toFixed(digits).padStart(width);
+const gflops = (flops: number, s: number) => flops / s / 1e9;
+
+// ---- SGEMM ----
+const info = be.info();
+console.log(
+  `vgg-ts native bench: isa ${info.isa}, kernel ${info.gemmKernel}, ${be.numThreads()} threads, batch ${batch}, ${iters} iters (median)`,
+);
+const gemmSizes = [512, 1024, 2048];
+const gemmTimes = new Map<number, number>();
+for (const n of gemmSizes) {
+  const a = randn(n * n);
+  const b = randn(n * n);
+  const c = new Float32Array(n * n);
+  gemmTimes.set(
+    n,
+    time(() => be.gemm(c, a, b, n, n, n, false, false, 0)),
+  );
+}
+
+// ---- VGG-11/4 layers (d2l: conv_arch ((1,16),(1,32),(2,64),(2,128),(2,128)), 1x224x224) ----
+const convArch: [number, number][] = [
+  [1, 16],
+  [1, 32],
+  [2, 64],
+  [2, 128],
+  [2, 128],
+];
+interface ConvLayer {
+  name: string;
+  g: Conv2dGeometry;
+}
+const convs: ConvLayer[] = [];
+const pools: { name: string; g: Pool2dGeometry }[] = [];
+let [channels, size] = [1, 224];
+convArch.forEach(([numConvs, outChannels], block) => {
+  for (let i = 0; i < numConvs; i++) {
+    convs.push({
+      name: `conv${block + 1}.${i + 1}`,
+      g: {
+        n: batch,
+        cIn: channels,
+        h: size,
+        w: size,
+        cOut: outChannels,
+        kh: 3,
+        kw: 3,
+        strideH: 1,
+        strideW: 1,
+        padH: 1,
+        padW: 1,
+        outH: size,
+        outW: size,
+      },
+    });
+    channels = outChannels;
+  }
+  const half = Math.floor(size / 2);
+  pools.push({
+    name: `pool${block + 1}`,
+    g: {
+      n: batch,
+      c: channels,
+      h: size,
+      w: size,
+      kh: 2,
+      kw: 2,
+      strideH: 2,
+      strideW: 2,
+      padH: 0,
+      padW: 0,
+      outH: half,
+      outW: half,
+    },
+  });
+  size = half;
+});
+const linears: [number, number][] = [
+  [channels * size * size, 4096],
+  [4096, 4096],
+  [4096, 10],
+];
+
+interface Row {
+  name: string;
+  shape: string;
+  fwd: number;
+  bwdIn: number;
+  bwdW: number;
+  flops: number; // of one forward pass; each backward pass has the same count
+}
+const rows: Row[] = [];
+for (const { name, g } of convs) {
+  const x = randn(g.n * g.cIn * g.h * g.w);
+  const w = randn(g.cOut * g.cIn * g.kh * g.kw);
+  const bias = randn(g.cOut);
+  const y = new Float32Array(g.n * g.cOut * g.outH * g.outW);
+  const dy = randn(y.length);
+  const dx = new Float32Array(x.length);
+  const dw = new Float32Array(w.length);
+  const db = new Float32Array(g.cOut);
+  rows.push({
+    name,
+    shape: `${g.cIn}->${g.cOut} @${g.h}`,
+    fwd: time(() => be.conv2dForward(y, x, w, bias, g, true)),
+    bwdIn: time(() => be.conv2dBackwardInput(dx, dy, w, g)),
+    bwdW: time(() => be.conv2dBackwardWeight(dw, db, dy, x, g)),
+    flops: 2 * g.n * g.cOut * g.outH * g.outW * g.cIn * g.kh * g.kw,
+  });
+}
+const other: { name: string; s: number }[] = [];
+for (const { name, g } of pools) {
+  const x = randn(g.n * g.c * g.h * g.w);
+  const y = new Float32Array(g.n * g.c * g.outH * g.outW);
+  const argmax = new Int32Array(y.length);
+  const dx = new Float32Array(x.length);
+  other.push({ name: `${name} fwd`, s: time(() => be.maxPool2dForward(y, argmax, x, g)) });
+  other.push({ name: `${name} bwd`, s: time(() => be.maxPool2dBackward(dx, y, argmax, g)) });
+  // The ReLU mask of the conv before the pool, applied to the gradient in the backward pass.
+  other.push({ name: `${name} relu-bwd`, s: time(() => be.reluBackward(dx, dx, x)) });
+}
+linears.forEach(([inF, outF], i) => {
+  const x = randn(batch * inF);
+  const w = randn(outF * inF);
+  const y = new Float32Array(batch * outF);
+  const dy = randn(y.length);
+  const dx = new Float32Array(x.length);
+  const dw = new Float32Array(w.length);
+  rows.push({
+    name: `fc${i + 1}`,
+    shape: `${inF}->${outF}`,
+    fwd: time(() => be.gemm(y, x, w, batch, outF, inF, false, true, 0)),
+    bwdIn: time(() => be.gemm(dx, dy, w, batch, inF, outF, false, false, 0)),
+    bwdW: time(() => be.gemm(dw, dy, x, outF, inF, batch, true, false, 0)),
+    flops: 2 * batch * inF * outF,
+  });
+});
+
+// ---- PyTorch, same run ----
+interface TorchResult {
+  torch: string;
+  threads: number;
+  gemm: Record<string, number>;
+  layers: { name: string; forward: number; backwardInput: number; backwardWeight: number }[];
+}
+let torch: TorchResult | null = null;
+if (!process.argv.includes("--no-torch")) {
+  const script = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", "torch_layers.py");
+  const spec = {
+    iters,
+    gemm: gemmSizes,
+    layers: convs.map(({ name, g }) => ({
+      name,
+      n: g.n,
+      cIn: g.cIn,
+      h: g.h,
+      w: g.w,
+      cOut: g.cOut,
+      k: g.kh,
+      stride: 1,
+      pad: 1,
+    })),
+  };
+  const r = spawnSync("/usr/bin/python3", [script], {
+    input: JSON.stringify(spec),
+    encoding: "utf8",
+    maxBuffer: 1 << 24,
+  });
+  if (r.status === 0) torch = JSON.parse(r.stdout) as TorchResult;
+  else
+    console.log(
+      `(PyTorch comparison skipped: ${(r.stderr || r.error?.message || "").trim().split("\n").pop()})`,
+    );
+}
+
+console.log("\nSGEMM (square, row-major, C = A B)");
+console.log(
+  `${"size".padStart(6)} ${"ms".padStart(9)} ${"GFLOP/s".padStart(8)}${torch ? `  ${"torch ms".padStart(9)} ${"GFLOP/s".padStart(8)} ${"ratio".padStart(6)}` : ""}`,
+);
+for (const n of gemmSizes) {
+  const s = gemmTimes.get(n) ?? 0;
+  const flops = 2 * n ** 3;
+  let line = `${String(n).padStart(6)} ${fmt(s * 1e3, 9, 2)} ${fmt(gflops(flops, s), 8)}`;
+  const ts = torch?.gemm[String(n)];
+  if (ts) line += `  ${fmt(ts * 1e3, 9, 2)} ${fmt(gflops(flops, ts), 8)} ${fmt(ts / s, 6, 2)}x`;
+  console.log(line);
+}
+
+console.log(`\nVGG-11/4 per layer, batch ${batch} (ms and GFLOP/s; forward has bias+ReLU fused)`);
+const head = `${"layer".padEnd(9)} ${"shape".padEnd(13)} ${"fwd ms".padStart(8)} ${"GF/s".padStart(6)} ${"bwdIn ms".padStart(9)} ${"GF/s".padStart(6)} ${"bwdW ms".padStart(8)} ${"GF/s".padStart(6)}`;
+console.log(torch ? `${head}   torch fwd/bwdIn/bwdW ms      speed-up` : head);
+let total = 0;
+let totalFlops = 0;
+let torchTotal = 0;
+let nativeConvTotal = 0;
+for (const r of rows) {
+  const first = r.name === "conv1.1"; // the input image needs no gradient
+  const step = r.fwd + r.bwdW + (first ? 0 : r.bwdIn);
+  total += step;
+  totalFlops += r.flops * (first ? 2 : 3);
+  let line = `${r.name.padEnd(9)} ${r.shape.padEnd(13)} ${fmt(r.fwd * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.fwd), 6)} ${fmt(r.bwdIn * 1e3, 9, 2)} ${fmt(gflops(r.flops, r.bwdIn), 6)} ${fmt(r.bwdW * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.bwdW), 6)}`;
+  const t = torch?.layers.find((l) => l.name === r.name);
+  if (t) {
+    const tStep = t.forward + t.backwardWeight + (first ? 0 : t.backwardInput);
+    torchTotal += tStep;
+    nativeConvTotal += step;
+    line += `   ${fmt(t.forward * 1e3, 7, 2)}/${fmt(t.backwardInput * 1e3, 7, 2)}/${fmt(t.backwardWeight * 1e3, 7, 2)}   ${fmt(tStep / step, 5, 2)}x`;
+  }
+  console.log(line);
+}
+for (const o of other) total += o.s;
+const otherMs = other.map((o) => `${o.name} ${(o.s * 1e3).toFixed(2)}`).join(", ");
+console.log(`\npool/relu: ${otherMs} ms`);
+console.log(
+  `sum of the step's kernels: ${(total * 1e3).toFixed(1)} ms for ${batch} images = ${fmt(batch / total, 1)} images/s, ` +
+    `${fmt(gflops(totalFlops, total), 1)} GFLOP/s over the conv+fc FLOPs`,
+);
+if (torch && nativeConvTotal > 0)
+  console.log(
+    `convolutions, training step (fwd + both grads): native ${(nativeConvTotal * 1e3).toFixed(1)} ms, ` +
+      `PyTorch ${torch.torch} ${(torchTotal * 1e3).toFixed(1)} ms (${torch.threads} threads): ${(torchTotal / nativeConvTotal).toFixed(2)}x`,
+  );
