@@ -85,6 +85,74 @@ void col2im(float* dx, const float* cols, const ConvShape& s, int64_t c0, int64_
       }
 }
 
+// out[0, len) = cols[r][q0, q0 + len): a segment of row r = (ci, ki, kj) of one image's im2col matrix,
+// computed from the image on the fly. Output pixels q run over (outH, outW) row-major.
+void im2col_segment(float* out, const float* x, const ConvShape& s, int64_t r, int64_t q0, int64_t len) {
+  const int64_t kj = r % s.kw, ki = (r / s.kw) % s.kh, ci = r / (s.kw * s.kh);
+  int64_t ox0, ox1;
+  valid_cols(kj, s.stride_w, s.pad_w, s.w, s.out_w, &ox0, &ox1);
+  int64_t oy = q0 / s.out_w, ox = q0 - oy * s.out_w;
+  while (len > 0) {
+    const int64_t run = std::min(len, s.out_w - ox);
+    const int64_t iy = oy * s.stride_h - s.pad_h + ki;
+    if (iy < 0 || iy >= s.h) {
+      for (int64_t t = 0; t < run; t++) out[t] = 0.0f;
+    } else {
+      const float* in = x + (ci * s.h + iy) * s.w - s.pad_w + kj;
+      const int64_t a = std::max(ox, ox0), b = std::max(a, std::min(ox + run, ox1));
+      for (int64_t o = ox; o < a; o++) out[o - ox] = 0.0f;
+      if (s.stride_w == 1) {
+        for (int64_t o = a; o < b; o++) out[o - ox] = in[o];
+      } else {
+        for (int64_t o = a; o < b; o++) out[o - ox] = in[o * s.stride_w];
+      }
+      for (int64_t o = b; o < ox + run; o++) out[o - ox] = 0.0f;
+    }
+    out += run;
+    len -= run;
+    ox = 0;
+    oy++;
+  }
+}
+
+struct ImageB {
+  const float* x;  // one image (cIn, h, w)
+  const ConvShape* s;
+};
+
+// op(B) = cols (kdim, plane) of the image, packed without materialising cols (forward pass).
+void pack_cols(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t kc, int64_t nc) {
+  const ImageB& ib = *static_cast<const ImageB*>(ctx);
+  constexpr int64_t NR = kGemmNR;
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t cols = std::min(NR, nc - jr);
+    float* d = dst + jr * kc;
+    for (int64_t p = 0; p < kc; p++) {
+      im2col_segment(d + p * NR, ib.x, *ib.s, p0 + p, j0 + jr, cols);
+      for (int64_t j = cols; j < NR; j++) d[p * NR + j] = 0.0f;
+    }
+  }
+}
+
+// op(B) = cols^T (plane, kdim) of the image, packed without materialising cols (weight gradient).
+void pack_cols_transposed(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t kc, int64_t nc) {
+  const ImageB& ib = *static_cast<const ImageB*>(ctx);
+  constexpr int64_t NR = kGemmNR;
+  float* segment = thread_scratch(2, kc);
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t cols = std::min(NR, nc - jr);
+    float* d = dst + jr * kc;
+    for (int64_t j = 0; j < NR; j++) {
+      if (j < cols) {
+        im2col_segment(segment, ib.x, *ib.s, j0 + jr + j, p0, kc);
+        for (int64_t p = 0; p < kc; p++) d[p * NR + j] = segment[p];
+      } else {
+        for (int64_t p = 0; p < kc; p++) d[p * NR + j] = 0.0f;
+      }
+    }
+  }
+}
+
 // True when splitting the batch over the threads keeps them evenly busy.
 bool split_over_batch(int64_t n) {
   const int nth = num_threads();
@@ -112,12 +180,15 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   if (split_over_batch(s.n)) {
     parallel_run(
         [&](int ith, int nth) {
-          float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
           for (int64_t b = ith; b < s.n; b += nth) {
             const float* xb = x + b * x_size;
-            if (!pointwise) im2col(cols, xb, s, 0, s.c_in);
-            sgemm_serial(y + b * s.c_out * plane, plane, w, kdim, pointwise ? xb : cols, plane, s.c_out, plane, kdim,
-                         false, false, 0.0f, ep);
+            float* yb = y + b * s.c_out * plane;
+            if (pointwise) {
+              sgemm_serial(yb, plane, w, kdim, xb, plane, s.c_out, plane, kdim, false, false, 0.0f, ep);
+              continue;
+            }
+            const ImageB ib{xb, &s};
+            sgemm_serial_source(yb, plane, w, kdim, false, BSource{pack_cols, &ib}, s.c_out, plane, kdim, 0.0f, ep);
           }
         },
         s.n);
@@ -169,14 +240,19 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
         [&](int ith, int nth) {
           float* acc = ith == 0 ? dw : thread_scratch(1, w_size);
           partial[ith] = acc;
-          float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
           bool first = true;
           for (int64_t b = ith; b < s.n; b += nth) {
             const float* xb = x + b * x_size;
-            if (!pointwise) im2col(cols, xb, s, 0, s.c_in);
-            sgemm_serial(acc, kdim, dy + b * s.c_out * plane, plane, pointwise ? xb : cols, plane, s.c_out, kdim,
-                         plane, false, true, first ? 0.0f : 1.0f);
+            const float* dyb = dy + b * s.c_out * plane;
+            const float beta = first ? 0.0f : 1.0f;
             first = false;
+            if (pointwise) {
+              sgemm_serial(acc, kdim, dyb, plane, xb, plane, s.c_out, kdim, plane, false, true, beta);
+              continue;
+            }
+            const ImageB ib{xb, &s};
+            sgemm_serial_source(acc, kdim, dyb, plane, false, BSource{pack_cols_transposed, &ib}, s.c_out, kdim, plane,
+                                beta);
           }
           if (first) std::memset(acc, 0, w_size * sizeof(float));
           barrier(nth);

@@ -18,7 +18,7 @@
 namespace vgg {
 namespace {
 
-constexpr int64_t MR = 6, NR = 16;
+constexpr int64_t MR = 6, NR = kGemmNR;
 constexpr int64_t KC = 256, MC = 144, NC = 3072;
 
 // The micro-kernel: c (MR, NR) row stride ldc = pa (kc, MR) packed x pb (kc, NR) packed, added to c when
@@ -179,8 +179,8 @@ void scale_and_epilogue(float* c, int64_t ldc, int64_t m, int64_t n, float beta,
 
 }  // namespace
 
-void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
-                  int64_t n, int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep) {
+void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, BSource b, int64_t m,
+                         int64_t n, int64_t k, float beta, GemmEpilogue ep) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) return scale_and_epilogue(c, ldc, m, n, beta, ep);
   const MicroKernel kernel = micro_kernel();
@@ -192,7 +192,7 @@ void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const floa
       const int64_t kc = std::min(KC, k - pc);
       const bool accumulate = pc > 0 || beta != 0.0f;
       const bool last = pc + kc >= k;
-      pack_b(buf.b, b, ldb, trans_b, pc, jc, kc, nc);
+      b.pack(b.ctx, buf.b, pc, jc, kc, nc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic);
         pack_a(buf.a, a, lda, trans_a, ic, pc, mc, kc);
@@ -224,6 +224,24 @@ void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const floa
       }
     }
   }
+}
+
+namespace {
+struct MatrixB {
+  const float* b;
+  int64_t ldb;
+  bool trans_b;
+};
+void pack_matrix_b(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t kc, int64_t nc) {
+  const MatrixB* mb = static_cast<const MatrixB*>(ctx);
+  pack_b(dst, mb->b, mb->ldb, mb->trans_b, p0, j0, kc, nc);
+}
+}  // namespace
+
+void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
+                  int64_t n, int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep) {
+  const MatrixB mb{b, ldb, trans_b};
+  sgemm_serial_source(c, ldc, a, lda, trans_a, BSource{pack_matrix_b, &mb}, m, n, k, beta, ep);
 }
 
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,

@@ -5,6 +5,19 @@
 
 namespace vgg {
 
+/** Width of the micro-kernel's B panels: a BSource packs NR columns per micro-panel. */
+constexpr int64_t kGemmNR = 16;
+
+/**
+ * A producer of packed op(B): pack(ctx, dst, p0, j0, kc, nc) writes op(B)[p0:p0+kc, j0:j0+nc] as
+ * NR-column micro-panels, each (kc, NR) row-major and zero-padded to NR columns, panel jr at dst + jr*kc.
+ * Lets a convolution pack straight from the image (implicit im2col) instead of materialising cols.
+ */
+struct BSource {
+  void (*pack)(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t kc, int64_t nc);
+  const void* ctx;
+};
+
 /** Optional work fused into the GEMM's final store: C[i][j] += row_bias[i], then max(C, 0). */
 struct GemmEpilogue {
   const float* row_bias = nullptr;  // row_bias is (m) or null
@@ -17,6 +30,9 @@ struct GemmEpilogue {
 // sgemm_serial runs on the calling thread; sgemm splits the work over the thread pool.
 void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
                   int64_t n, int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep = {});
+// The same with op(B) supplied by a BSource (k, n).
+void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, BSource b, int64_t m,
+                         int64_t n, int64_t k, float beta, GemmEpilogue ep = {});
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
            int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep = {});
 
