@@ -5,12 +5,97 @@
 #include <cstring>
 #include <limits>
 
+#include "isa.h"
 #include "threadpool.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define VGG_X86 1
+#endif
 
 namespace vgg {
 
+namespace {
+
+// The 2x2 stride-2 unpadded window of VGG, every window inside the image: the generic rule unrolled into
+// selects (no unpredictable branches). Row by row: a NaN ends its row and replaces any earlier choice.
+// This one does output columns [ox0, outW) of row oy.
+void max_pool_2x2_row(float* yp, int32_t* ap, const float* xp, const PoolShape& s, int64_t oy, int64_t ox0) {
+  const float* r0 = xp + 2 * oy * s.w;
+  const float* r1 = r0 + s.w;
+  for (int64_t ox = ox0; ox < s.out_w; ox++) {
+      const float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+      const bool take_b = a == a && (b > a || b != b);
+      float best = take_b ? b : a;
+      int32_t idx = take_b ? 1 : 0;
+      const bool take_c = c > best || c != c;
+      best = take_c ? c : best;
+      idx = take_c ? 2 : idx;
+      const bool take_d = c == c && (d > best || d != d);
+      best = take_d ? d : best;
+      idx = take_d ? 3 : idx;
+      yp[oy * s.out_w + ox] = best;
+      ap[oy * s.out_w + ox] = static_cast<int32_t>((2 * oy + (idx >> 1)) * s.w + 2 * ox + (idx & 1));
+  }
+}
+
+
+#ifdef VGG_X86
+// Columns 0, 2, .., 14 (even) or 1, 3, .., 15 (odd) of the 16 floats lo:hi, in order.
+__attribute__((target("avx2,fma"))) inline __m256 even(__m256 lo, __m256 hi) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+}
+__attribute__((target("avx2,fma"))) inline __m256 odd(__m256 lo, __m256 hi) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));
+}
+
+// The same rule on 8 outputs at a time: even/odd columns de-interleaved, selects as blends.
+__attribute__((target("avx2,fma"))) void max_pool_2x2_avx2(float* yp, int32_t* ap, const float* xp,
+                                                           const PoolShape& s) {
+  const __m256i lane2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i off_b = _mm256_set1_epi32(1), off_c = _mm256_set1_epi32(static_cast<int32_t>(s.w));
+  const __m256i off_d = _mm256_set1_epi32(static_cast<int32_t>(s.w + 1));
+  for (int64_t oy = 0; oy < s.out_h; oy++) {
+    const float* r0 = xp + 2 * oy * s.w;
+    const float* r1 = r0 + s.w;
+    int64_t ox = 0;
+    for (; ox + 8 <= s.out_w; ox += 8) {
+      const __m256 lo0 = _mm256_loadu_ps(r0 + 2 * ox), hi0 = _mm256_loadu_ps(r0 + 2 * ox + 8);
+      const __m256 lo1 = _mm256_loadu_ps(r1 + 2 * ox), hi1 = _mm256_loadu_ps(r1 + 2 * ox + 8);
+      const __m256 a = even(lo0, hi0), b = odd(lo0, hi0), c = even(lo1, hi1), d = odd(lo1, hi1);
+      const __m256 nan_a = _mm256_cmp_ps(a, a, _CMP_UNORD_Q), nan_b = _mm256_cmp_ps(b, b, _CMP_UNORD_Q);
+      const __m256 nan_c = _mm256_cmp_ps(c, c, _CMP_UNORD_Q), nan_d = _mm256_cmp_ps(d, d, _CMP_UNORD_Q);
+      const __m256 take_b = _mm256_andnot_ps(nan_a, _mm256_or_ps(_mm256_cmp_ps(b, a, _CMP_GT_OQ), nan_b));
+      __m256 best = _mm256_blendv_ps(a, b, take_b);
+      __m256i off = _mm256_and_si256(_mm256_castps_si256(take_b), off_b);
+      const __m256 take_c = _mm256_or_ps(_mm256_cmp_ps(c, best, _CMP_GT_OQ), nan_c);
+      best = _mm256_blendv_ps(best, c, take_c);
+      off = _mm256_blendv_epi8(off, off_c, _mm256_castps_si256(take_c));
+      const __m256 take_d = _mm256_andnot_ps(nan_c, _mm256_or_ps(_mm256_cmp_ps(d, best, _CMP_GT_OQ), nan_d));
+      best = _mm256_blendv_ps(best, d, take_d);
+      off = _mm256_blendv_epi8(off, off_d, _mm256_castps_si256(take_d));
+      const __m256i base = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(2 * oy * s.w + 2 * ox)), lane2);
+      _mm256_storeu_ps(yp + oy * s.out_w + ox, best);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ap + oy * s.out_w + ox), _mm256_add_epi32(base, off));
+    }
+    max_pool_2x2_row(yp, ap, xp, s, oy, ox);
+  }
+}
+#endif
+
+void max_pool_2x2(float* yp, int32_t* ap, const float* xp, const PoolShape& s) {
+#ifdef VGG_X86
+  if (active_isa() == Isa::Avx2Fma) return max_pool_2x2_avx2(yp, ap, xp, s);
+#endif
+  for (int64_t oy = 0; oy < s.out_h; oy++) max_pool_2x2_row(yp, ap, xp, s, oy, 0);
+}
+
+}  // namespace
+
 void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolShape& s) {
   const int64_t planes = s.n * s.c, in_plane = s.h * s.w, out_plane = s.out_h * s.out_w;
+  const bool vgg_window = s.kh == 2 && s.kw == 2 && s.stride_h == 2 && s.stride_w == 2 && s.pad_h == 0 &&
+                          s.pad_w == 0 && 2 * s.out_h <= s.h && 2 * s.out_w <= s.w;
   parallel_run(
       [&](int ith, int nth) {
         int64_t p0, p1;
@@ -19,6 +104,10 @@ void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolSha
           const float* xp = x + pl * in_plane;
           float* yp = y + pl * out_plane;
           int32_t* ap = argmax + pl * out_plane;
+          if (vgg_window) {
+            max_pool_2x2(yp, ap, xp, s);
+            continue;
+          }
           for (int64_t oy = 0; oy < s.out_h; oy++)
             for (int64_t ox = 0; ox < s.out_w; ox++) {
               float best = -std::numeric_limits<float>::infinity();

@@ -232,11 +232,15 @@ test("max-pool forward/backward match the reference (padding, NaN, odd sizes)", 
     { n: 1, c: 5, h: 7, w: 9, kh: 3, kw: 3, strideH: 2, strideW: 2, padH: 1, padW: 1, outH: 4, outW: 5 },
     { n: 3, c: 2, h: 5, w: 5, kh: 3, kw: 2, strideH: 1, strideW: 2, padH: 1, padW: 0, outH: 5, outW: 2 },
     { n: 1, c: 1, h: 1, w: 1, kh: 1, kw: 1, strideH: 1, strideW: 1, padH: 0, padW: 0, outH: 1, outW: 1 },
+    { n: 2, c: 3, h: 9, w: 7, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 4, outW: 3 },
+    { n: 3, c: 5, h: 18, w: 37, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 9, outW: 18 },
   ];
   for (const g of cases) {
     const x = randn(g.n * g.c * g.h * g.w);
     x[3] = Number.NaN;
     x[x.length - 1] = Number.NaN;
+    // Many NaNs (in either row of a window, or both) exercise the tie rules of the 2x2 fast path.
+    for (let i = 0; i < x.length; i += 1 + Math.floor(rand() * 6)) x[i] = Number.NaN;
     const yLen = g.n * g.c * g.outH * g.outW;
     const [yN, yR] = [new Float32Array(yLen), new Float32Array(yLen)];
     const [aN, aR] = [new Int32Array(yLen), new Int32Array(yLen)];
