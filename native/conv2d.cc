@@ -120,17 +120,17 @@ struct ImageB {
   const ConvShape* s;
 };
 
-// op(B) = cols (kdim, plane) of the image, packed without materialising cols (forward pass).
+// op(B) = cols (kdim, plane) of the image, packed without materialising cols (forward pass). Each row
+// segment is built once for the whole block (one index division per row, not per panel), then dealt
+// out to the 16-column panels.
 void pack_cols(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t kc, int64_t nc) {
   const ImageB& ib = *static_cast<const ImageB*>(ctx);
   constexpr int64_t NR = kGemmNR;
-  for (int64_t jr = 0; jr < nc; jr += NR) {
-    const int64_t cols = std::min(NR, nc - jr);
-    float* d = dst + jr * kc;
-    for (int64_t p = 0; p < kc; p++) {
-      im2col_segment(d + p * NR, ib.x, *ib.s, p0 + p, j0 + jr, cols);
-      for (int64_t j = cols; j < NR; j++) d[p * NR + j] = 0.0f;
-    }
+  float* row = thread_scratch(2, nc + NR);
+  for (int64_t p = 0; p < kc; p++) {
+    im2col_segment(row, ib.x, *ib.s, p0 + p, j0, nc);
+    for (int64_t j = nc; j < ((nc + NR - 1) / NR) * NR; j++) row[j] = 0.0f;
+    for (int64_t jr = 0; jr < nc; jr += NR) std::memcpy(dst + jr * kc + p * NR, row + jr, NR * sizeof(float));
   }
 }
 

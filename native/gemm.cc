@@ -193,8 +193,10 @@ void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, boo
   alignas(64) float edge[MR * NR];
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
-    for (int64_t pc = 0; pc < k; pc += KC) {
-      const int64_t kc = std::min(KC, k - pc);
+    // Equal k blocks of at most KC (288 = 144 + 144, not 256 + 32: a thin block wastes C traffic).
+    const int64_t k_blocks = (k + KC - 1) / KC, k_step = (k + k_blocks - 1) / k_blocks;
+    for (int64_t pc = 0; pc < k; pc += k_step) {
+      const int64_t kc = std::min(k_step, k - pc);
       const bool accumulate = pc > 0 || beta != 0.0f;
       const bool last = pc + kc >= k;
       b.pack(b.ctx, buf.b, pc, jc, kc, nc);
