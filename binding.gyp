@@ -12,7 +12,8 @@
         "native/loss.cc",
         "native/pool.cc",
         "native/sgd.cc",
-        "native/threadpool.cc"
+        "native/threadpool.cc",
+        "native/winograd.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

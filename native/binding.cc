@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <string>
 
@@ -28,6 +29,12 @@ constexpr int64_t kMaxWorkspace = int64_t{1} << 31;  // floats in one im2col buf
 [[noreturn]] void type_error(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
 [[noreturn]] void range_error(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
 
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
 std::string describe(const Napi::Value& v) {
   if (v.IsTypedArray()) {
     switch (v.As<Napi::TypedArray>().TypedArrayType()) {
@@ -40,17 +47,13 @@ std::string describe(const Napi::Value& v) {
   }
   if (v.IsNull()) return "null";
   if (v.IsUndefined()) return "undefined";
-  if (v.IsNumber()) return "number " + std::to_string(v.As<Napi::Number>().DoubleValue());
+  if (v.IsNumber()) return "number " + num(v.As<Napi::Number>().DoubleValue());
   if (v.IsString()) return "a string";
   if (v.IsArray()) return "an Array";
   if (v.IsBoolean()) return "a boolean";
   return "an object";
 }
 
-std::string num(double v) {
-  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e18) return std::to_string(static_cast<int64_t>(v));
-  return std::to_string(v);
-}
 
 void expect_args(const Napi::CallbackInfo& info, size_t n) {
   if (info.Length() != n)
@@ -339,6 +342,22 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value SetConvAlgorithm(const Napi::CallbackInfo& info) {
+  expect_args(info, 1);
+  const std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (name == "auto") vgg::set_conv_algorithm(vgg::ConvAlgorithm::Auto);
+  else if (name == "direct") vgg::set_conv_algorithm(vgg::ConvAlgorithm::Direct);
+  else if (name == "winograd") vgg::set_conv_algorithm(vgg::ConvAlgorithm::Winograd);
+  else type_error(info.Env(), "Expected the conv algorithm to be \"auto\", \"direct\" or \"winograd\" but received " + (info[0].IsString() ? "\"" + name + "\"" : describe(info[0])));
+  return info.Env().Undefined();
+}
+
+Napi::Value ConvKernel(const Napi::CallbackInfo& info) {
+  expect_args(info, 2);
+  const ConvShape s = conv_shape(info[0]);
+  return Napi::String::New(info.Env(), vgg::conv_kernel_name(s, bool_arg(info[1], "backward")));
+}
+
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), vgg::num_threads()); }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
@@ -381,6 +400,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("batchNormForwardTrain", Napi::Function::New(env, BatchNormForwardTrain));
   exports.Set("batchNormBackward", Napi::Function::New(env, BatchNormBackward));
   exports.Set("sgdStep", Napi::Function::New(env, SgdStep));
+  exports.Set("setConvAlgorithm", Napi::Function::New(env, SetConvAlgorithm));
+  exports.Set("convKernel", Napi::Function::New(env, ConvKernel));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -7,9 +7,14 @@
 #include "conv2d.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <map>
+#include <tuple>
+#include <vector>
 
 #include "gemm.h"
+#include "winograd.h"
 #include "threadpool.h"
 #include "workspace.h"
 
@@ -171,18 +176,108 @@ void parallel_channels(int64_t c_in, F&& f) {
       c_in);
 }
 
+// ---- Algorithm choice: Winograd or im2col + GEMM, timed once per shape and pass, then cached. ----
+ConvAlgorithm g_algorithm = ConvAlgorithm::Auto;
+using ShapeKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+std::map<ShapeKey, bool>& choices() {
+  static std::map<ShapeKey, bool> m;
+  return m;
+}
+ShapeKey key_of(const ConvShape& s, bool backward) {
+  return ShapeKey{s.c_in, s.c_out, s.h, s.w, s.pad_h, s.pad_w, backward};
+}
+
+template <typename F>
+double seconds(F&& f) {
+  const auto t = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Whether to use Winograd for this pass. In Auto mode the first call times one image both ways (each run
+// twice, keeping the faster) on the calling thread; `direct` and `winograd` compute the same image.
+template <typename D, typename W>
+bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
+  if (g_algorithm == ConvAlgorithm::Direct) return false;
+  if (g_algorithm == ConvAlgorithm::Winograd) return true;
+  auto& m = choices();
+  const ShapeKey key = key_of(s, backward);
+  auto it = m.find(key);
+  if (it != m.end()) return it->second;
+  const double td = std::min(seconds(direct), seconds(direct));
+  const double tw = std::min(seconds(winograd), seconds(winograd));
+  m[key] = tw < td;
+  return tw < td;
+}
+
+// Shared (read-only inside the parallel region) transformed-weight buffer.
+float* transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
+  static std::vector<float> u;
+  u.resize(static_cast<size_t>(16 * c_out * c_in));
+  winograd_transform_weights(u.data(), w, c_out, c_in);
+  return u.data();
+}
+
+// The input gradient of a 3x3 stride-1 conv is the 3x3 conv of dy with the kernel flipped and cIn/cOut
+// swapped, padded by 2 - pad: the shape that conv runs on.
+ConvShape transposed_shape(const ConvShape& s) {
+  return ConvShape{s.n, s.c_out, s.out_h, s.out_w, s.c_in, 3, 3, 1, 1, 2 - s.pad_h, 2 - s.pad_w, s.h, s.w};
+}
+
+float* flipped_transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
+  static std::vector<float> flipped;
+  flipped.resize(static_cast<size_t>(9 * c_out * c_in));
+  for (int64_t co = 0; co < c_out; co++)
+    for (int64_t ci = 0; ci < c_in; ci++)
+      for (int k = 0; k < 9; k++) flipped[(ci * c_out + co) * 9 + (8 - k)] = w[(co * c_in + ci) * 9 + k];
+  return transformed_weights(flipped.data(), c_in, c_out);
+}
+
+bool winograd_backward_applies(const ConvShape& s) {
+  return winograd_applies(s) && s.pad_h <= 2 && s.pad_w <= 2;
+}
+
 }  // namespace
+
+void set_conv_algorithm(ConvAlgorithm a) {
+  g_algorithm = a;
+  choices().clear();
+}
+
+const char* conv_kernel_name(const ConvShape& s, bool backward) {
+  if (!backward && is_pointwise(s)) return "gemm (1x1)";
+  const bool applies = backward ? winograd_backward_applies(s) : winograd_applies(s);
+  if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm";
+  if (g_algorithm == ConvAlgorithm::Winograd) return "winograd F(2x2,3x3)";
+  auto it = choices().find(key_of(s, backward));
+  if (it == choices().end()) return "not measured yet";
+  return it->second ? "winograd F(2x2,3x3)" : "im2col+gemm";
+}
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
   const GemmEpilogue ep{bias, relu};
   if (split_over_batch(s.n)) {
+    const ImageB first{x, &s};
+    float* u = nullptr;
+    if (s.n > 0 && winograd_applies(s)) {
+      u = transformed_weights(w, s.c_out, s.c_in);
+      const bool wino = use_winograd(
+          s, false,
+          [&] { sgemm_serial_source(y, plane, w, kdim, false, BSource{pack_cols, &first}, s.c_out, plane, kdim, 0.0f, ep); },
+          [&] { winograd_forward_image(y, x, u, bias, s, relu); });
+      if (!wino) u = nullptr;
+    }
     parallel_run(
         [&](int ith, int nth) {
           for (int64_t b = ith; b < s.n; b += nth) {
             const float* xb = x + b * x_size;
             float* yb = y + b * s.c_out * plane;
+            if (u) {
+              winograd_forward_image(yb, xb, u, bias, s, relu);
+              continue;
+            }
             if (pointwise) {
               sgemm_serial(yb, plane, w, kdim, xb, plane, s.c_out, plane, kdim, false, false, 0.0f, ep);
               continue;
@@ -207,11 +302,29 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const Con
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
   if (split_over_batch(s.n)) {
+    float* u = nullptr;
+    const ConvShape st = transposed_shape(s);
+    if (s.n > 0 && winograd_backward_applies(s)) {
+      u = flipped_transformed_weights(w, s.c_out, s.c_in);
+      float* cols0 = thread_scratch(0, kdim * plane);
+      const bool wino = use_winograd(
+          s, true,
+          [&] {
+            sgemm_serial(cols0, plane, w, kdim, dy, plane, kdim, plane, s.c_out, true, false, 0.0f);
+            col2im(dx, cols0, s, 0, s.c_in);
+          },
+          [&] { winograd_forward_image(dx, dy, u, nullptr, st, false); });
+      if (!wino) u = nullptr;
+    }
     parallel_run(
         [&](int ith, int nth) {
-          float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
+          float* cols = pointwise || u ? nullptr : thread_scratch(0, kdim * plane);
           for (int64_t b = ith; b < s.n; b += nth) {
             float* dxb = dx + b * x_size;
+            if (u) {
+              winograd_forward_image(dxb, dy + b * s.c_out * plane, u, nullptr, st, false);
+              continue;
+            }
             sgemm_serial(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane,
                          s.c_out, true, false, 0.0f);
             if (!pointwise) col2im(dxb, cols, s, 0, s.c_in);

@@ -9,6 +9,12 @@ struct ConvShape {
   int64_t n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, out_h, out_w;
 };
 
+/** How 3x3 stride-1 convolutions are computed: measured per shape on first use (Auto), or forced. */
+enum class ConvAlgorithm { Auto, Direct, Winograd };
+void set_conv_algorithm(ConvAlgorithm a);
+/** The kernel used for this geometry's forward (backward = false) or input-gradient pass, as a name. */
+const char* conv_kernel_name(const ConvShape& s, bool backward);
+
 // y is (n, cOut, outH, outW); x is (n, cIn, h, w); w is (cOut, cIn*kh*kw); bias is (cOut) or null.
 void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu);
 // dx is (n, cIn, h, w), overwritten; dy is (n, cOut, outH, outW); w is (cOut, cIn*kh*kw).

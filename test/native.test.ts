@@ -198,6 +198,41 @@ test("conv2d forward (bias, ReLU) and both gradients match the reference on rand
   native.setNumThreads(2);
 });
 
+test("Winograd F(2x2,3x3) forward and input gradient match the reference (padding 0/1/2, odd sizes)", () => {
+  const cases = [
+    convGeometry(2, 3, 9, 7, 5, 3, 1, 1),
+    convGeometry(4, 17, 12, 11, 19, 3, 1, 0),
+    convGeometry(2, 8, 5, 6, 9, 3, 1, 2),
+    convGeometry(6, 33, 14, 14, 40, 3, 1, 1),
+    convGeometry(2, 2, 1, 1, 3, 3, 1, 1),
+  ];
+  try {
+    for (const algorithm of ["winograd", "auto"] as const) {
+      native.setConvAlgorithm(algorithm);
+      for (const g of cases) {
+        checkConv(g);
+        const kernel = native.convKernel(g, "forward");
+        if (algorithm === "winograd") assert.equal(kernel, "winograd F(2x2,3x3)");
+        else assert.ok(["winograd F(2x2,3x3)", "im2col+gemm"].includes(kernel), kernel);
+      }
+    }
+    // Shapes Winograd does not cover fall back to im2col + GEMM even when it is forced.
+    const strided = convGeometry(2, 3, 9, 9, 4, 3, 2, 1);
+    assert.equal(native.convKernel(strided, "forward"), "im2col+gemm");
+    checkConv(strided);
+  } finally {
+    native.setConvAlgorithm("auto");
+  }
+  assert.throws(() => native.setConvAlgorithm("fast" as never), {
+    name: "TypeError",
+    message: 'Expected the conv algorithm to be "auto", "direct" or "winograd" but received fast',
+  });
+  assert.throws(() => addon.setConvAlgorithm(3 as never), {
+    name: "TypeError",
+    message: 'Expected the conv algorithm to be "auto", "direct" or "winograd" but received number 3',
+  });
+});
+
 test("conv2d handles empty batches and zero channels", () => {
   for (const g of [convGeometry(0, 3, 5, 5, 4, 3, 1, 1), convGeometry(2, 0, 5, 5, 4, 3, 1, 1)]) {
     const wLen = g.cOut * g.cIn * g.kh * g.kw;
@@ -420,7 +455,7 @@ test("the C++ binding guards every argument itself (types, lengths, sizes, overf
     [
       () => addon.gemm(f(6), f(6), f(9), 2.5, 3, 3, false, false, 0),
       "RangeError",
-      "Expected m to be an integer in [0, 2147483647] but received 2.500000",
+      "Expected m to be an integer in [0, 2147483647] but received 2.5",
     ],
     [
       () => addon.gemm(f(6), f(6), f(9), 2, 3, 3, false, false, 2),

@@ -96,7 +96,15 @@ export interface NativeAddon {
   numThreads(): number;
   setNumThreads(n: number): void;
   info(): NativeInfo;
+  setConvAlgorithm(a: ConvAlgorithm): void;
+  convKernel(g: Conv2dGeometry, backward: boolean): string;
 }
+
+/**
+ * How 3x3 stride-1 convolutions run: "auto" times Winograd F(2x2,3x3) against im2col + GEMM on the first
+ * call for each shape and keeps the faster; the others force one (tests compare them).
+ */
+export type ConvAlgorithm = "auto" | "direct" | "winograd";
 
 let cached: NativeAddon | Error | null = null;
 
@@ -168,6 +176,21 @@ export class NativeBackend implements Backend {
 
   info(): NativeInfo {
     return this.addon.info();
+  }
+
+  /** Chooses the 3x3 convolution algorithm (default "auto"); clears the per-shape measurements. */
+  setConvAlgorithm(a: ConvAlgorithm): void {
+    if (a !== "auto" && a !== "direct" && a !== "winograd")
+      throw new TypeError(
+        `Expected the conv algorithm to be "auto", "direct" or "winograd" but received ${String(a)}`,
+      );
+    this.addon.setConvAlgorithm(a);
+  }
+
+  /** The kernel used for a layer's forward or input-gradient pass, e.g. "winograd F(2x2,3x3)", for `vgg info`. */
+  convKernel(g: Conv2dGeometry, pass: "forward" | "backward"): string {
+    checkConv(g);
+    return this.addon.convKernel(g, pass === "backward");
   }
 
   gemm(

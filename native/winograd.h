@@ -1,0 +1,19 @@
+// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: 16 multiplies per 2x2 output tile and channel pair
+// instead of 36, as 16 GEMMs between transformed weights and transformed input tiles.
+#pragma once
+#include <cstdint>
+
+#include "conv2d.h"
+
+namespace vgg {
+
+/** Whether the Winograd path applies to this geometry (3x3 kernel, stride 1). */
+bool winograd_applies(const ConvShape& s);
+
+// One image: y (cOut, outH, outW) = conv(x (cIn, h, w), w) + bias, then ReLU when `relu`. u holds the
+// transformed weights from winograd_transform_weights; runs on the calling thread.
+void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s, bool relu);
+// u (16, cOut, cIn) = G g G^T for every 3x3 filter g of w (cOut, cIn, 3, 3).
+void winograd_transform_weights(float* u, const float* w, int64_t c_out, int64_t c_in);
+
+}  // namespace vgg
