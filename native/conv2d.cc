@@ -213,8 +213,8 @@ bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
 // Shared (read-only inside the parallel region) transformed-weight buffer.
 float* transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
   static std::vector<float> u;
-  u.resize(static_cast<size_t>(16 * c_out * c_in));
-  winograd_transform_weights(u.data(), w, c_out, c_in);
+  u.resize(static_cast<size_t>(winograd_weights_size(c_out, c_in)));
+  winograd_prepare_weights(u.data(), w, c_out, c_in);
   return u.data();
 }
 

@@ -184,8 +184,17 @@ void scale_and_epilogue(float* c, int64_t ldc, int64_t m, int64_t n, float beta,
 
 }  // namespace
 
-void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, BSource b, int64_t m,
-                         int64_t n, int64_t k, float beta, GemmEpilogue ep) {
+namespace {
+
+// k is cut into equal blocks of at most KC (288 = 144 + 144, not 256 + 32: a thin block wastes C traffic).
+int64_t k_step_of(int64_t k) {
+  const int64_t blocks = (k + KC - 1) / KC;
+  return (k + blocks - 1) / blocks;
+}
+
+// The blocked driver. A is packed here per block, or read from `packed_a` (pack_a_all's layout).
+void drive(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, const float* packed_a, BSource b,
+           int64_t m, int64_t n, int64_t k, float beta, GemmEpilogue ep) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) return scale_and_epilogue(c, ldc, m, n, beta, ep);
   const MicroKernel kernel = micro_kernel();
@@ -193,8 +202,7 @@ void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, boo
   alignas(64) float edge[MR * NR];
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
-    // Equal k blocks of at most KC (288 = 144 + 144, not 256 + 32: a thin block wastes C traffic).
-    const int64_t k_blocks = (k + KC - 1) / KC, k_step = (k + k_blocks - 1) / k_blocks;
+    const int64_t k_step = k_step_of(k), m_padded = (m + MR - 1) / MR * MR;
     for (int64_t pc = 0; pc < k; pc += k_step) {
       const int64_t kc = std::min(k_step, k - pc);
       const bool accumulate = pc > 0 || beta != 0.0f;
@@ -202,13 +210,14 @@ void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, boo
       b.pack(b.ctx, buf.b, pc, jc, kc, nc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic);
-        pack_a(buf.a, a, lda, trans_a, ic, pc, mc, kc);
+        const float* block_a = packed_a ? packed_a + pc * m_padded + ic * kc : buf.a;
+        if (!packed_a) pack_a(buf.a, a, lda, trans_a, ic, pc, mc, kc);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int64_t cols = std::min(NR, nc - jr);
           const float* pb = buf.b + jr * kc;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t rows = std::min(MR, mc - ir);
-            const float* pa = buf.a + ir * kc;
+            const float* pa = block_a + ir * kc;
             float* ct = c + (ic + ir) * ldc + jc + jr;
             const float* bias = last && ep.row_bias ? ep.row_bias + ic + ir : nullptr;
             const bool relu = last && ep.relu;
@@ -233,6 +242,13 @@ void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, boo
   }
 }
 
+}  // namespace
+
+void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, BSource b, int64_t m,
+                         int64_t n, int64_t k, float beta, GemmEpilogue ep) {
+  drive(c, ldc, a, lda, trans_a, nullptr, b, m, n, k, beta, ep);
+}
+
 namespace {
 struct MatrixB {
   const float* b;
@@ -249,6 +265,19 @@ void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const floa
                   int64_t n, int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep) {
   const MatrixB mb{b, ldb, trans_b};
   sgemm_serial_source(c, ldc, a, lda, trans_a, BSource{pack_matrix_b, &mb}, m, n, k, beta, ep);
+}
+
+int64_t packed_a_size(int64_t m, int64_t k) { return (m + MR - 1) / MR * MR * k; }
+
+void pack_a_all(float* dst, const float* a, int64_t lda, bool trans_a, int64_t m, int64_t k) {
+  const int64_t k_step = k_step_of(k), m_padded = (m + MR - 1) / MR * MR;
+  for (int64_t pc = 0; pc < k; pc += k_step) pack_a(dst + pc * m_padded, a, lda, trans_a, 0, pc, m, std::min(k_step, k - pc));
+}
+
+void sgemm_serial_packed_a(float* c, int64_t ldc, const float* packed_a, const float* b, int64_t ldb, int64_t m,
+                           int64_t n, int64_t k, float beta) {
+  const MatrixB mb{b, ldb, false};
+  drive(c, ldc, nullptr, 0, false, packed_a, BSource{pack_matrix_b, &mb}, m, n, k, beta, {});
 }
 
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,

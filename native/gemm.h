@@ -33,6 +33,13 @@ void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const floa
 // The same with op(B) supplied by a BSource (k, n).
 void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, BSource b, int64_t m,
                          int64_t n, int64_t k, float beta, GemmEpilogue ep = {});
+// op(A) (m, k) packed once into the layout the driver reads, for many GEMMs sharing the same A (Winograd's
+// transformed weights): packed_a_size floats, filled by pack_a_all, consumed by sgemm_serial_packed_a.
+int64_t packed_a_size(int64_t m, int64_t k);
+void pack_a_all(float* dst, const float* a, int64_t lda, bool trans_a, int64_t m, int64_t k);
+// c (m, n) = packed_a (m, k) x b (k, n) row stride ldb + beta * c.
+void sgemm_serial_packed_a(float* c, int64_t ldc, const float* packed_a, const float* b, int64_t ldb, int64_t m,
+                           int64_t n, int64_t k, float beta);
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
            int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep = {});
 

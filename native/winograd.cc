@@ -17,8 +17,11 @@ bool winograd_applies(const ConvShape& s) {
          s.out_w == s.w + 2 * s.pad_w - 2 && s.out_h > 0 && s.out_w > 0;
 }
 
-void winograd_transform_weights(float* u, const float* w, int64_t c_out, int64_t c_in) {
+int64_t winograd_weights_size(int64_t c_out, int64_t c_in) { return 16 * packed_a_size(c_out, c_in); }
+
+void winograd_prepare_weights(float* packed, const float* w, int64_t c_out, int64_t c_in) {
   const int64_t plane = c_out * c_in;
+  float* u = thread_scratch(1, 16 * plane);
   for (int64_t f = 0; f < plane; f++) {
     const float* g = w + f * 9;
     float t[4][3];  // G g: (4, 3)
@@ -35,6 +38,8 @@ void winograd_transform_weights(float* u, const float* w, int64_t c_out, int64_t
       u[(i * 4 + 3) * plane + f] = t[i][2];
     }
   }
+  const int64_t block = packed_a_size(c_out, c_in);
+  for (int e = 0; e < 16; e++) pack_a_all(packed + e * block, u + e * plane, c_in, false, c_out, c_in);
 }
 
 void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
@@ -81,9 +86,10 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
         }
       }
     }
+    const int64_t block = packed_a_size(s.c_out, s.c_in);
     for (int e = 0; e < 16; e++)
-      sgemm_serial(m + e * s.c_out * chunk, chunk, u + e * s.c_out * s.c_in, s.c_in, v + e * s.c_in * chunk, chunk,
-                   s.c_out, nt, s.c_in, false, false, 0.0f);
+      sgemm_serial_packed_a(m + e * s.c_out * chunk, chunk, u + e * block, v + e * s.c_in * chunk, chunk, s.c_out, nt,
+                            s.c_in, 0.0f);
     // Output transform: Y = A^T M A, plus bias and ReLU, clipped at the bottom/right edge.
     const int64_t e_stride = s.c_out * chunk;
     for (int64_t co = 0; co < s.c_out; co++) {

@@ -11,9 +11,12 @@ namespace vgg {
 bool winograd_applies(const ConvShape& s);
 
 // One image: y (cOut, outH, outW) = conv(x (cIn, h, w), w) + bias, then ReLU when `relu`. u holds the
-// transformed weights from winograd_transform_weights; runs on the calling thread.
+// weights from winograd_prepare_weights; runs on the calling thread.
 void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s, bool relu);
-// u (16, cOut, cIn) = G g G^T for every 3x3 filter g of w (cOut, cIn, 3, 3).
-void winograd_transform_weights(float* u, const float* w, int64_t c_out, int64_t c_in);
+/** Floats needed by winograd_prepare_weights. */
+int64_t winograd_weights_size(int64_t c_out, int64_t c_in);
+// u = the 16 matrices U_e (cOut, cIn) of G g G^T over every 3x3 filter g of w (cOut, cIn, 3, 3), each
+// packed once for the GEMM (they are reused by every tile chunk of every image).
+void winograd_prepare_weights(float* u, const float* w, int64_t c_out, int64_t c_in);
 
 }  // namespace vgg
