@@ -272,7 +272,8 @@ def randomize(model):
 
 
 def model_case(name, layout, config, model, x, targets, training):
-    """Logits, mean cross-entropy and every parameter's gradient; for training mode, the updated buffers."""
+    """Logits, mean cross-entropy and every parameter's gradient; for training mode, the updated buffers
+    and the logits in evaluation mode afterwards."""
     randomize(model)
     model = model.double()
     state = {k: tensor(v) for k, v in model.state_dict().items()}
@@ -293,7 +294,12 @@ def model_case(name, layout, config, model, x, targets, training):
         "grads": {k: tensor(p.grad) for k, p in model.named_parameters()},
     }
     if training:
-        case["updated_buffers"] = {k: tensor(v) for k, v in model.state_dict().items() if "running" in k}
+        # The step's buffer updates, then evaluation mode, which normalises with those updated statistics.
+        buffers = model.state_dict().items()
+        case["updated_buffers"] = {k: tensor(v) for k, v in buffers if "running" in k or "num_batches" in k}
+        model.eval()
+        with torch.no_grad():
+            case["eval_logits"] = tensor(model(x))
     return case
 
 

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { type TestContext, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { F, setBackend, Tensor, vgg } from "../src/index.js";
+import { F, noGrad, setBackend, Tensor, vgg } from "../src/index.js";
 import type { Layout } from "../src/models/vgg.js";
 import type { Conv2dOptions } from "../src/ops/conv2d.js";
 import type { MaxPool2dOptions } from "../src/ops/pool.js";
@@ -59,6 +59,7 @@ interface ModelCase {
   loss: number;
   grads: Record<string, FixtureTensor>;
   updated_buffers?: Record<string, FixtureTensor>;
+  eval_logits?: FixtureTensor;
 }
 
 function load<T>(file: string): T[] {
@@ -173,6 +174,14 @@ function runModelCase(c: ModelCase): Record<string, number> {
     for (const [k, v] of Object.entries(c.updated_buffers))
       buffers = Math.max(buffers, compare(`${c.name} ${k}`, own.get(k) ?? null, v));
     diffs.running_stats = buffers;
+  }
+  if (c.eval_logits) {
+    model.eval();
+    diffs.eval_logits = compare(
+      `${c.name} eval logits`,
+      noGrad(() => model.forward(toTensor(c.input))),
+      c.eval_logits,
+    );
   }
   return diffs;
 }
