@@ -188,6 +188,7 @@ namespace {
 
 // k is cut into equal blocks of at most KC (288 = 144 + 144, not 256 + 32: a thin block wastes C traffic).
 int64_t k_step_of(int64_t k) {
+  if (k <= 0) return 1;
   const int64_t blocks = (k + KC - 1) / KC;
   return (k + blocks - 1) / blocks;
 }
