@@ -20,7 +20,8 @@ export function program(): Command {
 export async function main(argv: string[]): Promise<number> {
   try {
     await program().exitOverride().parseAsync(argv);
-    return 0;
+    // Commands report failure (below a --target-acc, a stopped run) through process.exitCode.
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode;
     console.error(`vgg: ${(e as Error).message}`);
