@@ -8,7 +8,13 @@
 #include <algorithm>
 
 #include "gemm.h"
+#include "isa.h"
 #include "workspace.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define VGG_X86 1
+#endif
 
 namespace vgg {
 
@@ -42,8 +48,132 @@ void winograd_prepare_weights(float* packed, const float* w, int64_t c_out, int6
   for (int e = 0; e < 16; e++) pack_a_all(packed + e * block, u + e * plane, c_in, false, c_out, c_in);
 }
 
+namespace {
+
+// One tile: v[e * e_stride] = (B^T d B)_e, d the 4x4 patch of xc (h, w) at (iy0, ix0), zero outside.
+void input_transform_1(float* v, int64_t e_stride, const float* xc, const ConvShape& s, int64_t iy0, int64_t ix0) {
+  float d[4][4];
+  for (int r = 0; r < 4; r++)
+    for (int c = 0; c < 4; c++) {
+      const int64_t iy = iy0 + r, ix = ix0 + c;
+      d[r][c] = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w ? xc[iy * s.w + ix] : 0.0f;
+    }
+  float b[4][4];  // B^T d
+  for (int c = 0; c < 4; c++) {
+    b[0][c] = d[0][c] - d[2][c];
+    b[1][c] = d[1][c] + d[2][c];
+    b[2][c] = d[2][c] - d[1][c];
+    b[3][c] = d[1][c] - d[3][c];
+  }
+  for (int r = 0; r < 4; r++) {  // (B^T d) B
+    v[(r * 4 + 0) * e_stride] = b[r][0] - b[r][2];
+    v[(r * 4 + 1) * e_stride] = b[r][1] + b[r][2];
+    v[(r * 4 + 2) * e_stride] = b[r][2] - b[r][1];
+    v[(r * 4 + 3) * e_stride] = b[r][1] - b[r][3];
+  }
+}
+
+// One tile: the 2x2 outputs of A^T M A (+ bias, ReLU) into yc (outH, outW) at (2 ty, 2 tx), clipped.
+void output_transform_1(float* yc, const ConvShape& s, const float* mt, int64_t e_stride, float bv, bool relu,
+                        int64_t ty, int64_t tx) {
+  float a[2][4];  // A^T M
+  for (int c = 0; c < 4; c++) {
+    const float m0 = mt[c * e_stride], m1 = mt[(4 + c) * e_stride];
+    const float m2 = mt[(8 + c) * e_stride], m3 = mt[(12 + c) * e_stride];
+    a[0][c] = m0 + m1 + m2;
+    a[1][c] = m1 - m2 - m3;
+  }
+  for (int r = 0; r < 2; r++) {
+    const int64_t oy = 2 * ty + r;
+    if (oy >= s.out_h) break;
+    const float out[2] = {a[r][0] + a[r][1] + a[r][2] + bv, a[r][1] - a[r][2] - a[r][3] + bv};
+    for (int c = 0; c < 2; c++) {
+      const int64_t ox = 2 * tx + c;
+      if (ox >= s.out_w) break;
+      yc[oy * s.out_w + ox] = relu && out[c] < 0.0f ? 0.0f : out[c];
+    }
+  }
+}
+
+#ifdef VGG_X86
+#define VGG_AVX2 __attribute__((target("avx2,fma")))
+// Columns 0, 2, .., 14 (even) or 1, 3, .., 15 (odd) of the 16 floats at p.
+VGG_AVX2 inline __m256 even16(const float* p) {
+  const __m256 lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+}
+VGG_AVX2 inline __m256 odd16(const float* p) {
+  const __m256 lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));
+}
+
+// Eight horizontally adjacent tiles; p is the top-left of the first patch, row stride w. Lane l of column
+// c of row r is p[r * w + 2 l + c].
+VGG_AVX2 void input_transform_8_avx2(float* v, int64_t e_stride, const float* p, int64_t w) {
+  __m256 d[4][4];
+  for (int r = 0; r < 4; r++) {
+    const float* row = p + r * w;
+    d[r][0] = even16(row), d[r][1] = odd16(row), d[r][2] = even16(row + 2), d[r][3] = odd16(row + 2);
+  }
+  __m256 b[4][4];
+  for (int c = 0; c < 4; c++) {
+    b[0][c] = _mm256_sub_ps(d[0][c], d[2][c]);
+    b[1][c] = _mm256_add_ps(d[1][c], d[2][c]);
+    b[2][c] = _mm256_sub_ps(d[2][c], d[1][c]);
+    b[3][c] = _mm256_sub_ps(d[1][c], d[3][c]);
+  }
+  for (int r = 0; r < 4; r++) {
+    _mm256_storeu_ps(v + (r * 4 + 0) * e_stride, _mm256_sub_ps(b[r][0], b[r][2]));
+    _mm256_storeu_ps(v + (r * 4 + 1) * e_stride, _mm256_add_ps(b[r][1], b[r][2]));
+    _mm256_storeu_ps(v + (r * 4 + 2) * e_stride, _mm256_sub_ps(b[r][2], b[r][1]));
+    _mm256_storeu_ps(v + (r * 4 + 3) * e_stride, _mm256_sub_ps(b[r][1], b[r][3]));
+  }
+}
+
+// Eight adjacent tiles, all 16x2 outputs inside: y is the first tile's top-left output, row stride out_w.
+VGG_AVX2 void output_transform_8_avx2(float* y, int64_t out_w, const float* mt, int64_t e_stride, float bv,
+                                      bool relu) {
+  __m256 a[2][4];
+  for (int c = 0; c < 4; c++) {
+    const __m256 m0 = _mm256_loadu_ps(mt + c * e_stride), m1 = _mm256_loadu_ps(mt + (4 + c) * e_stride);
+    const __m256 m2 = _mm256_loadu_ps(mt + (8 + c) * e_stride), m3 = _mm256_loadu_ps(mt + (12 + c) * e_stride);
+    a[0][c] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+    a[1][c] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+  }
+  const __m256 bias = _mm256_set1_ps(bv), zero = _mm256_setzero_ps();
+  for (int r = 0; r < 2; r++) {
+    __m256 o0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[r][0], a[r][1]), a[r][2]), bias);
+    __m256 o1 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[r][1], a[r][2]), a[r][3]), bias);
+    if (relu) o0 = _mm256_max_ps(zero, o0), o1 = _mm256_max_ps(zero, o1);  // keeps NaN, like the scalar path
+    // Interleave even (o0) and odd (o1) output columns.
+    const __m256 lo = _mm256_unpacklo_ps(o0, o1), hi = _mm256_unpackhi_ps(o0, o1);
+    _mm256_storeu_ps(y + r * out_w, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(y + r * out_w + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  }
+}
+#endif
+
+void input_transform_8(float* v, int64_t e_stride, const float* p, int64_t w) {
+#ifdef VGG_X86
+  input_transform_8_avx2(v, e_stride, p, w);
+#else
+  (void)v, (void)e_stride, (void)p, (void)w;
+#endif
+}
+
+void output_transform_8(float* y, int64_t out_w, const float* mt, int64_t e_stride, float bv, bool relu) {
+#ifdef VGG_X86
+  output_transform_8_avx2(y, out_w, mt, e_stride, bv, relu);
+#else
+  (void)y, (void)out_w, (void)mt, (void)e_stride, (void)bv, (void)relu;
+#endif
+}
+
+}  // namespace
+
 void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
                             bool relu) {
+  const bool avx2 = active_isa() == Isa::Avx2Fma;
   const int64_t tiles_h = (s.out_h + 1) / 2, tiles_w = (s.out_w + 1) / 2, tiles = tiles_h * tiles_w;
   // Chunk so V (16, cIn, chunk) and M (16, cOut, chunk) take about 1 MiB together.
   int64_t chunk = (int64_t{1} << 14) / (s.c_in + s.c_out);
@@ -55,35 +185,17 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
     // Input transform: V_e[ci][t] = (B^T d B)_e for the 4x4 patch at (2 ty - padH, 2 tx - padW).
     for (int64_t ci = 0; ci < s.c_in; ci++) {
       const float* xc = x + ci * s.h * s.w;
-      for (int64_t t = 0; t < nt; t++) {
+      for (int64_t t = 0; t < nt;) {
         const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
         const int64_t iy0 = 2 * ty - s.pad_h, ix0 = 2 * tx - s.pad_w;
-        float d[4][4];
-        if (iy0 >= 0 && ix0 >= 0 && iy0 + 4 <= s.h && ix0 + 4 <= s.w) {
-          for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++) d[r][c] = xc[(iy0 + r) * s.w + ix0 + c];
-        } else {
-          for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++) {
-              const int64_t iy = iy0 + r, ix = ix0 + c;
-              d[r][c] = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w ? xc[iy * s.w + ix] : 0.0f;
-            }
+        // Eight tiles along a row, all inside the image (reading up to column ix0 + 17).
+        if (avx2 && t + 8 <= nt && tx + 8 <= tiles_w && iy0 >= 0 && iy0 + 4 <= s.h && ix0 >= 0 && ix0 + 18 <= s.w) {
+          input_transform_8(v + ci * chunk + t, s.c_in * chunk, xc + iy0 * s.w + ix0, s.w);
+          t += 8;
+          continue;
         }
-        float b[4][4];  // B^T d
-        for (int c = 0; c < 4; c++) {
-          b[0][c] = d[0][c] - d[2][c];
-          b[1][c] = d[1][c] + d[2][c];
-          b[2][c] = d[2][c] - d[1][c];
-          b[3][c] = d[1][c] - d[3][c];
-        }
-        float* vt = v + ci * chunk + t;
-        const int64_t e_stride = s.c_in * chunk;
-        for (int r = 0; r < 4; r++) {  // (B^T d) B
-          vt[(r * 4 + 0) * e_stride] = b[r][0] - b[r][2];
-          vt[(r * 4 + 1) * e_stride] = b[r][1] + b[r][2];
-          vt[(r * 4 + 2) * e_stride] = b[r][2] - b[r][1];
-          vt[(r * 4 + 3) * e_stride] = b[r][1] - b[r][3];
-        }
+        input_transform_1(v + ci * chunk + t, s.c_in * chunk, xc, s, iy0, ix0);
+        t++;
       }
     }
     const int64_t block = packed_a_size(s.c_out, s.c_in);
@@ -91,30 +203,18 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
       sgemm_serial_packed_a(m + e * s.c_out * chunk, chunk, u + e * block, v + e * s.c_in * chunk, chunk, s.c_out, nt,
                             s.c_in, 0.0f);
     // Output transform: Y = A^T M A, plus bias and ReLU, clipped at the bottom/right edge.
-    const int64_t e_stride = s.c_out * chunk;
     for (int64_t co = 0; co < s.c_out; co++) {
       const float bv = bias ? bias[co] : 0.0f;
       float* yc = y + co * s.out_h * s.out_w;
-      for (int64_t t = 0; t < nt; t++) {
-        const float* mt = m + co * chunk + t;
-        float a[2][4];  // A^T M
-        for (int c = 0; c < 4; c++) {
-          const float m0 = mt[c * e_stride], m1 = mt[(4 + c) * e_stride];
-          const float m2 = mt[(8 + c) * e_stride], m3 = mt[(12 + c) * e_stride];
-          a[0][c] = m0 + m1 + m2;
-          a[1][c] = m1 - m2 - m3;
-        }
+      for (int64_t t = 0; t < nt;) {
         const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
-        for (int r = 0; r < 2; r++) {
-          const int64_t oy = 2 * ty + r;
-          if (oy >= s.out_h) break;
-          float out[2] = {a[r][0] + a[r][1] + a[r][2] + bv, a[r][1] - a[r][2] - a[r][3] + bv};
-          for (int c = 0; c < 2; c++) {
-            const int64_t ox = 2 * tx + c;
-            if (ox >= s.out_w) break;
-            yc[oy * s.out_w + ox] = relu && out[c] < 0.0f ? 0.0f : out[c];
-          }
+        if (avx2 && t + 8 <= nt && tx + 8 <= tiles_w && 2 * ty + 2 <= s.out_h && 2 * tx + 16 <= s.out_w) {
+          output_transform_8(yc + 2 * ty * s.out_w + 2 * tx, s.out_w, m + co * chunk + t, s.c_out * chunk, bv, relu);
+          t += 8;
+          continue;
         }
+        output_transform_1(yc, s, m + co * chunk + t, s.c_out * chunk, bv, relu, ty, tx);
+        t++;
       }
     }
   }

@@ -205,6 +205,10 @@ test("Winograd F(2x2,3x3) forward and input gradient match the reference (paddin
     convGeometry(2, 8, 5, 6, 9, 3, 1, 2),
     convGeometry(6, 33, 14, 14, 40, 3, 1, 1),
     convGeometry(2, 2, 1, 1, 3, 3, 1, 1),
+    // Wide rows take the 8-tile vector transforms; 324 tiles cross the tile-chunk boundary mid-row.
+    convGeometry(2, 5, 20, 37, 11, 3, 1, 1),
+    convGeometry(2, 4, 10, 40, 6, 3, 1, 0),
+    convGeometry(2, 60, 36, 36, 70, 3, 1, 1),
   ];
   try {
     for (const algorithm of ["winograd", "auto"] as const) {
