@@ -1,6 +1,8 @@
 // The `vgg` command line: one file per command under src/cli/.
 import { Command, CommanderError } from "commander";
+import { benchCommand } from "./bench.js";
 import { evalCommand } from "./eval.js";
+import { infoCommand } from "./info.js";
 import { predictCommand } from "./predict.js";
 import { summaryCommand } from "./summary.js";
 import { trainCommand } from "./train.js";
@@ -14,6 +16,8 @@ export function program(): Command {
   p.addCommand(trainCommand());
   p.addCommand(evalCommand());
   p.addCommand(predictCommand());
+  p.addCommand(infoCommand());
+  p.addCommand(benchCommand());
   return p;
 }
 

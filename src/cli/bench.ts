@@ -1,0 +1,103 @@
+// `vgg bench`: whole-step throughput of one configuration on random data, after a warm-up.
+import { Command, Option } from "commander";
+import { noGrad } from "../autograd.js";
+import { type BackendName, backend, setBackend, setNumThreads } from "../backend/index.js";
+import { summarize } from "../models/summary.js";
+import { crossEntropy } from "../ops/loss.js";
+import { SGD } from "../optim/sgd.js";
+import { Generator, manualSeed } from "../rng.js";
+import { Tensor } from "../tensor.js";
+import { addModelOptions, buildModel, type ModelFlags, positiveInt, vggOptions } from "./model-options.js";
+
+interface BenchFlags extends ModelFlags {
+  mode: "train" | "infer";
+  resize: number;
+  batchSize: number;
+  iters: number;
+  warmup: number;
+  threads?: number;
+  backend?: BackendName;
+  json?: boolean;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function benchCommand(): Command {
+  return addModelOptions(new Command("bench"), { ratio: 4 })
+    .description("measure training or inference throughput of one configuration on random data")
+    .addOption(new Option("--mode <mode>", "what to time").choices(["train", "infer"]).default("train"))
+    .option("--resize <n>", "image size (the model's input size)", positiveInt("--resize"), 224)
+    .option("--batch-size <n>", "batch size", positiveInt("--batch-size"), 128)
+    .option("--iters <n>", "timed steps", positiveInt("--iters"), 3)
+    .option("--warmup <n>", "untimed steps first", positiveInt("--warmup"), 1)
+    .option("--threads <n>", "kernel threads", positiveInt("--threads"))
+    .addOption(new Option("--backend <name>", "kernel backend").choices(["native", "reference"]))
+    .option("--json", "print one JSON object")
+    .action((flags: BenchFlags) => {
+      if (flags.backend) setBackend(flags.backend);
+      if (flags.threads) setNumThreads(flags.threads);
+      manualSeed(0);
+      const model = buildModel({ ...flags, inputSize: flags.resize });
+      const o = vggOptions({ ...flags, inputSize: flags.resize });
+      const shape = [flags.batchSize, o.inChannels!, flags.resize, flags.resize];
+      const s = summarize(model, [1, ...shape.slice(1)]);
+      // A training step is the forward pass, the input gradient (not needed for the first layer) and
+      // the weight gradient: 3 x forward MACs minus the first layer's, 2 FLOPs per MAC.
+      const firstMacs = s.rows.find((r) => r.macs > 0)?.macs ?? 0;
+      const flopsPerImage = flags.mode === "train" ? 2 * (3 * s.totalMacs - firstMacs) : 2 * s.totalMacs;
+      const g = new Generator(1);
+      const x = new Tensor(
+        Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => g.random()),
+        shape,
+      );
+      const y = Int32Array.from({ length: flags.batchSize }, () => g.int(model.config.numClasses));
+      const optimizer = new SGD(model.parameters(), { lr: 0.01 });
+      const step = () => {
+        if (flags.mode === "infer") {
+          model.eval();
+          noGrad(() => model.forward(x));
+          return;
+        }
+        model.train();
+        const loss = crossEntropy(model.forward(x), y);
+        optimizer.zeroGrad();
+        loss.backward();
+        optimizer.step();
+      };
+      for (let i = 0; i < flags.warmup; i++) step();
+      const times: number[] = [];
+      for (let i = 0; i < flags.iters; i++) {
+        const t0 = performance.now();
+        step();
+        times.push((performance.now() - t0) / 1000);
+      }
+      const med = median(times);
+      const be = backend();
+      const result = {
+        mode: flags.mode,
+        arch: flags.arch,
+        ratio: flags.ratio,
+        resize: flags.resize,
+        batch_size: flags.batchSize,
+        backend: be.name,
+        threads: be.numThreads(),
+        images_per_s: flags.batchSize / med,
+        gflops: (flopsPerImage * flags.batchSize) / med / 1e9,
+        median_step_s: med,
+        step_times_s: times,
+        peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+      };
+      if (flags.json) {
+        console.log(JSON.stringify(result));
+        return;
+      }
+      console.log(
+        `${flags.mode} ${flags.arch}/${flags.ratio} at ${flags.resize}, batch ${flags.batchSize}, ${be.name} backend, ${be.numThreads()} threads:\n` +
+          `  ${result.images_per_s.toFixed(1)} images/s, ${result.gflops.toFixed(1)} GFLOP/s, median step ${med.toFixed(3)} s, peak RSS ${result.peak_rss_mb.toFixed(0)} MB`,
+      );
+    });
+}

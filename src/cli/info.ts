@@ -1,0 +1,91 @@
+// `vgg info`: the backend in use, why (if it fell back), the CPU features, threads, and the conv
+// kernel chosen per layer of a model.
+import { cpus } from "node:os";
+import { Command } from "commander";
+import {
+  type BackendName,
+  backend,
+  backendFallbackReason,
+  setBackend,
+  setNumThreads,
+} from "../backend/index.js";
+import { loadNativeAddon, nativeInfo } from "../backend/native.js";
+import { topLevelLayers } from "../models/summary.js";
+import { Conv2d } from "../nn/layers.js";
+import type { Module } from "../nn/module.js";
+import { conv2dGeometry } from "../ops/conv2d.js";
+import { addModelOptions, buildModel, type ModelFlags, positiveInt, vggOptions } from "./model-options.js";
+
+interface InfoFlags extends ModelFlags {
+  batchSize: number;
+  threads?: number;
+  backend?: BackendName;
+  json?: boolean;
+}
+
+export function infoCommand(): Command {
+  return addModelOptions(new Command("info"), { ratio: 4 })
+    .description("print the backend, CPU features, thread count and the conv kernel chosen per layer")
+    .option("--batch-size <n>", "batch size the kernels are chosen for", positiveInt("--batch-size"), 128)
+    .option("--threads <n>", "kernel threads", positiveInt("--threads"))
+    .option("--backend <name>", "native or reference")
+    .option("--json", "print JSON")
+    .action((flags: InfoFlags) => {
+      if (flags.backend) setBackend(flags.backend);
+      if (flags.threads) setNumThreads(flags.threads);
+      const be = backend();
+      const native = nativeInfo();
+      const addon = loadNativeAddon();
+      const model = buildModel(flags);
+      const o = vggOptions(flags);
+      let shape = [flags.batchSize, o.inChannels!, o.inputSize!, o.inputSize!];
+      const layers: { layer: string; input: number[]; forward: string; backward: string }[] = [];
+      const walk = (m: Module): void => {
+        const children = m.namedChildren();
+        if (children.length > 0) {
+          for (const [, c] of children) walk(c);
+          return;
+        }
+        if (m instanceof Conv2d && be.name === "native" && !(addon instanceof Error)) {
+          const g = conv2dGeometry(shape, m.weight.shape, { stride: m.stride, padding: m.padding });
+          layers.push({
+            layer: m.describe(),
+            input: shape,
+            forward: addon.convKernel(g, false),
+            backward: addon.convKernel(g, true),
+          });
+        }
+        shape = m.outputShape(shape);
+      };
+      for (const [, top] of topLevelLayers(model)) walk(top);
+      const info = {
+        backend: be.name,
+        fallbackReason: backendFallbackReason(),
+        cpu: cpus()[0]?.model ?? "unknown",
+        cores: cpus().length,
+        isa: native.isa,
+        cpuHasAvx2Fma: native.cpuHasAvx2Fma,
+        gemmKernel: native.gemmKernel,
+        threads: be.numThreads(),
+        convKernels: layers,
+      };
+      if (flags.json) {
+        console.log(JSON.stringify(info, null, 2));
+        return;
+      }
+      console.log(
+        `backend: ${info.backend}${info.fallbackReason ? ` (fallback: ${info.fallbackReason})` : ""}`,
+      );
+      console.log(
+        `cpu: ${info.cpu}, ${info.cores} cores; kernels: ${info.isa} (AVX2+FMA available: ${info.cpuHasAvx2Fma})`,
+      );
+      console.log(`gemm: ${info.gemmKernel}; threads: ${info.threads}`);
+      if (layers.length) {
+        console.log(`conv kernels for ${flags.arch}/${flags.ratio} at batch ${flags.batchSize}:`);
+        for (const l of layers)
+          console.log(
+            `  ${l.layer.padEnd(44)} input [${l.input.join(", ")}]: forward ${l.forward}, backward ${l.backward}`,
+          );
+      }
+    });
+}
