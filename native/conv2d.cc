@@ -7,6 +7,7 @@
 #include "conv2d.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -177,10 +178,11 @@ void parallel_channels(int64_t c_in, F&& f) {
 }
 
 // ---- Algorithm choice: Winograd or im2col + GEMM, timed once per shape and pass, then cached. ----
-ConvAlgorithm g_algorithm = ConvAlgorithm::Auto;
+std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 using ShapeKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
 std::map<ShapeKey, bool>& choices() {
-  static std::map<ShapeKey, bool> m;
+  // Per calling (JS) thread, like the weight buffers below: two JS threads never share mutable state here.
+  static thread_local std::map<ShapeKey, bool> m;
   return m;
 }
 ShapeKey key_of(const ConvShape& s, bool backward) {
@@ -212,7 +214,7 @@ bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
 
 // Shared (read-only inside the parallel region) transformed-weight buffer.
 float* transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
-  static std::vector<float> u;
+  static thread_local std::vector<float> u;
   u.resize(static_cast<size_t>(winograd_weights_size(c_out, c_in)));
   winograd_prepare_weights(u.data(), w, c_out, c_in);
   return u.data();
@@ -225,7 +227,7 @@ ConvShape transposed_shape(const ConvShape& s) {
 }
 
 float* flipped_transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
-  static std::vector<float> flipped;
+  static thread_local std::vector<float> flipped;
   flipped.resize(static_cast<size_t>(9 * c_out * c_in));
   for (int64_t co = 0; co < c_out; co++)
     for (int64_t ci = 0; ci < c_in; ci++)

@@ -201,9 +201,10 @@ void drive(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, con
   const MicroKernel kernel = micro_kernel();
   PackBuffers& buf = pack_buffers();
   alignas(64) float edge[MR * NR];
-  for (int64_t jc = 0; jc < n; jc += NC) {
-    const int64_t nc = std::min(NC, n - jc);
-    const int64_t k_step = k_step_of(k), m_padded = (m + MR - 1) / MR * MR;
+  const int64_t k_step = k_step_of(k), m_padded = (m + MR - 1) / MR * MR;
+  const int64_t nc_max = KC * NC / k_step / NR * NR;  // the packed B block always fits KC x NC floats
+  for (int64_t jc = 0; jc < n; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, n - jc);
     for (int64_t pc = 0; pc < k; pc += k_step) {
       const int64_t kc = std::min(k_step, k - pc);
       const bool accumulate = pc > 0 || beta != 0.0f;

@@ -25,6 +25,7 @@ class Pool {
   int size() const { return size_; }
 
   void resize(int n) {
+    std::lock_guard<std::mutex> busy(busy_);  // waits for a run in progress on another JS thread
     if (n < 1) n = 1;
     if (n == size_) return;
     stop_workers();
@@ -36,11 +37,13 @@ class Pool {
   }
 
   void run(const TaskFn& fn, int nth) {
-    // A nested call (from inside a task) runs serially on its thread.
-    if (nth <= 1 || size_ == 1 || in_task_) {
+    // A nested call (from inside a task), or one from a second JS thread while the pool is busy, runs
+    // serially on its own thread: every kernel is correct for any nth.
+    if (nth <= 1 || size_ == 1 || in_task_ || !busy_.try_lock()) {
       fn(0, 1);
       return;
     }
+    std::lock_guard<std::mutex> busy(busy_, std::adopt_lock);
     in_task_ = true;
     if (nth > size_) nth = size_;
     {
@@ -123,6 +126,7 @@ class Pool {
   int size_ = 0;
   std::vector<std::thread> workers_;
   std::mutex mutex_;
+  std::mutex busy_;  // held by the thread whose run() owns the workers
   std::condition_variable wake_;
   std::atomic<bool> stopping_{false};
   const TaskFn* task_ = nullptr;

@@ -3,6 +3,7 @@
 // plus the argument guards of both the TypeScript wrapper and the C++ binding, with their exact messages.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Conv2dGeometry, Pool2dGeometry, SgdOptions } from "../src/backend/backend.js";
@@ -577,6 +578,43 @@ test("the C++ binding guards every argument itself (types, lengths, sizes, overf
   }
   // A rejected call leaves the addon usable.
   assert.equal(addon.numThreads(), native.numThreads());
+});
+
+test("JS worker threads can call the addon while the main thread does (the pool is shared safely)", async () => {
+  const { Worker } = await import("node:worker_threads");
+  const { addonPaths } = await import("../src/backend/native.js");
+  const path = addonPaths.find((p) => existsSync(p));
+  // Each worker checks 10 GEMMs against a plain triple loop and reports the largest difference.
+  const source = `
+    const { parentPort, workerData } = require("node:worker_threads");
+    const addon = require(workerData);
+    const n = 128; // large enough (4 MFLOP) for gemm to use the thread pool
+    let worst = 0;
+    for (let it = 0; it < 10; it++) {
+      const a = Float32Array.from({ length: n * n }, () => Math.random() - 0.5);
+      const b = Float32Array.from({ length: n * n }, () => Math.random() - 0.5);
+      const c = new Float32Array(n * n);
+      addon.gemm(c, a, b, n, n, n, false, false, 0);
+      for (let i = 0; i < n; i++)
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let p = 0; p < n; p++) s += a[i * n + p] * b[p * n + j];
+          worst = Math.max(worst, Math.abs(s - c[i * n + j]));
+        }
+    }
+    parentPort.postMessage(worst);`;
+  const workers = [0, 1].map(
+    () =>
+      new Promise<number>((resolve, reject) => {
+        const w = new Worker(source, { eval: true, workerData: path });
+        w.on("message", resolve);
+        w.on("error", reject);
+      }),
+  );
+  const g = convGeometry(4, 16, 20, 20, 16, 3, 1, 1);
+  for (let i = 0; i < 5; i++) checkConv(g);
+  for (const worst of await Promise.all(workers))
+    assert.ok(worst < 1e-4, `worker GEMM max difference ${worst}`);
 });
 
 // The same suite on the portable (non-AVX2) kernels, in a child process because the ISA is fixed at load.
