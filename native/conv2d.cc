@@ -144,18 +144,17 @@ void pack_cols(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t kc, 
 void pack_cols_transposed(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t kc, int64_t nc) {
   const ImageB& ib = *static_cast<const ImageB*>(ctx);
   constexpr int64_t NR = kGemmNR;
-  float* segment = thread_scratch(2, kc);
+  float* segments = thread_scratch(2, NR * kc);
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t cols = std::min(NR, nc - jr);
-    float* d = dst + jr * kc;
+    const float* rows[NR];
     for (int64_t j = 0; j < NR; j++) {
-      if (j < cols) {
-        im2col_segment(segment, ib.x, *ib.s, j0 + jr + j, p0, kc);
-        for (int64_t p = 0; p < kc; p++) d[p * NR + j] = segment[p];
-      } else {
-        for (int64_t p = 0; p < kc; p++) d[p * NR + j] = 0.0f;
-      }
+      rows[j] = nullptr;
+      if (j >= cols) continue;
+      im2col_segment(segments + j * kc, ib.x, *ib.s, j0 + jr + j, p0, kc);
+      rows[j] = segments + j * kc;
     }
+    pack_panel_from_rows(dst + jr * kc, rows, kc);
   }
 }
 

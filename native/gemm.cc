@@ -123,6 +123,52 @@ void pack_a(float* dst, const float* a, int64_t lda, bool trans_a, int64_t i0, i
   }
 }
 
+void pack_panel_rows_portable(float* d, const float* const* rows, int64_t p_begin, int64_t kc) {
+  for (int64_t j = 0; j < NR; j++) {
+    const float* src = rows[j];
+    if (src) {
+      for (int64_t p = p_begin; p < kc; p++) d[p * NR + j] = src[p];
+    } else {
+      for (int64_t p = p_begin; p < kc; p++) d[p * NR + j] = 0.0f;
+    }
+  }
+}
+
+#ifdef VGG_X86
+// 8x8 transposes: rows j (two halves of 8) x columns p (blocks of 8) -> d rows p of 16.
+__attribute__((target("avx2,fma"))) void pack_panel_rows_avx2(float* d, const float* const* rows, int64_t kc) {
+  alignas(32) static const float zeros[8] = {};
+  int64_t p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    for (int half = 0; half < 2; half++) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++) {
+        const float* src = rows[half * 8 + i];
+        r[i] = _mm256_loadu_ps(src ? src + p : zeros);
+      }
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* out = d + p * NR + half * 8;
+      _mm256_store_ps(out + 0 * NR, _mm256_permute2f128_ps(s0, s4, 0x20));
+      _mm256_store_ps(out + 1 * NR, _mm256_permute2f128_ps(s1, s5, 0x20));
+      _mm256_store_ps(out + 2 * NR, _mm256_permute2f128_ps(s2, s6, 0x20));
+      _mm256_store_ps(out + 3 * NR, _mm256_permute2f128_ps(s3, s7, 0x20));
+      _mm256_store_ps(out + 4 * NR, _mm256_permute2f128_ps(s0, s4, 0x31));
+      _mm256_store_ps(out + 5 * NR, _mm256_permute2f128_ps(s1, s5, 0x31));
+      _mm256_store_ps(out + 6 * NR, _mm256_permute2f128_ps(s2, s6, 0x31));
+      _mm256_store_ps(out + 7 * NR, _mm256_permute2f128_ps(s3, s7, 0x31));
+    }
+  }
+  pack_panel_rows_portable(d, rows, p, kc);
+}
+#endif
+
 // Packs op(B)[p0:p0+kc, j0:j0+nc] into NR-column micro-panels, each (kc, NR), zero-padded to NR columns.
 void pack_b(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, int64_t j0, int64_t kc, int64_t nc) {
   for (int64_t jr = 0; jr < nc; jr += NR) {
@@ -139,17 +185,24 @@ void pack_b(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, i
         }
       }
     } else {
-      for (int64_t j = 0; j < NR; j++) {
-        if (j < cols) {
-          const float* src = b + (j0 + jr + j) * ldb + p0;
-          for (int64_t p = 0; p < kc; p++) d[p * NR + j] = src[p];
-        } else {
-          for (int64_t p = 0; p < kc; p++) d[p * NR + j] = 0.0f;
-        }
-      }
+      const float* rows[NR];
+      for (int64_t j = 0; j < NR; j++) rows[j] = j < cols ? b + (j0 + jr + j) * ldb + p0 : nullptr;
+      pack_panel_from_rows(d, rows, kc);
     }
   }
 }
+
+}  // namespace
+
+void pack_panel_from_rows(float* d, const float* const* rows, int64_t kc) {
+#ifdef VGG_X86
+  // The aligned stores need d 32-byte aligned: panels start at multiples of kc * NR floats of a 64-byte buffer.
+  if (active_isa() == Isa::Avx2Fma && (reinterpret_cast<uintptr_t>(d) & 31) == 0) return pack_panel_rows_avx2(d, rows, kc);
+#endif
+  pack_panel_rows_portable(d, rows, 0, kc);
+}
+
+namespace {
 
 // Per-thread packing buffers, allocated once and reused by every later call on that thread.
 struct PackBuffers {

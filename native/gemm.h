@@ -18,6 +18,12 @@ struct BSource {
   const void* ctx;
 };
 
+/**
+ * One B micro-panel from NR source rows: d[p * NR + j] = rows[j][p] for p < kc (a transpose, done in 8x8
+ * AVX2 blocks when available); a null row packs zeros. For op(B) = X^T with X's rows contiguous.
+ */
+void pack_panel_from_rows(float* d, const float* const* rows, int64_t kc);
+
 /** Optional work fused into the GEMM's final store: C[i][j] += row_bias[i], then max(C, 0). */
 struct GemmEpilogue {
   const float* row_bias = nullptr;  // row_bias is (m) or null
