@@ -24,7 +24,7 @@ using vgg::PoolShape;
 
 constexpr int kMaxThreads = 256;
 constexpr double kMaxSize = 2147483647.0;     // every size is an int32-range integer
-constexpr int64_t kMaxWorkspace = int64_t{1} << 31;  // floats in one im2col buffer (8 GiB)
+constexpr int64_t kMaxWorkspace = int64_t{1} << 28;  // floats in one per-thread im2col buffer (1 GiB)
 
 [[noreturn]] void type_error(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
 [[noreturn]] void range_error(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
@@ -148,7 +148,7 @@ ConvLengths conv_lengths(Napi::Env env, const ConvShape& s) {
   l.y = checked_mul(env, "y", {s.n, s.c_out, s.out_h, s.out_w});
   l.workspace = checked_mul(env, "the im2col workspace", {l.kdim, s.out_h, s.out_w});
   if (l.workspace > kMaxWorkspace)
-    range_error(env, "Expected an im2col workspace of at most 2^31 floats but this geometry needs " +
+    range_error(env, "Expected an im2col workspace of at most 2^28 floats (1 GiB) but this geometry needs " +
                          std::to_string(l.workspace) + "; hint: check kh, kw, outH and outW");
   return l;
 }

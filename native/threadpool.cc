@@ -84,7 +84,7 @@ class Pool {
     if (env && *env) {
       char* end = nullptr;
       long v = std::strtol(env, &end, 10);
-      if (end && *end == '\0' && v >= 1 && v <= 1024) return static_cast<int>(v);
+      if (end && *end == '\0' && v >= 1 && v <= 256) return static_cast<int>(v);
     }
     unsigned hc = std::thread::hardware_concurrency();
     return hc == 0 ? 1 : static_cast<int>(hc);

@@ -508,7 +508,7 @@ test("the C++ binding guards every argument itself (types, lengths, sizes, overf
           false,
         ),
       "RangeError",
-      "Expected an im2col workspace of at most 2^31 floats but this geometry needs 3000000000000; hint: check kh, kw, outH and outW",
+      "Expected an im2col workspace of at most 2^28 floats (1 GiB) but this geometry needs 3000000000000; hint: check kh, kw, outH and outW",
     ],
     [
       () =>
