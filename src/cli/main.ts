@@ -1,7 +1,9 @@
 // The `vgg` command line: one file per command under src/cli/.
 import { Command, CommanderError } from "commander";
 import { benchCommand } from "./bench.js";
+import { convertCommand } from "./convert.js";
 import { evalCommand } from "./eval.js";
+import { exportCommand } from "./export.js";
 import { infoCommand } from "./info.js";
 import { predictCommand } from "./predict.js";
 import { summaryCommand } from "./summary.js";
@@ -18,6 +20,8 @@ export function program(): Command {
   p.addCommand(predictCommand());
   p.addCommand(infoCommand());
   p.addCommand(benchCommand());
+  p.addCommand(exportCommand());
+  p.addCommand(convertCommand());
   return p;
 }
 
