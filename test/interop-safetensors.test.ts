@@ -11,9 +11,9 @@ import { parseArch, type VggOptions } from "../src/models/vgg.js";
 import { Tensor } from "../src/tensor.js";
 import { loadModel } from "../src/train/checkpoint.js";
 
-export const INTEROP_FIXTURES = join(import.meta.dirname, "..", "..", "test", "fixtures", "interop");
+const INTEROP_FIXTURES = join(import.meta.dirname, "..", "..", "test", "fixtures", "interop");
 
-export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
   let d = 0;
   for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
