@@ -32,12 +32,12 @@ void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, c
           const double inv_std = 1.0 / std::sqrt(sq / count + eps);
           save_mean[ch] = static_cast<float>(mean);
           save_inv_std[ch] = static_cast<float>(inv_std);
-          const float scale = static_cast<float>(gamma[ch] * inv_std);
-          const float shift = static_cast<float>(beta[ch] - mean * gamma[ch] * inv_std);
+          // (x - mean) * scale + beta in double: x * scale + shift would cancel badly when the variance is small.
+          const double scale = gamma[ch] * inv_std, shift = beta[ch];
           for (int64_t b = 0; b < n; b++) {
             const float* row = x + (b * c + ch) * hw;
             float* out = y + (b * c + ch) * hw;
-            for (int64_t p = 0; p < hw; p++) out[p] = row[p] * scale + shift;
+            for (int64_t p = 0; p < hw; p++) out[p] = static_cast<float>((row[p] - mean) * scale + shift);
           }
         }
       },

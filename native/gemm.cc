@@ -335,8 +335,78 @@ void sgemm_serial_packed_a(float* c, int64_t ldc, const float* packed_a, const f
   drive(c, ldc, nullptr, 0, false, packed_a, BSource{pack_matrix_b, &mb}, m, n, k, beta, {});
 }
 
+namespace {
+
+constexpr int64_t kGemvMaxRows = 4;
+
+// Rows of C for a few rows of A against B^T (a linear layer at batch <= 4): each row of B is streamed once
+// and dotted with every row of A, no packing. c[i][j] (+)= dot(a_i, b_j) for j in [j0, j1).
+void gemv_rows_portable(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
+                        int64_t j0, int64_t j1, int64_t k, float beta) {
+  for (int64_t j = j0; j < j1; j++) {
+    const float* bj = b + j * ldb;
+    for (int64_t i = 0; i < m; i++) {
+      const float* ai = a + i * lda;
+      float lanes[8] = {};  // eight partial sums, so the loop vectorises without reassociation flags
+      int64_t p = 0;
+      for (; p + 8 <= k; p += 8)
+        for (int l = 0; l < 8; l++) lanes[l] += ai[p + l] * bj[p + l];
+      float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+      for (; p < k; p++) sum += ai[p] * bj[p];
+      c[i * ldc + j] = sum + (beta != 0.0f ? c[i * ldc + j] : 0.0f);
+    }
+  }
+}
+
+#ifdef VGG_X86
+__attribute__((target("avx2,fma"))) void gemv_rows_avx2(float* c, int64_t ldc, const float* a, int64_t lda,
+                                                        const float* b, int64_t ldb, int64_t m, int64_t j0,
+                                                        int64_t j1, int64_t k, float beta) {
+  for (int64_t j = j0; j < j1; j++) {
+    const float* bj = b + j * ldb;
+    __m256 acc[kGemvMaxRows][2];
+    for (int64_t i = 0; i < m; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + 16 <= k; p += 16) {
+      const __m256 b0 = _mm256_loadu_ps(bj + p), b1 = _mm256_loadu_ps(bj + p + 8);
+      for (int64_t i = 0; i < m; i++) {
+        acc[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i * lda + p), b0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i * lda + p + 8), b1, acc[i][1]);
+      }
+    }
+    for (int64_t i = 0; i < m; i++) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, _mm256_add_ps(acc[i][0], acc[i][1]));
+      float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+      for (int64_t q = p; q < k; q++) sum += a[i * lda + q] * bj[q];
+      c[i * ldc + j] = sum + (beta != 0.0f ? c[i * ldc + j] : 0.0f);
+    }
+  }
+}
+#endif
+
+void gemv_rows(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t j0,
+               int64_t j1, int64_t k, float beta) {
+#ifdef VGG_X86
+  if (active_isa() == Isa::Avx2Fma) return gemv_rows_avx2(c, ldc, a, lda, b, ldb, m, j0, j1, k, beta);
+#endif
+  gemv_rows_portable(c, ldc, a, lda, b, ldb, m, j0, j1, k, beta);
+}
+
+}  // namespace
+
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
            int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep) {
+  if (m > 0 && m <= kGemvMaxRows && !trans_a && trans_b && !ep.row_bias && !ep.relu && k > 0) {
+    parallel_run(
+        [&](int ith, int nth) {
+          int64_t j0, j1;
+          split_range(n, ith, nth, 16, &j0, &j1);
+          if (j0 < j1) gemv_rows(c, ldc, a, lda, b, ldb, m, j0, j1, k, beta);
+        },
+        static_cast<double>(n) * static_cast<double>(k) < 1e5 ? 1 : (n + 15) / 16);
+    return;
+  }
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   if (num_threads() == 1 || flops < 2e6) return sgemm_serial(c, ldc, a, lda, b, ldb, m, n, k, trans_a, trans_b, beta, ep);
   // Split the larger output dimension into disjoint slices (multiples of the tile size, so slices of C

@@ -154,6 +154,10 @@ test("gemm matches the reference for every transpose and beta, across cache-bloc
     [0, 4, 3],
     [150, 70, 300],
     [40, 3100, 9],
+    // Batch <= 4 against B^T takes the streaming GEMV path (vector body and scalar tail).
+    [3, 40, 37],
+    [4, 2000, 70],
+    [1, 33, 16],
   ];
   for (const [m, n, k] of shapes)
     for (const transA of [false, true])
