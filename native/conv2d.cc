@@ -178,14 +178,15 @@ void parallel_channels(int64_t c_in, F&& f) {
 
 // ---- Algorithm choice: Winograd or im2col + GEMM, timed once per shape and pass, then cached. ----
 std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
-using ShapeKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+// (cIn, cOut, h, w, padH, padW, backward, whole batch split over threads or one image threaded)
+using ShapeKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
 std::map<ShapeKey, bool>& choices() {
   // Per calling (JS) thread, like the weight buffers below: two JS threads never share mutable state here.
   static thread_local std::map<ShapeKey, bool> m;
   return m;
 }
 ShapeKey key_of(const ConvShape& s, bool backward) {
-  return ShapeKey{s.c_in, s.c_out, s.h, s.w, s.pad_h, s.pad_w, backward};
+  return ShapeKey{s.c_in, s.c_out, s.h, s.w, s.pad_h, s.pad_w, backward, split_over_batch(s.n)};
 }
 
 template <typename F>
@@ -196,7 +197,7 @@ double seconds(F&& f) {
 }
 
 // Whether to use Winograd for this pass. In Auto mode the first call times one image both ways (each run
-// twice, keeping the faster) on the calling thread; `direct` and `winograd` compute the same image.
+// three times, interleaved, keeping the fastest) on the calling thread; `direct` and `winograd` compute the same image.
 template <typename D, typename W>
 bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
   if (g_algorithm == ConvAlgorithm::Direct) return false;
@@ -205,8 +206,8 @@ bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
   const ShapeKey key = key_of(s, backward);
   auto it = m.find(key);
   if (it != m.end()) return it->second;
-  const double td = std::min(seconds(direct), seconds(direct));
-  const double tw = std::min(seconds(winograd), seconds(winograd));
+  double td = seconds(direct), tw = seconds(winograd);  // the first runs also warm caches and workspaces
+  for (int i = 0; i < 2; i++) td = std::min(td, seconds(direct)), tw = std::min(tw, seconds(winograd));
   m[key] = tw < td;
   return tw < td;
 }
@@ -290,12 +291,29 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
         s.n);
     return;
   }
+  // Image by image, each one split over the threads: Winograd by tile ranges, or im2col + threaded GEMM.
   float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
-  for (int64_t b = 0; b < s.n; b++) {
+  auto direct = [&](int64_t b) {
     const float* xb = x + b * x_size;
     if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { im2col(cols, xb, s, c0, c1); });
     sgemm(y + b * s.c_out * plane, plane, w, kdim, pointwise ? xb : cols, plane, s.c_out, plane, kdim, false, false,
           0.0f, ep);
+  };
+  const int64_t tiles = winograd_applies(s) ? winograd_tiles(s) : 0;
+  float* u = tiles > 0 ? transformed_weights(w, s.c_out, s.c_in) : nullptr;
+  auto winograd = [&](int64_t b) {
+    parallel_run(
+        [&](int ith, int nth) {
+          int64_t t0, t1;
+          split_range(tiles, ith, nth, 8, &t0, &t1);
+          if (t0 < t1) winograd_forward_image(y + b * s.c_out * plane, x + b * x_size, u, bias, s, relu, t0, t1);
+        },
+        (tiles + 7) / 8);
+  };
+  if (u && !use_winograd(s, false, [&] { direct(0); }, [&] { winograd(0); })) u = nullptr;
+  for (int64_t b = 0; b < s.n; b++) {
+    if (u) winograd(b);
+    else direct(b);
   }
 }
 

@@ -171,8 +171,10 @@ void output_transform_8(float* y, int64_t out_w, const float* mt, int64_t e_stri
 
 }  // namespace
 
+int64_t winograd_tiles(const ConvShape& s) { return ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2); }
+
 void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
-                            bool relu) {
+                            bool relu, int64_t tile_begin, int64_t tile_end) {
   const bool avx2 = active_isa() == Isa::Avx2Fma;
   const int64_t tiles_h = (s.out_h + 1) / 2, tiles_w = (s.out_w + 1) / 2, tiles = tiles_h * tiles_w;
   // Chunk so V (16, cIn, chunk) and M (16, cOut, chunk) take about 1 MiB together.
@@ -180,8 +182,9 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
   chunk = std::max<int64_t>(16, std::min<int64_t>(512, chunk / 16 * 16));
   float* v = thread_scratch(2, 16 * s.c_in * chunk);
   float* m = thread_scratch(3, 16 * s.c_out * chunk);
-  for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
-    const int64_t nt = std::min(chunk, tiles - t0);
+  const int64_t last = tile_end < 0 ? tiles : std::min(tile_end, tiles);
+  for (int64_t t0 = tile_begin; t0 < last; t0 += chunk) {
+    const int64_t nt = std::min(chunk, last - t0);
     // Input transform: V_e[ci][t] = (B^T d B)_e for the 4x4 patch at (2 ty - padH, 2 tx - padW).
     for (int64_t ci = 0; ci < s.c_in; ci++) {
       const float* xc = x + ci * s.h * s.w;

@@ -214,6 +214,9 @@ test("Winograd F(2x2,3x3) forward and input gradient match the reference (paddin
     convGeometry(2, 5, 20, 37, 11, 3, 1, 1),
     convGeometry(2, 4, 10, 40, 6, 3, 1, 0),
     convGeometry(2, 60, 36, 36, 70, 3, 1, 1),
+    // Batch 1 and 3 on 2 threads: one image at a time, its tiles split over the threads.
+    convGeometry(1, 8, 18, 22, 9, 3, 1, 1),
+    convGeometry(3, 5, 20, 37, 11, 3, 1, 1),
   ];
   try {
     for (const algorithm of ["winograd", "auto"] as const) {
