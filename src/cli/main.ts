@@ -2,10 +2,12 @@
 import { Command, CommanderError } from "commander";
 import { benchCommand } from "./bench.js";
 import { convertCommand } from "./convert.js";
+import { dashboardCommand } from "./dashboard.js";
 import { evalCommand } from "./eval.js";
 import { exportCommand } from "./export.js";
 import { infoCommand } from "./info.js";
 import { predictCommand } from "./predict.js";
+import { serveCommand } from "./serve.js";
 import { summaryCommand } from "./summary.js";
 import { trainCommand } from "./train.js";
 
@@ -20,6 +22,8 @@ export function program(): Command {
   p.addCommand(predictCommand());
   p.addCommand(infoCommand());
   p.addCommand(benchCommand());
+  p.addCommand(dashboardCommand());
+  p.addCommand(serveCommand());
   p.addCommand(exportCommand());
   p.addCommand(convertCommand());
   return p;

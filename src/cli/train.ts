@@ -6,7 +6,7 @@ import { SingleBar } from "cli-progress";
 import { Command, Option } from "commander";
 import { noGrad } from "../autograd.js";
 import { type BackendName, backend, setBackend, setNumThreads } from "../backend/index.js";
-import { loadFashionMnist } from "../data/fashion-mnist.js";
+import { type FashionMnist, loadFashionMnist } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { parseArch, type VggModel, vgg } from "../models/vgg.js";
@@ -23,10 +23,11 @@ import {
 } from "../train/checkpoint.js";
 import { type CurvePoint, curvesPng, curvesSvg } from "../train/plot.js";
 import { learningRate, type ScheduleName } from "../train/schedule.js";
-import { evaluate, NonFiniteError, trainEpoch } from "../train/trainer.js";
+import { type BatchReport, evaluate, NonFiniteError, trainEpoch } from "../train/trainer.js";
+import { addDashboardOptions, type DashboardFlags, startTrainDashboard } from "./dashboard.js";
 import { addModelOptions, type ModelFlags, positiveInt, probability, vggOptions } from "./model-options.js";
 
-export interface TrainFlags extends ModelFlags {
+export interface TrainFlags extends ModelFlags, DashboardFlags {
   resize: number;
   epochs: number;
   batchSize: number;
@@ -111,12 +112,42 @@ export function addTrainOptions(cmd: Command): Command {
 }
 
 export function trainCommand(): Command {
-  return addTrainOptions(addModelOptions(new Command("train"), { ratio: 4 }))
+  return addDashboardOptions(addTrainOptions(addModelOptions(new Command("train"), { ratio: 4 })))
     .description("train a VGG on Fashion-MNIST; the defaults are the d2l chapter's recipe")
     .action(async (flags: TrainFlags, cmd: Command) => {
       const explicit = new Set(Object.keys(flags).filter((k) => cmd.getOptionValueSource(k) === "cli"));
-      process.exitCode = await runTrain(flags, explicit);
+      const dashboard = flags.dashboard ? await startTrainDashboard(flags) : undefined;
+      let status = "failed";
+      try {
+        process.exitCode = await runTrain(flags, explicit, dashboard);
+        status = process.exitCode === 0 ? "finished" : `stopped (exit code ${process.exitCode})`;
+      } finally {
+        await dashboard?.close(status);
+      }
     });
+}
+
+/** What a run tells its observer (the live dashboard) when it starts. */
+export interface TrainRunInfo {
+  options: Record<string, unknown>;
+  model: VggModel;
+  testSet: FashionMnist;
+  trainSize: number;
+  testSize: number;
+  stepsPerEpoch: number;
+  startEpoch: number;
+  epochs: number;
+  /** Records of the epochs before a resume. */
+  history: readonly Record<string, unknown>[];
+  device: string;
+}
+
+/** Watches a run; called on the training thread between batches, so each call must be quick. */
+export interface TrainObserver {
+  start(run: TrainRunInfo): void;
+  batch(report: BatchReport): void;
+  /** Each record as it is added to metrics.jsonl. */
+  record(record: Record<string, unknown>): void;
 }
 
 /** Fails before training when the output folder is unwritable or the disk cannot hold the checkpoints. */
@@ -156,6 +187,7 @@ const RESUMABLE_OVERRIDES = ["epochs", "threads", "backend", "dataDir", "downloa
 export async function runTrain(
   flags: TrainFlags,
   explicit: ReadonlySet<string> = new Set(),
+  observer?: TrainObserver,
 ): Promise<number> {
   let resumed: ReturnType<typeof readCheckpoint> | null = null;
   if (flags.resume) {
@@ -230,6 +262,18 @@ export async function runTrain(
       `batch ${flags.batchSize}, lr ${flags.lr}, ${flags.epochs} epochs, on ${device}; writing to ${flags.out}`,
   );
   if (resumed) console.log(`Resuming after epoch ${startEpoch}`);
+  observer?.start({
+    options: { ...flags },
+    model,
+    testSet,
+    trainSize: trainLoader.size,
+    testSize: testLoader.size,
+    stepsPerEpoch: trainLoader.length,
+    startEpoch,
+    epochs: flags.epochs,
+    history: [...history],
+    device,
+  });
 
   let interrupted = false;
   const onSigint = () => {
@@ -278,6 +322,7 @@ export async function runTrain(
             acc: fmt(r.accuracy),
             ips: r.examplesPerSec.toFixed(1),
           });
+          observer?.batch(r);
           if ((r.batch + 1) % pointEvery === 0 || r.batch + 1 === r.batches) {
             const point = {
               type: "batch",
@@ -288,6 +333,7 @@ export async function runTrain(
             };
             history.push(point);
             appendFileSync(metricsPath, `${JSON.stringify(point)}\n`);
+            observer?.record(point);
           }
         },
       });
@@ -313,6 +359,7 @@ export async function runTrain(
         seconds: result.seconds,
         lr: optimizer.lr,
       });
+      observer?.record(history[history.length - 1]);
       const state: TrainState = {
         epoch: epoch + 1,
         rng: defaultGenerator.getState(),
