@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { noGrad } from "../autograd.js";
 import { FASHION_MNIST_CLASSES } from "../data/fashion-mnist.js";
+import { IMAGENET_CLASSES } from "../interop/imagenet-classes.js";
 import { preprocessImagenet, preprocessSmall, readImage } from "../io/image.js";
 import { Tensor } from "../tensor.js";
 import { addModelOptions, type ModelFlags, positiveInt } from "./model-options.js";
@@ -36,7 +37,8 @@ export function predictCommand(): Command {
       const { model } = loadWeightsForCli(flags.weights, flags);
       model.eval();
       const cfg = model.config;
-      const names = cfg.numClasses === 10 ? FASHION_MNIST_CLASSES : null;
+      const names =
+        cfg.numClasses === 10 ? FASHION_MNIST_CLASSES : cfg.numClasses === 1000 ? IMAGENET_CLASSES : null;
       const results = images.map((file) => {
         const img = readImage(file);
         const imagenet = cfg.layout === "torchvision" && cfg.inChannels === 3;
