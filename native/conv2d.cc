@@ -299,7 +299,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
     sgemm(y + b * s.c_out * plane, plane, w, kdim, pointwise ? xb : cols, plane, s.c_out, plane, kdim, false, false,
           0.0f, ep);
   };
-  const int64_t tiles = winograd_applies(s) ? winograd_tiles(s) : 0;
+  const int64_t tiles = s.n > 0 && winograd_applies(s) ? winograd_tiles(s) : 0;
   float* u = tiles > 0 ? transformed_weights(w, s.c_out, s.c_in) : nullptr;
   auto winograd = [&](int64_t b) {
     parallel_run(
