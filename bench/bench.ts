@@ -129,6 +129,9 @@ const linears: [number, number][] = [
   [4096, 10],
 ];
 
+const short = (kernel: string) =>
+  kernel.startsWith("winograd") ? "wino" : kernel === "im2col+gemm" ? "gemm" : kernel;
+
 interface Row {
   name: string;
   shape: string;
@@ -136,6 +139,7 @@ interface Row {
   bwdIn: number;
   bwdW: number;
   flops: number; // of one forward pass; each backward pass has the same count
+  kernel: string; // forward / input-gradient kernel chosen (measured on first use)
 }
 const rows: Row[] = [];
 for (const { name, g } of convs) {
@@ -154,6 +158,7 @@ for (const { name, g } of convs) {
     bwdIn: time(() => be.conv2dBackwardInput(dx, dy, w, g)),
     bwdW: time(() => be.conv2dBackwardWeight(dw, db, dy, x, g)),
     flops: 2 * g.n * g.cOut * g.outH * g.outW * g.cIn * g.kh * g.kw,
+    kernel: `${short(be.convKernel(g, "forward"))}/${short(be.convKernel(g, "backward"))}`,
   });
 }
 const other: { name: string; s: number }[] = [];
@@ -181,6 +186,7 @@ linears.forEach(([inF, outF], i) => {
     bwdIn: time(() => be.gemm(dx, dy, w, batch, inF, outF, false, false, 0)),
     bwdW: time(() => be.gemm(dw, dy, x, outF, inF, batch, true, false, 0)),
     flops: 2 * batch * inF * outF,
+    kernel: "gemm",
   });
 });
 
@@ -234,8 +240,11 @@ for (const n of gemmSizes) {
   console.log(line);
 }
 
-console.log(`\nVGG-11/4 per layer, batch ${batch} (ms and GFLOP/s; forward has bias+ReLU fused)`);
-const head = `${"layer".padEnd(9)} ${"shape".padEnd(13)} ${"fwd ms".padStart(8)} ${"GF/s".padStart(6)} ${"bwdIn ms".padStart(9)} ${"GF/s".padStart(6)} ${"bwdW ms".padStart(8)} ${"GF/s".padStart(6)}`;
+console.log(
+  `\nVGG-11/4 per layer, batch ${batch} (ms; GFLOP/s counts the direct algorithm's FLOPs; forward has bias+ReLU ` +
+    "fused; kernel = forward/input-gradient choice)",
+);
+const head = `${"layer".padEnd(9)} ${"shape".padEnd(13)} ${"kernel".padEnd(9)} ${"fwd ms".padStart(8)} ${"GF/s".padStart(6)} ${"bwdIn ms".padStart(9)} ${"GF/s".padStart(6)} ${"bwdW ms".padStart(8)} ${"GF/s".padStart(6)}`;
 console.log(torch ? `${head}   torch fwd/bwdIn/bwdW ms      speed-up` : head);
 let total = 0;
 let totalFlops = 0;
@@ -246,7 +255,7 @@ for (const r of rows) {
   const step = r.fwd + r.bwdW + (first ? 0 : r.bwdIn);
   total += step;
   totalFlops += r.flops * (first ? 2 : 3);
-  let line = `${r.name.padEnd(9)} ${r.shape.padEnd(13)} ${fmt(r.fwd * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.fwd), 6)} ${fmt(r.bwdIn * 1e3, 9, 2)} ${fmt(gflops(r.flops, r.bwdIn), 6)} ${fmt(r.bwdW * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.bwdW), 6)}`;
+  let line = `${r.name.padEnd(9)} ${r.shape.padEnd(13)} ${r.kernel.padEnd(9)} ${fmt(r.fwd * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.fwd), 6)} ${fmt(r.bwdIn * 1e3, 9, 2)} ${fmt(gflops(r.flops, r.bwdIn), 6)} ${fmt(r.bwdW * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.bwdW), 6)}`;
   const t = torch?.layers.find((l) => l.name === r.name);
   if (t) {
     const tStep = t.forward + t.backwardWeight + (first ? 0 : t.backwardInput);
