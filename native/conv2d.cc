@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "isa.h"
 #include "winograd.h"
 #include "threadpool.h"
 #include "workspace.h"
@@ -155,6 +156,75 @@ void pack_cols_transposed(const void* ctx, float* dst, int64_t p0, int64_t j0, i
       rows[j] = segments + j * kc;
     }
     pack_panel_from_rows(dst + jr * kc, rows, kc);
+  }
+}
+
+// Weight gradient of one image when each output channel has few taps (kdim = cIn*kh*kw <= 16, e.g. a
+// grayscale first layer): a GEMM would spend its time packing an N = kdim panel, so instead, per chunk of
+// pixels, the kdim im2col rows are built once (in L1) and every dy row is dotted with all of them.
+// dw (cOut, kdim) = beta * dw + dy (cOut, plane) x cols^T.
+constexpr int64_t kSmallKdim = 16;
+constexpr int64_t kPixelChunk = 512;
+
+// KD = kdim as a constant, so the KD x 8 partial sums stay in registers.
+template <int KD>
+__attribute__((always_inline)) inline void small_kdim_chunk(float* dw, const float* dyb, const float* cols, int64_t c_out, int64_t plane, int64_t q0,
+                             int64_t len) {
+  for (int64_t co = 0; co < c_out; co++) {
+    const float* g = dyb + co * plane + q0;
+    float lanes[KD][8] = {};  // 8 partial sums per tap, so the loop vectorises without reassociation
+    int64_t q = 0;
+    for (; q + 8 <= len; q += 8)
+      for (int r = 0; r < KD; r++)
+        for (int l = 0; l < 8; l++) lanes[r][l] += cols[r * kPixelChunk + q + l] * g[q + l];
+    for (int r = 0; r < KD; r++) {
+      float sum = ((lanes[r][0] + lanes[r][1]) + (lanes[r][2] + lanes[r][3])) +
+                  ((lanes[r][4] + lanes[r][5]) + (lanes[r][6] + lanes[r][7]));
+      for (int64_t t = q; t < len; t++) sum += cols[r * kPixelChunk + t] * g[t];
+      dw[co * KD + r] += sum;
+    }
+  }
+}
+
+template <int KD = 1>
+__attribute__((always_inline)) inline void small_kdim_dispatch(int64_t kdim, float* dw, const float* dyb, const float* cols, int64_t c_out,
+                                int64_t plane, int64_t q0, int64_t len) {
+  if constexpr (KD <= kSmallKdim) {
+    if (kdim == KD) return small_kdim_chunk<KD>(dw, dyb, cols, c_out, plane, q0, len);
+    small_kdim_dispatch<KD + 1>(kdim, dw, dyb, cols, c_out, plane, q0, len);
+  }
+}
+
+void small_kdim_chunk_portable(float* dw, const float* dyb, const float* cols, int64_t c_out, int64_t kdim,
+                               int64_t plane, int64_t q0, int64_t len) {
+  small_kdim_dispatch(kdim, dw, dyb, cols, c_out, plane, q0, len);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma"))) void small_kdim_chunk_avx2(float* dw, const float* dyb, const float* cols,
+                                                               int64_t c_out, int64_t kdim, int64_t plane, int64_t q0,
+                                                               int64_t len) {
+  small_kdim_dispatch(kdim, dw, dyb, cols, c_out, plane, q0, len);
+}
+#endif
+
+void small_kdim_weight_grad(float* dw, const float* dyb, const float* xb, const ConvShape& s, float beta) {
+  const int64_t kdim = kdim_of(s), plane = plane_of(s);
+  if (beta == 0.0f) std::memset(dw, 0, s.c_out * kdim * sizeof(float));
+  float* cols = thread_scratch(2, kSmallKdim * kPixelChunk);
+#if defined(__x86_64__) || defined(__i386__)
+  const bool avx2 = active_isa() == Isa::Avx2Fma;
+#endif
+  for (int64_t q0 = 0; q0 < plane; q0 += kPixelChunk) {
+    const int64_t len = std::min(kPixelChunk, plane - q0);
+    for (int64_t r = 0; r < kdim; r++) im2col_segment(cols + r * kPixelChunk, xb, s, r, q0, len);
+#if defined(__x86_64__) || defined(__i386__)
+    if (avx2) {
+      small_kdim_chunk_avx2(dw, dyb, cols, s.c_out, kdim, plane, q0, len);
+      continue;
+    }
+#endif
+    small_kdim_chunk_portable(dw, dyb, cols, s.c_out, kdim, plane, q0, len);
   }
 }
 
@@ -380,6 +450,10 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
             first = false;
             if (pointwise) {
               sgemm_serial(acc, kdim, dyb, plane, xb, plane, s.c_out, kdim, plane, false, true, beta);
+              continue;
+            }
+            if (kdim <= kSmallKdim) {
+              small_kdim_weight_grad(acc, dyb, xb, s, beta);
               continue;
             }
             const ImageB ib{xb, &s};

@@ -97,6 +97,9 @@ const convCases: Conv2dGeometry[] = [
   convGeometry(2, 7, 10, 10, 9, 1, 2, 0),
   convGeometry(6, 2, 5, 5, 3, 3, 2, 0),
   convGeometry(2, 16, 15, 15, 17, 3, 1, 1),
+  // One input channel (kdim 9 <= 16): the weight gradient's dot-product path, across pixel chunks of 512.
+  convGeometry(2, 1, 30, 29, 16, 3, 1, 1),
+  convGeometry(4, 1, 12, 12, 3, 3, 2, 0),
 ];
 
 function convLabel(g: Conv2dGeometry): string {
