@@ -168,8 +168,9 @@ constexpr int64_t kPixelChunk = 512;
 
 // KD = kdim as a constant, so the KD x 8 partial sums stay in registers.
 template <int KD>
-__attribute__((always_inline)) inline void small_kdim_chunk(float* dw, const float* dyb, const float* cols, int64_t c_out, int64_t plane, int64_t q0,
-                             int64_t len) {
+// always_inline: so the AVX2 entry point below gets its own AVX2 copy of the loops.
+__attribute__((always_inline)) inline void small_kdim_chunk(float* dw, const float* dyb, const float* cols,
+                                                            int64_t c_out, int64_t plane, int64_t q0, int64_t len) {
   for (int64_t co = 0; co < c_out; co++) {
     const float* g = dyb + co * plane + q0;
     float lanes[KD][8] = {};  // 8 partial sums per tap, so the loop vectorises without reassociation
@@ -187,8 +188,9 @@ __attribute__((always_inline)) inline void small_kdim_chunk(float* dw, const flo
 }
 
 template <int KD = 1>
-__attribute__((always_inline)) inline void small_kdim_dispatch(int64_t kdim, float* dw, const float* dyb, const float* cols, int64_t c_out,
-                                int64_t plane, int64_t q0, int64_t len) {
+__attribute__((always_inline)) inline void small_kdim_dispatch(int64_t kdim, float* dw, const float* dyb,
+                                                               const float* cols, int64_t c_out, int64_t plane,
+                                                               int64_t q0, int64_t len) {
   if constexpr (KD <= kSmallKdim) {
     if (kdim == KD) return small_kdim_chunk<KD>(dw, dyb, cols, c_out, plane, q0, len);
     small_kdim_dispatch<KD + 1>(kdim, dw, dyb, cols, c_out, plane, q0, len);
