@@ -1,0 +1,66 @@
+// Whole-step throughput of the d2l model, vgg-ts (`vgg bench --json`) against PyTorch (default and
+// channels_last memory format) in the same run, when Debian's python3-torch is importable.
+// Usage: node dist/bench/train-compare.js [--iters N] [--threads N] [--configs train:224:128,infer:224:128,...]
+import { spawnSync } from "node:child_process";
+import { cpus } from "node:os";
+
+const arg = (name: string, dflt: string) => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+};
+const iters = arg("--iters", "3");
+const threads = arg("--threads", "2");
+const configs = arg("--configs", "train:224:128,infer:224:128,infer:224:1,train:32:128,infer:32:128")
+  .split(",")
+  .map((c) => c.split(":"))
+  .map(([mode, resize, batch]) => ({ mode, resize, batch }));
+
+function ours(mode: string, resize: string, batch: string): number {
+  const r = spawnSync(
+    process.execPath,
+    [
+      "bin/vgg",
+      "bench",
+      "--mode",
+      mode,
+      "--resize",
+      resize,
+      "--batch-size",
+      batch,
+      "--iters",
+      iters,
+      "--threads",
+      threads,
+      "--json",
+    ],
+    { encoding: "utf8", env: { ...process.env, VGG_QUIET: "1" } },
+  );
+  if (r.status !== 0) throw new Error(r.stderr);
+  return JSON.parse(r.stdout).images_per_s;
+}
+
+function torch(mode: string, resize: string, batch: string, channelsLast: boolean): number | null {
+  const r = spawnSync(
+    "/usr/bin/python3",
+    ["bench/torch_step.py", mode, resize, batch, iters, threads, "4", channelsLast ? "1" : "0"],
+    {
+      encoding: "utf8",
+    },
+  );
+  return r.status === 0 ? JSON.parse(r.stdout).images_per_s : null;
+}
+
+console.log(
+  `d2l VGG-11/4, ${threads} threads, ${cpus()[0]?.model ?? "cpu"}; images/s (median of ${iters} steps)`,
+);
+console.log("mode   size batch    vgg-ts   torch  torch-cl   ratio (vs best torch)");
+for (const c of configs) {
+  const a = ours(c.mode, c.resize, c.batch);
+  const t = torch(c.mode, c.resize, c.batch, false);
+  const tcl = torch(c.mode, c.resize, c.batch, true);
+  const best = Math.max(t ?? 0, tcl ?? 0);
+  const f = (v: number | null) => (v === null ? "-" : v.toFixed(1)).padStart(8);
+  console.log(
+    `${c.mode.padEnd(6)} ${c.resize.padStart(4)} ${c.batch.padStart(5)} ${f(a)}${f(t)}${f(tcl)}   ${best ? `${(a / best).toFixed(2)}x` : "-"}`,
+  );
+}
