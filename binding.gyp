@@ -9,6 +9,7 @@
         "native/elementwise.cc",
         "native/gemm.cc",
         "native/isa.cc",
+        "native/kernel_cache.cc",
         "native/loss.cc",
         "native/pool.cc",
         "native/sgd.cc",

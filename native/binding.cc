@@ -12,6 +12,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "isa.h"
+#include "kernel_cache.h"
 #include "loss.h"
 #include "pool.h"
 #include "sgd.h"
@@ -381,6 +382,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("cpuHasAvx2Fma", false);
 #endif
   o.Set("gemmKernel", vgg::active_isa() == vgg::Isa::Avx2Fma ? "6x16 avx2+fma" : "6x16 portable C++");
+  o.Set("kernelCache", vgg::kernel_cache_path());
   return o;
 }
 

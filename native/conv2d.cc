@@ -10,12 +10,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <map>
-#include <tuple>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "gemm.h"
 #include "isa.h"
+#include "kernel_cache.h"
 #include "winograd.h"
 #include "threadpool.h"
 #include "workspace.h"
@@ -248,17 +249,18 @@ void parallel_channels(int64_t c_in, F&& f) {
       c_in);
 }
 
-// ---- Algorithm choice: Winograd or im2col + GEMM, timed once per shape and pass, then cached. ----
+// ---- Algorithm choice: Winograd or im2col + GEMM, timed once per machine, shape and pass. ----
+// The measurement is recorded in the kernel cache file, so every later process on this machine (same CPU,
+// ISA and thread count) computes with the same kernels and gets bit-identical results.
 std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
-// (cIn, cOut, h, w, padH, padW, backward, whole batch split over threads or one image threaded)
-using ShapeKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
-std::map<ShapeKey, bool>& choices() {
-  // Per calling (JS) thread, like the weight buffers below: two JS threads never share mutable state here.
-  static thread_local std::map<ShapeKey, bool> m;
-  return m;
-}
-ShapeKey key_of(const ConvShape& s, bool backward) {
-  return ShapeKey{s.c_in, s.c_out, s.h, s.w, s.pad_h, s.pad_w, backward, split_over_batch(s.n)};
+
+std::string key_of(const ConvShape& s, bool backward) {
+  char shape[160];
+  std::snprintf(shape, sizeof shape, "|conv3x3 %s %s|cin=%lld,cout=%lld,h=%lld,w=%lld,pad=%lld,%lld",
+                backward ? "backward-input" : "forward", split_over_batch(s.n) ? "batch-split" : "per-image",
+                static_cast<long long>(s.c_in), static_cast<long long>(s.c_out), static_cast<long long>(s.h),
+                static_cast<long long>(s.w), static_cast<long long>(s.pad_h), static_cast<long long>(s.pad_w));
+  return kernel_cache_machine_key() + shape;
 }
 
 template <typename F>
@@ -268,20 +270,19 @@ double seconds(F&& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// Whether to use Winograd for this pass. In Auto mode the first call times one image both ways (each run
-// three times, interleaved, keeping the fastest) on the calling thread; `direct` and `winograd` compute the same image.
+// Whether to use Winograd for this pass. In Auto mode, unless the cache already knows, the first call times
+// one image both ways (each run three times, interleaved, keeping the fastest) on the calling thread;
+// `direct` and `winograd` compute the same image.
 template <typename D, typename W>
 bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
   if (g_algorithm == ConvAlgorithm::Direct) return false;
   if (g_algorithm == ConvAlgorithm::Winograd) return true;
-  auto& m = choices();
-  const ShapeKey key = key_of(s, backward);
-  auto it = m.find(key);
-  if (it != m.end()) return it->second;
+  const std::string key = key_of(s, backward);
+  const std::string known = kernel_cache_get(key);
+  if (!known.empty()) return known == "winograd";
   double td = seconds(direct), tw = seconds(winograd);  // the first runs also warm caches and workspaces
   for (int i = 0; i < 2; i++) td = std::min(td, seconds(direct)), tw = std::min(tw, seconds(winograd));
-  m[key] = tw < td;
-  return tw < td;
+  return kernel_cache_put(key, tw < td ? "winograd" : "direct") == "winograd";
 }
 
 // Shared (read-only inside the parallel region) transformed-weight buffer.
@@ -313,19 +314,17 @@ bool winograd_backward_applies(const ConvShape& s) {
 
 }  // namespace
 
-void set_conv_algorithm(ConvAlgorithm a) {
-  g_algorithm = a;
-  choices().clear();
-}
+void set_conv_algorithm(ConvAlgorithm a) { g_algorithm = a; }
 
 const char* conv_kernel_name(const ConvShape& s, bool backward) {
   if (!backward && is_pointwise(s)) return "gemm (1x1)";
-  const bool applies = backward ? winograd_backward_applies(s) : winograd_applies(s);
+  // The input gradient of one image at a time (uneven batches) always runs as GEMM + col2im.
+  const bool applies = backward ? winograd_backward_applies(s) && split_over_batch(s.n) : winograd_applies(s);
   if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm";
   if (g_algorithm == ConvAlgorithm::Winograd) return "winograd F(2x2,3x3)";
-  auto it = choices().find(key_of(s, backward));
-  if (it == choices().end()) return "not measured yet";
-  return it->second ? "winograd F(2x2,3x3)" : "im2col+gemm";
+  const std::string known = kernel_cache_get(key_of(s, backward));
+  if (known.empty()) return "not measured yet";
+  return known == "winograd" ? "winograd F(2x2,3x3)" : "im2col+gemm";
 }
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {

@@ -9,7 +9,8 @@ struct ConvShape {
   int64_t n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, out_h, out_w;
 };
 
-/** How 3x3 stride-1 convolutions are computed: measured per shape on first use (Auto), or forced. */
+/** How 3x3 stride-1 convolutions are computed: measured per shape once per machine and recorded in the
+ * kernel cache (Auto; see kernel_cache.h), or forced. */
 enum class ConvAlgorithm { Auto, Direct, Winograd };
 void set_conv_algorithm(ConvAlgorithm a);
 /** The kernel used for this geometry's forward (backward = false) or input-gradient pass, as a name. */

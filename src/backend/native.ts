@@ -22,6 +22,8 @@ export interface NativeInfo {
   threads: number;
   cpuHasAvx2Fma: boolean;
   gemmKernel: string;
+  /** The file recording measured kernel choices ("" when VGG_KERNEL_CACHE=off or there is no home folder). */
+  kernelCache: string;
 }
 
 /** The raw addon exports (native/binding.cc). Exported for tests of the C++ argument guards. */
@@ -101,10 +103,14 @@ export interface NativeAddon {
 }
 
 /**
- * How 3x3 stride-1 convolutions run: "auto" times Winograd F(2x2,3x3) against im2col + GEMM on the first
- * call for each shape and keeps the faster; the others force one (tests compare them).
+ * How 3x3 stride-1 convolutions run: "auto" times Winograd F(2x2,3x3) against im2col + GEMM the first time
+ * a shape is seen on this machine and records the faster in the kernel cache file (`info().kernelCache`),
+ * so later processes reuse the choice and give bit-identical results; the others force one. The
+ * environment variable VGG_CONV_ALGO sets it at load.
  */
 export type ConvAlgorithm = "auto" | "direct" | "winograd";
+
+const convAlgorithms: readonly string[] = ["auto", "direct", "winograd"];
 
 let cached: NativeAddon | Error | null = null;
 
@@ -119,14 +125,26 @@ export function loadNativeAddon(): NativeAddon | Error {
     );
     return cached;
   }
+  let addon: NativeAddon;
   try {
     const require = createRequire(import.meta.url);
-    cached = require(path) as NativeAddon;
+    addon = require(path) as NativeAddon;
   } catch (e) {
     cached = new Error(
       `the native addon at ${path} failed to load: ${(e as Error).message}. Possible solutions: run \`npx node-gyp rebuild\`.`,
     );
+    return cached;
   }
+  const algorithm = process.env.VGG_CONV_ALGO;
+  if (algorithm !== undefined && algorithm !== "") {
+    if (!convAlgorithms.includes(algorithm))
+      throw new Error(
+        `Expected VGG_CONV_ALGO to be "auto", "direct" or "winograd" but received "${algorithm}"; ` +
+          "hint: unset it to let measured choices decide",
+      );
+    addon.setConvAlgorithm(algorithm as ConvAlgorithm);
+  }
+  cached = addon;
   return cached;
 }
 
@@ -178,7 +196,7 @@ export class NativeBackend implements Backend {
     return this.addon.info();
   }
 
-  /** Chooses the 3x3 convolution algorithm (default "auto"); clears the per-shape measurements. */
+  /** Chooses the 3x3 convolution algorithm (default "auto", or VGG_CONV_ALGO); recorded choices are kept. */
   setConvAlgorithm(a: ConvAlgorithm): void {
     if (a !== "auto" && a !== "direct" && a !== "winograd")
       throw new TypeError(
@@ -387,6 +405,7 @@ export function nativeInfo(): NativeInfo & { available: boolean; reason?: string
       threads: 0,
       cpuHasAvx2Fma: false,
       gemmKernel: "none",
+      kernelCache: "",
     };
   return { available: true, ...addon.info() };
 }
