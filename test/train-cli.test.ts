@@ -185,4 +185,43 @@ test("train flags are validated", () => {
   const s = vgg("train", "--schedule", "linear");
   assert.notEqual(s.code, 0);
   assert.match(s.err, /Allowed choices are constant, step, cosine/);
+  const c = vgg("train", "--num-classes", "5");
+  assert.equal(c.code, 1);
+  assert.match(
+    c.err,
+    /Expected --num-classes >= 10 for the 10 classes trained on but received 5; hint: --classes/,
+  );
+  assert.match(vgg("train", "--classes", "1,1").err, /Expected --classes to be distinct class indices 0-9/);
+});
+
+test("--classes trains a smaller head on a subset, relabelled in the order given", { skip }, () => {
+  const out = mkdtempSync(join(tmpdir(), "vgg-classes-"));
+  const r = vgg(
+    "train",
+    ...small,
+    "--classes",
+    "9,1,5",
+    "--epochs",
+    "1",
+    "--limit-train",
+    "3000",
+    "--limit-test",
+    "600",
+    "--out",
+    out,
+  );
+  assert.equal(r.code, 0, r.err);
+  const e = JSON.parse(
+    vgg("eval", "--weights", join(out, "model.safetensors"), "--classes", "9,1,5", "--json").out,
+  );
+  assert.deepEqual(
+    e.perClass.map((c: { class: string }) => c.class),
+    ["Ankle boot", "Trouser", "Sandal"],
+  );
+  assert.equal(e.confusion.length, 3);
+  // Fashion-MNIST's test set has 1000 of each class.
+  assert.deepEqual(
+    e.perClass.map((c: { total: number }) => c.total),
+    [1000, 1000, 1000],
+  );
 });

@@ -4,6 +4,7 @@ import { type BackendName, setBackend, setNumThreads } from "../backend/index.js
 import { FASHION_MNIST_CLASSES, loadFashionMnist } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
 import { evaluate } from "../train/trainer.js";
+import { classList, selectClasses } from "./classes.js";
 import { addModelOptions, type ModelFlags, positiveInt } from "./model-options.js";
 import { loadWeightsForCli } from "./weights.js";
 
@@ -17,6 +18,7 @@ interface EvalFlags extends ModelFlags {
   threads?: number;
   backend?: BackendName;
   download: boolean;
+  classes?: number[];
 }
 
 export function evalCommand(): Command {
@@ -31,6 +33,11 @@ export function evalCommand(): Command {
       positiveInt("--resize"),
     )
     .option("--limit <n>", "use the first n test examples", positiveInt("--limit"))
+    .option(
+      "--classes <list>",
+      "evaluate on these classes only, as trained with vgg train --classes",
+      classList,
+    )
     .option("--batch-size <n>", "batch size", positiveInt("--batch-size"), 128)
     .option("--threads <n>", "kernel threads", positiveInt("--threads"))
     .option("--backend <name>", "native or reference")
@@ -43,13 +50,18 @@ export function evalCommand(): Command {
         inputSize: flags.inputSize ?? flags.resize,
       });
       const size = flags.resize ?? model.config.inputSize;
-      const test = await loadFashionMnist({
+      let test = await loadFashionMnist({
         dataDir: flags.dataDir,
         split: "test",
         download: flags.download,
       });
+      if (flags.classes) test = selectClasses(test, flags.classes);
       const loader = new DataLoader(test, { batchSize: flags.batchSize, resize: size, limit: flags.limit });
-      const names = model.config.numClasses === 10 ? FASHION_MNIST_CLASSES : null;
+      const names = flags.classes
+        ? flags.classes.map((c) => FASHION_MNIST_CLASSES[c])
+        : model.config.numClasses === 10
+          ? FASHION_MNIST_CLASSES
+          : null;
       let m: Awaited<ReturnType<typeof evaluate>>;
       try {
         m = await evaluate(model, loader.batches(0), model.config.numClasses);

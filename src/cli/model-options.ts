@@ -39,7 +39,13 @@ export function probability(name: string) {
 }
 
 export function addModelOptions(cmd: Command, defaults: { ratio?: number } = {}): Command {
+  const d2lRatio = defaults.ratio ?? 1;
   return cmd
+    .hook("preAction", (c) => {
+      // torchvision-layout files are full width; the d2l default is the command's (4: small_conv_arch).
+      if (c.opts().ratio === undefined)
+        c.setOptionValue("ratio", c.opts().layout === "torchvision" ? 1 : d2lRatio);
+    })
     .option(
       "--arch <arch>",
       'vgg11|vgg13|vgg16|vgg19, or blocks like "1x64,1x128,2x256,2x512,2x512"',
@@ -47,9 +53,8 @@ export function addModelOptions(cmd: Command, defaults: { ratio?: number } = {})
     )
     .option(
       "--ratio <n>",
-      "divide every channel count by n (d2l's small_conv_arch uses 4)",
+      `divide every channel count by n (default: ${d2lRatio} for the d2l layout, 1 for torchvision)`,
       positiveInt("--ratio"),
-      defaults.ratio ?? 1,
     )
     .option(
       "--in-channels <n>",

@@ -24,6 +24,7 @@ import {
 import { type CurvePoint, curvesPng, curvesSvg } from "../train/plot.js";
 import { learningRate, type ScheduleName } from "../train/schedule.js";
 import { type BatchReport, evaluate, NonFiniteError, trainEpoch } from "../train/trainer.js";
+import { classList, selectClasses } from "./classes.js";
 import { addDashboardOptions, type DashboardFlags, startTrainDashboard } from "./dashboard.js";
 import { addModelOptions, type ModelFlags, positiveInt, probability, vggOptions } from "./model-options.js";
 
@@ -48,6 +49,7 @@ export interface TrainFlags extends ModelFlags, DashboardFlags {
   augment?: boolean;
   limitTrain?: number;
   limitTest?: number;
+  classes?: number[];
   threads?: number;
   backend?: BackendName;
   targetAcc?: number;
@@ -101,6 +103,11 @@ export function addTrainOptions(cmd: Command): Command {
     .option("--augment", "random crop (padding 2) and horizontal flip")
     .option("--limit-train <n>", "use the first n training examples", positiveInt("--limit-train"))
     .option("--limit-test <n>", "use the first n test examples", positiveInt("--limit-test"))
+    .option(
+      "--classes <list>",
+      "train and test on these classes only, e.g. 0,1,2 (relabelled 0..k-1)",
+      classList,
+    )
     .option("--threads <n>", "kernel threads (default: all cores)", positiveInt("--threads"))
     .addOption(new Option("--backend <name>", "kernel backend").choices(["native", "reference"]))
     .option(
@@ -206,7 +213,13 @@ export async function runTrain(
     flags.threads ?? (process.env.VGG_NUM_THREADS ? Number(process.env.VGG_NUM_THREADS) : undefined);
   if (threads) setNumThreads(threads);
 
-  const options = { ...vggOptions({ ...flags, inputSize: flags.resize }) };
+  const datasetClasses = flags.classes?.length ?? 10;
+  const numClasses = flags.numClasses ?? datasetClasses;
+  if (numClasses < datasetClasses)
+    throw new Error(
+      `Expected --num-classes >= ${datasetClasses} for the ${datasetClasses} classes trained on but received ${numClasses}; hint: --classes 0,1,2,3,4 trains on a subset of Fashion-MNIST's 10 classes`,
+    );
+  const options = { ...vggOptions({ ...flags, numClasses, inputSize: flags.resize }) };
   manualSeed(flags.seed);
   const model = resumed
     ? vgg(resumed.config.convArch, { ...resumed.config, widthRatio: 1 })
@@ -238,10 +251,14 @@ export async function runTrain(
   }
 
   const data = { dataDir: flags.dataDir, download: flags.download };
-  const [trainSet, testSet] = await Promise.all([
+  let [trainSet, testSet] = await Promise.all([
     loadFashionMnist({ ...data, split: "train" }),
     loadFashionMnist({ ...data, split: "test" }),
   ]);
+  if (flags.classes) {
+    trainSet = selectClasses(trainSet, flags.classes);
+    testSet = selectClasses(testSet, flags.classes);
+  }
   const trainLoader = new DataLoader(trainSet, {
     batchSize: flags.batchSize,
     shuffle: flags.shuffle,
