@@ -182,13 +182,14 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Conv2dBackwardInput(const Napi::CallbackInfo& info) {
-  expect_args(info, 4);
+  expect_args(info, 5);
   const ConvShape s = conv_shape(info[3]);
   const ConvLengths l = conv_lengths(info.Env(), s);
   float* dx = f32(info[0], "dx", l.x);
   const float* dy = f32(info[1], "dy", l.y);
   const float* w = f32(info[2], "w", l.w);
-  if (l.x > 0) vgg::conv2d_backward_input(dx, dy, w, s);
+  const float* relu_x = f32_or_null(info[4], "reluMask", l.x);
+  if (l.x > 0) vgg::conv2d_backward_input(dx, dy, w, relu_x, s);
   return info.Env().Undefined();
 }
 
@@ -219,14 +220,15 @@ Napi::Value MaxPool2dForward(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
-  expect_args(info, 4);
+  expect_args(info, 5);
   Napi::Env env = info.Env();
   const PoolShape s = pool_shape(info[3]);
   const int64_t y_len = checked_mul(env, "dy", {s.n, s.c, s.out_h, s.out_w});
   float* dx = f32(info[0], "dx", checked_mul(env, "dx", {s.n, s.c, s.h, s.w}));
   const float* dy = f32(info[1], "dy", y_len);
   const int32_t* argmax = i32(info[2], "argmax", y_len);
-  vgg::max_pool2d_backward(dx, dy, argmax, s);
+  const float* relu_y = f32_or_null(info[4], "reluOut", y_len);
+  vgg::max_pool2d_backward(dx, dy, argmax, relu_y, s);
   return env.Undefined();
 }
 

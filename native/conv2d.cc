@@ -388,7 +388,12 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   }
 }
 
-void conv2d_backward_input(float* dx, const float* dy, const float* w, const ConvShape& s) {
+// dx[i] = 0 where x[i] is not > 0, over [begin, end): ReLU's backward when x is a ReLU output.
+void mask_by_relu(float* dx, const float* x, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; i++) dx[i] = x[i] > 0.0f ? dx[i] : 0.0f;
+}
+
+void conv2d_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
   if (split_over_batch(s.n)) {
@@ -413,11 +418,12 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const Con
             float* dxb = dx + b * x_size;
             if (u) {
               winograd_forward_image(dxb, dy + b * s.c_out * plane, u, nullptr, st, false);
-              continue;
+            } else {
+              sgemm_serial(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane,
+                           s.c_out, true, false, 0.0f);
+              if (!pointwise) col2im(dxb, cols, s, 0, s.c_in);
             }
-            sgemm_serial(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane,
-                         s.c_out, true, false, 0.0f);
-            if (!pointwise) col2im(dxb, cols, s, 0, s.c_in);
+            if (relu_x) mask_by_relu(dxb, relu_x + b * x_size, 0, x_size);
           }
         },
         s.n);
@@ -428,7 +434,11 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const Con
     float* dxb = dx + b * x_size;
     sgemm(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane, s.c_out, true, false,
           0.0f);
-    if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { col2im(dxb, cols, s, c0, c1); });
+    const float* xb = relu_x ? relu_x + b * x_size : nullptr;
+    parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) {
+      if (!pointwise) col2im(dxb, cols, s, c0, c1);
+      if (xb) mask_by_relu(dxb, xb, c0 * s.h * s.w, c1 * s.h * s.w);
+    });
   }
 }
 

@@ -19,7 +19,9 @@ const char* conv_kernel_name(const ConvShape& s, bool backward);
 // y is (n, cOut, outH, outW); x is (n, cIn, h, w); w is (cOut, cIn*kh*kw); bias is (cOut) or null.
 void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu);
 // dx is (n, cIn, h, w), overwritten; dy is (n, cOut, outH, outW); w is (cOut, cIn*kh*kw).
-void conv2d_backward_input(float* dx, const float* dy, const float* w, const ConvShape& s);
+// relu_x (n, cIn, h, w) or null: the input x when it is a ReLU output; dx is then zeroed where x is not
+// > 0 (ReLU's backward fused, done per image while it is still in cache).
+void conv2d_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s);
 // dw is (cOut, cIn*kh*kw) and db (cOut) or null, both overwritten; dy is (n, cOut, outH, outW); x is (n, cIn, h, w).
 void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s);
 

@@ -135,7 +135,7 @@ void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolSha
       planes);
 }
 
-void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, const PoolShape& s) {
+void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, const float* relu_y, const PoolShape& s) {
   const int64_t planes = s.n * s.c, in_plane = s.h * s.w, out_plane = s.out_h * s.out_w;
   parallel_run(
       [&](int ith, int nth) {
@@ -145,10 +145,13 @@ void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, cons
           float* dxp = dx + pl * in_plane;
           std::memset(dxp, 0, in_plane * sizeof(float));
           const float* dyp = dy + pl * out_plane;
+          const float* yp = relu_y ? relu_y + pl * out_plane : nullptr;
           const int32_t* ap = argmax + pl * out_plane;
           for (int64_t p = 0; p < out_plane; p++) {
             const int64_t idx = ap[p];
-            if (idx >= 0 && idx < in_plane) dxp[idx] += dyp[p];
+            if (idx < 0 || idx >= in_plane) continue;
+            if (yp && !(yp[p] > 0.0f)) continue;
+            dxp[idx] += dyp[p];
           }
         }
       },

@@ -11,6 +11,8 @@ struct PoolShape {
 // y and argmax are (n, c, outH, outW); x is (n, c, h, w). Padding acts as -inf; NaN propagates.
 void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolShape& s);
 // dx is (n, c, h, w), overwritten; dy and argmax are (n, c, outH, outW). Out-of-range indices are ignored.
-void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, const PoolShape& s);
+// relu_y (n, c, outH, outW) or null: the pooled output when x is a ReLU output; a window whose max is not
+// > 0 then passes no gradient, so dx equals ReLU's backward applied to the plain result (fused).
+void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, const float* relu_y, const PoolShape& s);
 
 }  // namespace vgg

@@ -311,6 +311,83 @@ test("max-pool forward/backward match the reference (padding, NaN, odd sizes)", 
   }
 });
 
+test("ReLU's backward fused into max-pool and conv input gradients equals the separate pass, on both backends", () => {
+  // x is a ReLU output (zeros included, so whole windows can be 0); the fused kernels must equal
+  // reluBackward applied to the plain gradient, bit for bit.
+  const pools: Pool2dGeometry[] = [
+    { n: 2, c: 3, h: 9, w: 7, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 4, outW: 3 },
+    { n: 3, c: 2, h: 7, w: 7, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1, outH: 7, outW: 7 },
+  ];
+  const reluOf = (len: number) => randn(len).map((v) => (v < 0.3 ? 0 : v));
+  for (const g of pools) {
+    const x = reluOf(g.n * g.c * g.h * g.w);
+    const yLen = g.n * g.c * g.outH * g.outW;
+    const y = new Float32Array(yLen);
+    const argmax = new Int32Array(yLen);
+    ref.maxPool2dForward(y, argmax, x, g);
+    assert.ok(
+      y.some((v) => v === 0),
+      "some window is all zeros",
+    );
+    const dy = randn(yLen);
+    const expected = new Float32Array(x.length);
+    ref.maxPool2dBackward(expected, dy, argmax, g);
+    ref.reluBackward(expected, expected, x);
+    for (const be of [native, ref]) {
+      const dx = randn(x.length);
+      be.maxPool2dBackward(dx, dy, argmax, g, y);
+      close(dx, expected, `${be.name} max-pool backward with the ReLU mask`, 0);
+    }
+  }
+  native.setNumThreads(2);
+  // Batch 4 splits the batch over the threads; batch 3 runs one image at a time (threaded inside).
+  for (const g of [
+    convGeometry(4, 6, 9, 8, 5, 3, 1, 1),
+    convGeometry(3, 6, 9, 8, 5, 3, 1, 1),
+    convGeometry(4, 5, 6, 6, 7, 1, 1, 0),
+  ]) {
+    const x = reluOf(g.n * g.cIn * g.h * g.w);
+    const w = randn(g.cOut * g.cIn * g.kh * g.kw);
+    const dy = randn(g.n * g.cOut * g.outH * g.outW);
+    for (const be of [native, ref]) {
+      const plain = new Float32Array(x.length);
+      be.conv2dBackwardInput(plain, dy, w, g);
+      be.reluBackward(plain, plain, x);
+      const fused = randn(x.length);
+      be.conv2dBackwardInput(fused, dy, w, g, x);
+      close(fused, plain, `${be.name} conv input gradient with the ReLU mask`, 0);
+    }
+  }
+  assert.throws(
+    () =>
+      native.maxPool2dBackward(
+        new Float32Array(378),
+        new Float32Array(72),
+        new Int32Array(72),
+        pools[0],
+        new Float32Array(3),
+      ),
+    {
+      name: "RangeError",
+      message: "Expected reluOut of length 72 but received length 3",
+    },
+  );
+  assert.throws(
+    () =>
+      addon.conv2dBackwardInput(
+        new Float32Array(4 * 6 * 72),
+        new Float32Array(4 * 5 * 72),
+        new Float32Array(5 * 54),
+        convGeometry(4, 6, 9, 8, 5, 3, 1, 1),
+        new Float32Array(2),
+      ),
+    {
+      name: "RangeError",
+      message: "Expected reluMask of length 1728 but received length 2",
+    },
+  );
+});
+
 test("element-wise ops match the reference, small and large (threaded), in place too", () => {
   for (const len of [0, 1, 17, 100_003]) {
     const x = randn(len);
@@ -640,3 +717,50 @@ if (!isChild)
     assert.match(result.stdout, /ok \d+ - reports the instruction set in use \(portable child\)/);
     assert.match(result.stdout, /# fail 0/);
   });
+
+test("fused ReLU backward through the autograd equals the unfused graph, also when a ReLU output has two consumers", async () => {
+  const { conv2d, maxPool2d, reshape, mul, sum, add } = await import("../src/ops/index.js");
+  const { Tensor } = await import("../src/tensor.js");
+  const { setBackend } = await import("../src/backend/index.js");
+  for (const name of ["native", "reference"] as const) {
+    setBackend(name);
+    const x = new Tensor(randn(4 * 3 * 10 * 10), [4, 3, 10, 10]);
+    const w1 = randn(6 * 3 * 9);
+    const w2 = randn(5 * 6 * 9);
+    const w3 = randn(4 * 5 * 9);
+    const r1 = randn(4 * 6 * 5 * 5);
+    const r2 = randn(4 * 6 * 10 * 10);
+    // `through` = reshape to the same shape: a pass-through op that hides the ReLU from its consumer.
+    const run = (through: boolean, twoConsumers: boolean) => {
+      const ws = [w1, w2, w3].map(
+        (w, i) =>
+          new Tensor(
+            w.slice(),
+            [
+              [6, 3, 3, 3],
+              [5, 6, 3, 3],
+              [4, 5, 3, 3],
+            ][i],
+            { requiresGrad: true },
+          ),
+      );
+      const hide = (t: InstanceType<typeof Tensor>) => (through ? reshape(t, [...t.shape]) : t);
+      const y1 = conv2d(x, ws[0], null, { padding: 1, relu: true });
+      const p = maxPool2d(hide(y1), { kernelSize: 2 });
+      const y2 = conv2d(hide(conv2d(p, ws[1], null, { padding: 1, relu: true })), ws[2], null, {
+        padding: 1,
+      });
+      let loss = sum(mul(y2, new Tensor(r1.subarray(0, y2.size).slice(), y2.shape)));
+      if (twoConsumers) loss = add(loss, sum(mul(y1, new Tensor(r2, y1.shape))));
+      loss.backward();
+      return ws.map((w) => w.grad!.data);
+    };
+    for (const twoConsumers of [false, true]) {
+      const fused = run(false, twoConsumers);
+      const plain = run(true, twoConsumers);
+      for (let i = 0; i < 3; i++)
+        close(fused[i], plain[i], `${name} dw${i + 1} (two consumers: ${twoConsumers})`, 0);
+    }
+  }
+  setBackend("native");
+});

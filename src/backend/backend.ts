@@ -81,8 +81,18 @@ export interface Backend {
     g: Conv2dGeometry,
     relu: boolean,
   ): void;
-  /** dx = transposed convolution of dy with w (overwrites dx). dx is (n, cIn, h, w); dy is (n, cOut, outH, outW). */
-  conv2dBackwardInput(dx: Float32Array, dy: Float32Array, w: Float32Array, g: Conv2dGeometry): void;
+  /**
+   * dx = transposed convolution of dy with w (overwrites dx). dx is (n, cIn, h, w); dy is (n, cOut, outH, outW).
+   * reluMask (n, cIn, h, w), when given, is the conv's input x and x is a ReLU output: dx is then zeroed
+   * where reluMask is not > 0, i.e. ReLU's backward is fused (same result as reluBackward(dx, dx, x)).
+   */
+  conv2dBackwardInput(
+    dx: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    g: Conv2dGeometry,
+    reluMask?: Float32Array | null,
+  ): void;
   /** dw = correlation of x with dy, db = sum of dy over (n, outH, outW); both overwritten. db may be null. */
   conv2dBackwardWeight(
     dw: Float32Array,
@@ -94,8 +104,18 @@ export interface Backend {
 
   /** y = max over each window; argmax holds the flat index into x's (h, w) plane of each max (-1 if none). */
   maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void;
-  /** dx = scatter of dy to the argmax positions (overwrites dx). */
-  maxPool2dBackward(dx: Float32Array, dy: Float32Array, argmax: Int32Array, g: Pool2dGeometry): void;
+  /**
+   * dx = scatter of dy to the argmax positions (overwrites dx). reluOut (n, c, outH, outW), when given, is
+   * the pool's output y and its input x is a ReLU output: windows whose max is not > 0 pass no gradient,
+   * i.e. ReLU's backward is fused (same result as reluBackward(dx, dx, x)).
+   */
+  maxPool2dBackward(
+    dx: Float32Array,
+    dy: Float32Array,
+    argmax: Int32Array,
+    g: Pool2dGeometry,
+    reluOut?: Float32Array | null,
+  ): void;
 
   /** y = max(x, 0). y may alias x. */
   relu(y: Float32Array, x: Float32Array): void;

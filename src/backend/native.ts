@@ -47,7 +47,13 @@ export interface NativeAddon {
     g: Conv2dGeometry,
     relu: boolean,
   ): void;
-  conv2dBackwardInput(dx: Float32Array, dy: Float32Array, w: Float32Array, g: Conv2dGeometry): void;
+  conv2dBackwardInput(
+    dx: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    g: Conv2dGeometry,
+    reluMask: Float32Array | null,
+  ): void;
   conv2dBackwardWeight(
     dw: Float32Array,
     db: Float32Array | null,
@@ -56,7 +62,13 @@ export interface NativeAddon {
     g: Conv2dGeometry,
   ): void;
   maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void;
-  maxPool2dBackward(dx: Float32Array, dy: Float32Array, argmax: Int32Array, g: Pool2dGeometry): void;
+  maxPool2dBackward(
+    dx: Float32Array,
+    dy: Float32Array,
+    argmax: Int32Array,
+    g: Pool2dGeometry,
+    reluOut: Float32Array | null,
+  ): void;
   relu(y: Float32Array, x: Float32Array): void;
   reluBackward(dx: Float32Array, dy: Float32Array, y: Float32Array): void;
   mul(y: Float32Array, x: Float32Array, mask: Float32Array): void;
@@ -247,12 +259,19 @@ export class NativeBackend implements Backend {
     this.addon.conv2dForward(y, x, w, bias, g, relu);
   }
 
-  conv2dBackwardInput(dx: Float32Array, dy: Float32Array, w: Float32Array, g: Conv2dGeometry): void {
+  conv2dBackwardInput(
+    dx: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    g: Conv2dGeometry,
+    reluMask: Float32Array | null = null,
+  ): void {
     const len = checkConv(g);
     expectLength("dx", dx, len.x);
     expectLength("dy", dy, len.y);
     expectLength("w", w, len.w);
-    this.addon.conv2dBackwardInput(dx, dy, w, g);
+    if (reluMask) expectLength("reluMask", reluMask, len.x);
+    this.addon.conv2dBackwardInput(dx, dy, w, g, reluMask);
   }
 
   conv2dBackwardWeight(
@@ -278,12 +297,19 @@ export class NativeBackend implements Backend {
     this.addon.maxPool2dForward(y, argmax, x, g);
   }
 
-  maxPool2dBackward(dx: Float32Array, dy: Float32Array, argmax: Int32Array, g: Pool2dGeometry): void {
+  maxPool2dBackward(
+    dx: Float32Array,
+    dy: Float32Array,
+    argmax: Int32Array,
+    g: Pool2dGeometry,
+    reluOut: Float32Array | null = null,
+  ): void {
     const len = checkPool(g);
     expectLength("dx", dx, len.x);
     expectLength("dy", dy, len.y);
     expectLength("argmax", argmax, len.y);
-    this.addon.maxPool2dBackward(dx, dy, argmax, g);
+    if (reluOut) expectLength("reluOut", reluOut, len.y);
+    this.addon.maxPool2dBackward(dx, dy, argmax, g, reluOut);
   }
 
   relu(y: Float32Array, x: Float32Array): void {

@@ -148,11 +148,18 @@ export class ReferenceBackend implements Backend {
 
   // The input gradient of a convolution is itself a convolution: dx = col2im(w^T dy), i.e. dy correlated
   // with the flipped kernel at stride 1 over a dilated dy. We compute it as GEMM + col2im.
-  conv2dBackwardInput(dx: Float32Array, dy: Float32Array, w: Float32Array, g: Conv2dGeometry): void {
+  conv2dBackwardInput(
+    dx: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    g: Conv2dGeometry,
+    reluMask: Float32Array | null = null,
+  ): void {
     const len = convLengths(g);
     expectLength("dx", dx, len.x);
     expectLength("dy", dy, len.y);
     expectLength("w", w, len.w);
+    if (reluMask) expectLength("reluMask", reluMask, len.x);
     const kdim = g.cIn * g.kh * g.kw;
     const plane = g.outH * g.outW;
     const cols = new Float32Array(kdim * plane);
@@ -163,6 +170,7 @@ export class ReferenceBackend implements Backend {
       gemm(cols, w, dyImg, kdim, plane, g.cOut, true, false, 0);
       col2im(dx, b * g.cIn * g.h * g.w, cols, g);
     }
+    if (reluMask) this.reluBackward(dx, dx, reluMask);
   }
 
   // dw (cOut, cIn*kh*kw) = sum over the batch of dy_b (cOut, plane) x cols_b^T.
@@ -235,17 +243,25 @@ export class ReferenceBackend implements Backend {
     }
   }
 
-  maxPool2dBackward(dx: Float32Array, dy: Float32Array, argmax: Int32Array, g: Pool2dGeometry): void {
+  maxPool2dBackward(
+    dx: Float32Array,
+    dy: Float32Array,
+    argmax: Int32Array,
+    g: Pool2dGeometry,
+    reluOut: Float32Array | null = null,
+  ): void {
     const len = poolLengths(g);
     expectLength("dx", dx, len.x);
     expectLength("dy", dy, len.y);
     expectLength("argmax", argmax, len.y);
+    if (reluOut) expectLength("reluOut", reluOut, len.y);
     dx.fill(0);
     const inPlane = g.h * g.w;
     const outPlane = g.outH * g.outW;
     for (let nc = 0; nc < g.n * g.c; nc++)
       for (let p = 0; p < outPlane; p++) {
         const idx = argmax[nc * outPlane + p];
+        if (reluOut && !(reluOut[nc * outPlane + p] > 0)) continue;
         if (idx >= 0 && idx < inPlane) dx[nc * inPlane + idx] += dy[nc * outPlane + p];
       }
   }

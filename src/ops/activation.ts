@@ -4,14 +4,38 @@ import { backend } from "../backend/index.js";
 import { defaultGenerator, type Generator } from "../rng.js";
 import { Tensor } from "../tensor.js";
 
+// ReLU's backward fused into the next op. When an op's input x is a ReLU output (of `relu` or of a conv
+// with `relu: true`), its backward kernel can apply ReLU's mask to the gradient it computes for x while
+// the data is in cache (max-pool, conv's input gradient) and mark that buffer; the ReLU's backward then
+// passes a marked gradient through instead of masking it again in a separate pass over a fresh buffer.
+// The autograd hands a returned buffer only to that input x (a sum of several gradients is a new,
+// unmarked buffer), so a mark is only ever seen by the ReLU that produced x.
+const reluMasked = new WeakSet<Float32Array>();
+
+/** Whether t is the output of a ReLU (so a consumer may fuse ReLU's backward mask into its own). */
+export function isReluOutput(t: Tensor): boolean {
+  const op = t.node?.op;
+  return op === "relu" || op === "conv2d+relu";
+}
+
+/** Records that g, the gradient for a ReLU output, already has ReLU's backward mask applied. */
+export function markReluMasked(g: Float32Array): Float32Array {
+  reluMasked.add(g);
+  return g;
+}
+
+/** ReLU's backward: dy where y > 0 else 0; a gradient marked as already masked is passed through. */
+export function reluGradient(dy: Float32Array, y: Float32Array): Float32Array {
+  if (reluMasked.has(dy)) return dy;
+  const dx = new Float32Array(dy.length);
+  backend().reluBackward(dx, dy, y);
+  return dx;
+}
+
 export function relu(x: Tensor): Tensor {
   const y = new Float32Array(x.size);
   backend().relu(y, x.data);
-  return record(new Tensor(y, x.shape), "relu", [x], (dy) => {
-    const dx = new Float32Array(dy.length);
-    backend().reluBackward(dx, dy, y);
-    return [dx];
-  });
+  return record(new Tensor(y, x.shape), "relu", [x], (dy) => [reluGradient(dy, y)]);
 }
 
 /**

@@ -7,6 +7,7 @@ import { record } from "../autograd.js";
 import type { Conv2dGeometry } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
 import { formatShape, Tensor } from "../tensor.js";
+import { isReluOutput, markReluMasked, reluGradient } from "./activation.js";
 import { type Pair, pair } from "./util.js";
 
 export interface Conv2dOptions {
@@ -65,14 +66,13 @@ export function conv2d(
   backend().conv2dForward(y, x.data, weight.data, bias ? bias.data : null, g, relu);
   const out = new Tensor(y, [g.n, g.cOut, g.outH, g.outW]);
   const inputs = bias ? [x, weight, bias] : [x, weight];
+  // When x is itself a ReLU output, that ReLU's backward is fused into the input gradient (see activation.ts).
+  const reluMask = isReluOutput(x) ? x.data : null;
   return record(out, relu ? "conv2d+relu" : "conv2d", inputs, (gradOut) => {
-    let dy = gradOut;
-    if (relu) {
-      dy = new Float32Array(gradOut.length);
-      backend().reluBackward(dy, gradOut, y);
-    }
+    const dy = relu ? reluGradient(gradOut, y) : gradOut;
     const dx = x.requiresGrad ? new Float32Array(x.size) : null;
-    if (dx) backend().conv2dBackwardInput(dx, dy, weight.data, g);
+    if (dx) backend().conv2dBackwardInput(dx, dy, weight.data, g, reluMask);
+    if (dx && reluMask) markReluMasked(dx);
     let dw: Float32Array | null = null;
     let db: Float32Array | null = null;
     if (weight.requiresGrad || bias?.requiresGrad) {

@@ -3,6 +3,7 @@ import { record } from "../autograd.js";
 import type { Pool2dGeometry } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
 import { formatShape, Tensor } from "../tensor.js";
+import { isReluOutput, markReluMasked } from "./activation.js";
 import { expectNdim, type Pair, pair } from "./util.js";
 
 export interface MaxPool2dOptions {
@@ -41,10 +42,13 @@ export function maxPool2d(x: Tensor, options: MaxPool2dOptions): Tensor {
   const y = new Float32Array(size);
   const argmax = new Int32Array(size);
   backend().maxPool2dForward(y, argmax, x.data, g);
+  // When x is a ReLU output, that ReLU's backward is fused into the scatter (see activation.ts): the value
+  // at a window's argmax is the window's max, so the mask there is y > 0.
+  const reluOut = isReluOutput(x) ? y : null;
   return record(new Tensor(y, [g.n, g.c, g.outH, g.outW]), "max_pool2d", [x], (dy) => {
     const dx = new Float32Array(x.size);
-    backend().maxPool2dBackward(dx, dy, argmax, g);
-    return [dx];
+    backend().maxPool2dBackward(dx, dy, argmax, g, reluOut);
+    return [reluOut ? markReluMasked(dx) : dx];
   });
 }
 
