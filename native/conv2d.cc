@@ -231,6 +231,22 @@ void small_kdim_weight_grad(float* dw, const float* dyb, const float* xb, const 
   }
 }
 
+// Sum of p[0, len) in a fixed order that vectorises without -ffast-math: 32 running lane sums (4 vectors,
+// so the adds pipeline), combined pairwise, then the tail. A plain scalar loop is latency-bound (one add
+// per 4 cycles) and took 40% of the first layer's weight-gradient time.
+float sum_lanes(const float* p, int64_t len) {
+  constexpr int kLanes = 32;
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes)
+    for (int l = 0; l < kLanes; l++) lanes[l] += p[i + l];
+  for (int width = kLanes / 2; width >= 1; width /= 2)
+    for (int l = 0; l < width; l++) lanes[l] += lanes[l + width];
+  float sum = lanes[0];
+  for (; i < len; i++) sum += p[i];
+  return sum;
+}
+
 // True when splitting the batch over the threads keeps them evenly busy.
 bool split_over_batch(int64_t n) {
   const int nth = num_threads();
@@ -496,12 +512,7 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
           split_range(s.c_out, ith, nth, 16, &c0, &c1);
           for (int64_t co = c0; co < c1; co++) {
             double sum = 0.0;
-            for (int64_t b = 0; b < s.n; b++) {
-              const float* row = dy + (b * s.c_out + co) * plane;
-              float part = 0.0f;
-              for (int64_t p = 0; p < plane; p++) part += row[p];
-              sum += part;
-            }
+            for (int64_t b = 0; b < s.n; b++) sum += sum_lanes(dy + (b * s.c_out + co) * plane, plane);
             db[co] = static_cast<float>(sum);
           }
         },
