@@ -35,12 +35,19 @@ export function decodeImage(bytes: Uint8Array, name = "image"): RgbImage {
   if (!isPng && !isJpeg) throw new Error(`${name}: not a PNG or JPEG image (unrecognised file signature)`);
   try {
     if (isPng) {
-      // Check the declared size before pngjs allocates for it.
+      // Check the declared size before pngjs allocates for it. A zero side must be refused too: 0 x 2^32-1
+      // passes the product check, yet pngjs allocates per declared row (4 GB).
       const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      if (bytes.length >= 24 && view.getUint32(16) * view.getUint32(20) > MAX_PIXELS)
-        throw new Error(
-          `the image is ${view.getUint32(16)}x${view.getUint32(20)}, more than ${MAX_PIXELS / 1e6} megapixels`,
-        );
+      if (bytes.length >= 24) {
+        const width = view.getUint32(16);
+        const height = view.getUint32(20);
+        if (width === 0 || height === 0)
+          throw new Error(
+            `expected a width and height of at least 1 pixel but the header declares ${width}x${height}`,
+          );
+        if (width * height > MAX_PIXELS)
+          throw new Error(`the image is ${width}x${height}, more than ${MAX_PIXELS / 1e6} megapixels`);
+      }
       const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       return fromRgba(png.data, png.width, png.height);
     }
