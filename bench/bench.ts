@@ -155,7 +155,8 @@ for (const { name, g } of convs) {
     name,
     shape: `${g.cIn}->${g.cOut} @${g.h}`,
     fwd: time(() => be.conv2dForward(y, x, w, bias, g, true)),
-    bwdIn: time(() => be.conv2dBackwardInput(dx, dy, w, g)),
+    // A block's second conv reads the first one's ReLU output, so that ReLU's backward is fused in here.
+    bwdIn: time(() => be.conv2dBackwardInput(dx, dy, w, g, name.endsWith(".1") ? null : x)),
     bwdW: time(() => be.conv2dBackwardWeight(dw, db, dy, x, g)),
     flops: 2 * g.n * g.cOut * g.outH * g.outW * g.cIn * g.kh * g.kw,
     kernel: `${short(be.convKernel(g, "forward"))}/${short(be.convKernel(g, "backward"))}`,
@@ -168,9 +169,8 @@ for (const { name, g } of pools) {
   const argmax = new Int32Array(y.length);
   const dx = new Float32Array(x.length);
   other.push({ name: `${name} fwd`, s: time(() => be.maxPool2dForward(y, argmax, x, g)) });
-  other.push({ name: `${name} bwd`, s: time(() => be.maxPool2dBackward(dx, y, argmax, g)) });
-  // The ReLU mask of the conv before the pool, applied to the gradient in the backward pass.
-  other.push({ name: `${name} relu-bwd`, s: time(() => be.reluBackward(dx, dx, x)) });
+  // The backward applies the ReLU mask of the conv before the pool (fused, as in a training step).
+  other.push({ name: `${name} bwd`, s: time(() => be.maxPool2dBackward(dx, y, argmax, g, y)) });
 }
 linears.forEach(([inF, outF], i) => {
   const x = randn(batch * inF);
@@ -267,7 +267,7 @@ for (const r of rows) {
 }
 for (const o of other) total += o.s;
 const otherMs = other.map((o) => `${o.name} ${(o.s * 1e3).toFixed(2)}`).join(", ");
-console.log(`\npool/relu: ${otherMs} ms`);
+console.log(`\npool (backward with the ReLU mask fused): ${otherMs} ms`);
 console.log(
   `sum of the step's kernels: ${(total * 1e3).toFixed(1)} ms for ${batch} images = ${fmt(batch / total, 1)} images/s, ` +
     `${fmt(gflops(totalFlops, total), 1)} GFLOP/s over the conv+fc FLOPs`,
