@@ -12,6 +12,13 @@ import { PNG } from "pngjs";
 import { buildWeb } from "../scripts/build-web.js";
 import { loadFashionMnist } from "../src/data/fashion-mnist.js";
 
+/** Screenshots go to docs/ (the README's pictures) only when VGG_SCREENSHOTS=1, else to a temp folder. */
+function screenshotPath(name: string): string {
+  return process.env.VGG_SCREENSHOTS === "1"
+    ? join("docs", name)
+    : join(mkdtempSync(join(tmpdir(), "vgg-shot-")), name);
+}
+
 const CHROMIUM = "/usr/bin/chromium";
 const skip = existsSync(CHROMIUM) ? false : `needs ${CHROMIUM} (apt-get install -y chromium)`;
 const TINY = ["--arch", "1x8,1x16", "--ratio", "1", "--resize", "28", "--classifier-width", "32"];
@@ -152,7 +159,7 @@ test("the live dashboard shows the curves growing as training advances", { skip 
   assert.match(final.speed, /^\d+(\.\d)?$/);
   assert.match((await page.textContent("#config")) ?? "", /limitTrain6144/);
   assert.match((await page.textContent("#summary")) ?? "", /Conv2d\(8, 16/);
-  await page.screenshot({ path: "docs/dashboard.png", fullPage: true });
+  await page.screenshot({ path: screenshotPath("dashboard.png"), fullPage: true });
   await page.close();
 });
 
@@ -239,7 +246,7 @@ test("the classifier page gives the same top-1 as vgg predict, in the browser", 
       assert.ok(Math.abs(got[k].probability - expected[i].top[k].probability) < 1e-4);
   }
   assert.equal((await page.$$("#top5 li")).length, 5);
-  await page.screenshot({ path: "docs/classifier.png", fullPage: true });
+  await page.screenshot({ path: screenshotPath("classifier.png"), fullPage: true });
 
   // Bad uploads: a message on the page, never a broken page.
   const bad = [
