@@ -17,7 +17,6 @@
 #include "pool.h"
 #include "sgd.h"
 #include "threadpool.h"
-#include "workspace.h"
 
 namespace {
 
@@ -87,18 +86,6 @@ float* f32(const Napi::Value& v, const char* name, int64_t length) {
 }
 int32_t* i32(const Napi::Value& v, const char* name, int64_t length) {
   return typed<int32_t, napi_int32_array>(v, name, "Int32Array", length);
-}
-// An output Float32Array (or Int32Array) of the given length, which the kernel writes in full: large ones
-// are advised to use huge pages before their first write (see workspace.h).
-float* f32_out(const Napi::Value& v, const char* name, int64_t length) {
-  float* p = f32(v, name, length);
-  vgg::advise_huge_pages(p, static_cast<size_t>(length) * sizeof(float));
-  return p;
-}
-int32_t* i32_out(const Napi::Value& v, const char* name, int64_t length) {
-  int32_t* p = i32(v, name, length);
-  vgg::advise_huge_pages(p, static_cast<size_t>(length) * sizeof(int32_t));
-  return p;
 }
 // A Float32Array of the given length, or null.
 float* f32_or_null(const Napi::Value& v, const char* name, int64_t length) {
@@ -174,7 +161,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   const bool ta = bool_arg(info[6], "transA"), tb = bool_arg(info[7], "transB");
   const double beta = number_arg(info[8], "beta");
   if (beta != 0.0 && beta != 1.0) range_error(env, "Expected beta to be 0 or 1 but received " + num(beta));
-  float* c = f32_out(info[0], "C", checked_mul(env, "C", {m, n}));
+  float* c = f32(info[0], "C", checked_mul(env, "C", {m, n}));
   const float* a = f32(info[1], "A", checked_mul(env, "A", {m, k}));
   const float* b = f32(info[2], "B", checked_mul(env, "B", {k, n}));
   vgg::sgemm(c, n, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, static_cast<float>(beta));
@@ -185,7 +172,7 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   expect_args(info, 6);
   const ConvShape s = conv_shape(info[4]);
   const ConvLengths l = conv_lengths(info.Env(), s);
-  float* y = f32_out(info[0], "y", l.y);
+  float* y = f32(info[0], "y", l.y);
   const float* x = f32(info[1], "x", l.x);
   const float* w = f32(info[2], "w", l.w);
   const float* bias = f32_or_null(info[3], "bias", s.c_out);
@@ -198,7 +185,7 @@ Napi::Value Conv2dBackwardInput(const Napi::CallbackInfo& info) {
   expect_args(info, 5);
   const ConvShape s = conv_shape(info[3]);
   const ConvLengths l = conv_lengths(info.Env(), s);
-  float* dx = f32_out(info[0], "dx", l.x);
+  float* dx = f32(info[0], "dx", l.x);
   const float* dy = f32(info[1], "dy", l.y);
   const float* w = f32(info[2], "w", l.w);
   const float* relu_x = f32_or_null(info[4], "reluMask", l.x);
@@ -210,7 +197,7 @@ Napi::Value Conv2dBackwardWeight(const Napi::CallbackInfo& info) {
   expect_args(info, 5);
   const ConvShape s = conv_shape(info[4]);
   const ConvLengths l = conv_lengths(info.Env(), s);
-  float* dw = f32_out(info[0], "dw", l.w);
+  float* dw = f32(info[0], "dw", l.w);
   float* db = f32_or_null(info[1], "db", s.c_out);
   const float* dy = f32(info[2], "dy", l.y);
   const float* x = f32(info[3], "x", l.x);
@@ -225,8 +212,8 @@ Napi::Value MaxPool2dForward(const Napi::CallbackInfo& info) {
   const int64_t y_len = checked_mul(env, "y", {s.n, s.c, s.out_h, s.out_w});
   if (checked_mul(env, "x", {s.h, s.w}) > INT32_MAX)
     range_error(env, "Expected h * w to fit an Int32Array index but received " + std::to_string(s.h * s.w));
-  float* y = f32_out(info[0], "y", y_len);
-  int32_t* argmax = i32_out(info[1], "argmax", y_len);
+  float* y = f32(info[0], "y", y_len);
+  int32_t* argmax = i32(info[1], "argmax", y_len);
   const float* x = f32(info[2], "x", checked_mul(env, "x", {s.n, s.c, s.h, s.w}));
   vgg::max_pool2d_forward(y, argmax, x, s);
   return env.Undefined();
@@ -237,7 +224,7 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const PoolShape s = pool_shape(info[3]);
   const int64_t y_len = checked_mul(env, "dy", {s.n, s.c, s.out_h, s.out_w});
-  float* dx = f32_out(info[0], "dx", checked_mul(env, "dx", {s.n, s.c, s.h, s.w}));
+  float* dx = f32(info[0], "dx", checked_mul(env, "dx", {s.n, s.c, s.h, s.w}));
   const float* dy = f32(info[1], "dy", y_len);
   const int32_t* argmax = i32(info[2], "argmax", y_len);
   const float* relu_y = f32_or_null(info[4], "reluOut", y_len);
@@ -248,7 +235,7 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
 Napi::Value Relu(const Napi::CallbackInfo& info) {
   expect_args(info, 2);
   auto x = f32_any(info[1], "x");
-  float* y = f32_out(info[0], "y", x.ElementLength());
+  float* y = f32(info[0], "y", x.ElementLength());
   vgg::relu_forward(y, x.Data(), x.ElementLength());
   return info.Env().Undefined();
 }
@@ -257,7 +244,7 @@ Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
   expect_args(info, 3);
   auto y = f32_any(info[2], "y");
   const int64_t len = y.ElementLength();
-  float* dx = f32_out(info[0], "dx", len);
+  float* dx = f32(info[0], "dx", len);
   const float* dy = f32(info[1], "dy", len);
   vgg::relu_backward(dx, dy, y.Data(), len);
   return info.Env().Undefined();
@@ -267,7 +254,7 @@ Napi::Value Mul(const Napi::CallbackInfo& info) {
   expect_args(info, 3);
   auto x = f32_any(info[1], "x");
   const int64_t len = x.ElementLength();
-  float* y = f32_out(info[0], "y", len);
+  float* y = f32(info[0], "y", len);
   const float* mask = f32(info[2], "mask", len);
   vgg::mul(y, x.Data(), mask, len);
   return info.Env().Undefined();
@@ -285,7 +272,7 @@ Napi::Value AddRowBias(const Napi::CallbackInfo& info) {
   expect_args(info, 4);
   Napi::Env env = info.Env();
   const int64_t rows = size_arg(info[2], "rows"), cols = size_arg(info[3], "cols");
-  float* y = f32_out(info[0], "y", checked_mul(env, "y", {rows, cols}));
+  float* y = f32(info[0], "y", checked_mul(env, "y", {rows, cols}));
   const float* bias = f32(info[1], "bias", cols);
   vgg::add_row_bias(y, bias, rows, cols);
   return env.Undefined();
@@ -296,7 +283,7 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t n = size_arg(info[3], "n"), c = size_arg(info[4], "c");
   const int64_t len = checked_mul(env, "logits", {n, c});
-  float* dlogits = f32_out(info[0], "dlogits", len);
+  float* dlogits = f32(info[0], "dlogits", len);
   const float* logits = f32(info[1], "logits", len);
   const int32_t* targets = i32(info[2], "targets", n);
   for (int64_t i = 0; i < n; i++)
@@ -312,7 +299,7 @@ Napi::Value BatchNormForwardTrain(const Napi::CallbackInfo& info) {
   const double eps = number_arg(info[9], "eps");
   if (!(eps >= 0.0)) range_error(env, "Expected eps >= 0 but received " + num(eps));
   const int64_t len = checked_mul(env, "x", {n, c, hw});
-  float* y = f32_out(info[0], "y", len);
+  float* y = f32(info[0], "y", len);
   float* mean = f32(info[1], "saveMean", c);
   float* inv_std = f32(info[2], "saveInvStd", c);
   const float* x = f32(info[3], "x", len);
@@ -327,7 +314,7 @@ Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t n = size_arg(info[8], "n"), c = size_arg(info[9], "c"), hw = size_arg(info[10], "hw");
   const int64_t len = checked_mul(env, "x", {n, c, hw});
-  float* dx = f32_out(info[0], "dx", len);
+  float* dx = f32(info[0], "dx", len);
   float* dgamma = f32(info[1], "dgamma", c);
   float* dbeta = f32(info[2], "dbeta", c);
   const float* dy = f32(info[3], "dy", len);
