@@ -128,7 +128,39 @@ export function resolveConfig(convArch: ConvArch, options: VggOptions = {}): Vgg
   const minSize = 2 ** convArch.length;
   if (!Number.isInteger(cfg.inputSize) || cfg.inputSize < minSize)
     throw bad(`inputSize to be an integer >= ${minSize} (one halving per block)`, cfg.inputSize);
+  checkModelSize(cfg);
   return cfg;
+}
+
+/** The largest tensor a Float32Array can hold here, and the most parameter memory a model may take. */
+export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+export const MAX_MODEL_BYTES = 16 * 2 ** 30;
+
+/** Refuses, before allocating anything, a configuration whose parameters cannot fit in memory. */
+function checkModelSize(cfg: VggConfig): void {
+  let inC = cfg.inChannels;
+  const sizes: [string, number][] = [];
+  for (const [n, c] of cfg.convArch) {
+    for (let i = 0; i < n; i++) {
+      sizes.push([`Conv2d(${inC}, ${c})`, c * inC * 9 + c]);
+      inC = c;
+    }
+  }
+  const s = cfg.layout === "torchvision" ? 7 : featureSize(cfg.inputSize, cfg.convArch.length);
+  const w = cfg.classifierWidth;
+  sizes.push(
+    [`Linear(${inC * s * s}, ${w})`, inC * s * s * w],
+    [`Linear(${w}, ${w})`, w * w],
+    [`Linear(${w}, ${cfg.numClasses})`, w * cfg.numClasses],
+  );
+  const [name, largest] = sizes.reduce((a, b) => (b[1] > a[1] ? b : a));
+  const total = sizes.reduce((t, [, n]) => t + n, 0);
+  if (largest > MAX_TENSOR_ELEMENTS || total * 4 > MAX_MODEL_BYTES)
+    throw new RangeError(
+      `Expected a model whose parameters fit in memory (at most ${MAX_MODEL_BYTES / 2 ** 30} GiB, ${MAX_TENSOR_ELEMENTS} values per tensor) ` +
+        `but this configuration needs ${(total / 1e9).toFixed(2)} billion parameters (${name} alone has ${largest.toLocaleString("en-US")}); ` +
+        "hint: use a smaller inputSize (the classifier grows with its square), classifierWidth or channel counts",
+    );
 }
 
 /** Spatial size after the blocks: each 2x2/stride-2 max-pool halves (flooring) the size. */
