@@ -41,9 +41,10 @@ void valid_cols(int64_t kj, int64_t stride, int64_t pad, int64_t w, int64_t out_
   *ox1 = std::max(*ox0, std::min(b, out_w));
 }
 
-// cols rows for channels [c0, c1): cols is (cIn*kh*kw, outH*outW); x is one image (cIn, h, w).
-void im2col(float* cols, const float* x, const ConvShape& s, int64_t c0, int64_t c1) {
-  const int64_t plane = plane_of(s);
+// cols rows for channels [c0, c1): cols is (cIn*kh*kw, outH*outW) with row stride ld (plane unless the
+// images of a batch sit side by side); x is one image (cIn, h, w).
+void im2col(float* cols, const float* x, const ConvShape& s, int64_t c0, int64_t c1, int64_t ld) {
+  const int64_t plane = ld;
   for (int64_t ci = c0; ci < c1; ci++)
     for (int64_t ki = 0; ki < s.kh; ki++)
       for (int64_t kj = 0; kj < s.kw; kj++) {
@@ -69,9 +70,9 @@ void im2col(float* cols, const float* x, const ConvShape& s, int64_t c0, int64_t
       }
 }
 
-// dx channels [c0, c1) of one image (cIn, h, w) = col2im(cols); dx is overwritten.
-void col2im(float* dx, const float* cols, const ConvShape& s, int64_t c0, int64_t c1) {
-  const int64_t plane = plane_of(s);
+// dx channels [c0, c1) of one image (cIn, h, w) = col2im(cols), cols with row stride ld; dx is overwritten.
+void col2im(float* dx, const float* cols, const ConvShape& s, int64_t c0, int64_t c1, int64_t ld) {
+  const int64_t plane = ld;
   std::memset(dx + c0 * s.h * s.w, 0, (c1 - c0) * s.h * s.w * sizeof(float));
   for (int64_t ci = c0; ci < c1; ci++)
     for (int64_t ki = 0; ki < s.kh; ki++)
@@ -265,10 +266,98 @@ void parallel_channels(int64_t c_in, F&& f) {
       c_in);
 }
 
+// dx[i] = 0 where x[i] is not > 0, over [begin, end): ReLU's backward when x is a ReLU output.
+void mask_by_relu(float* dx, const float* x, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; i++) dx[i] = x[i] > 0.0f ? dx[i] : 0.0f;
+}
+
+// ---- Small planes: the whole batch as one GEMM. ----
+// With a few output pixels per image (the 2x2 and 4x4 maps of a 32x32 input) one image's GEMM has too
+// few columns to fill the 16-wide panels, so the images' im2col matrices go side by side into one
+// (kdim, n*plane) matrix and each pass is one threaded GEMM over the whole batch (K is never split, so
+// the sums keep a fixed order). Layout changes between (n, c, plane) and (c, n*plane) are plain copies.
+// At 8x8 and up the per-image paths measured as fast or faster (Winograd from 14x14).
+constexpr int64_t kBatchedMaxPlane = 32;
+constexpr int64_t kBatchedMaxFloats = int64_t{1} << 25;  // per workspace (128 MiB)
+
+bool batched_small_planes(const ConvShape& s) {
+  const int64_t cols = s.n * plane_of(s);
+  return s.n > 1 && plane_of(s) <= kBatchedMaxPlane && kdim_of(s) * cols <= kBatchedMaxFloats &&
+         s.c_out * cols <= kBatchedMaxFloats;
+}
+
+// cols (kdim, n*plane) = the im2col matrices of all images, image b in columns [b*plane, (b+1)*plane).
+void im2col_batch(float* cols, const float* x, const ConvShape& s) {
+  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w;
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t b0, b1;
+        split_range(s.n, ith, nth, 1, &b0, &b1);
+        for (int64_t b = b0; b < b1; b++) im2col(cols + b * plane, x + b * x_size, s, 0, s.c_in, s.n * plane);
+      },
+      s.n);
+}
+
+// Copies between images (n, c, plane) and one matrix (c, n*plane): one plane-long row per image and channel.
+template <bool kToImages>
+void relayout(float* dst, const float* src, int64_t n, int64_t c, int64_t plane) {
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t b0, b1;
+        split_range(n, ith, nth, 1, &b0, &b1);
+        for (int64_t b = b0; b < b1; b++)
+          for (int64_t ch = 0; ch < c; ch++) {
+            const int64_t image_at = (b * c + ch) * plane, matrix_at = ch * n * plane + b * plane;
+            std::memcpy(dst + (kToImages ? image_at : matrix_at), src + (kToImages ? matrix_at : image_at),
+                        plane * sizeof(float));
+          }
+      },
+      n);
+}
+
+void batched_forward(float* y, const float* x, const float* w, const ConvShape& s, GemmEpilogue ep) {
+  const int64_t cols_n = s.n * plane_of(s);
+  float* cols = thread_scratch(0, kdim_of(s) * cols_n);
+  float* out = thread_scratch(1, s.c_out * cols_n);
+  im2col_batch(cols, x, s);
+  sgemm(out, cols_n, w, kdim_of(s), cols, cols_n, s.c_out, cols_n, kdim_of(s), false, false, 0.0f, ep);
+  relayout<true>(y, out, s.n, s.c_out, plane_of(s));
+}
+
+void batched_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s) {
+  const int64_t plane = plane_of(s), cols_n = s.n * plane, x_size = s.c_in * s.h * s.w;
+  float* grads = thread_scratch(1, s.c_out * cols_n);
+  float* cols = thread_scratch(0, kdim_of(s) * cols_n);
+  relayout<false>(grads, dy, s.n, s.c_out, plane);
+  sgemm(cols, cols_n, w, kdim_of(s), grads, cols_n, kdim_of(s), cols_n, s.c_out, true, false, 0.0f);
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t b0, b1;
+        split_range(s.n, ith, nth, 1, &b0, &b1);
+        for (int64_t b = b0; b < b1; b++) {
+          col2im(dx + b * x_size, cols + b * plane, s, 0, s.c_in, cols_n);
+          if (relu_x) mask_by_relu(dx + b * x_size, relu_x + b * x_size, 0, x_size);
+        }
+      },
+      s.n);
+}
+
+void batched_backward_weight(float* dw, const float* dy, const float* x, const ConvShape& s) {
+  const int64_t cols_n = s.n * plane_of(s);
+  float* cols = thread_scratch(0, kdim_of(s) * cols_n);
+  float* grads = thread_scratch(1, s.c_out * cols_n);
+  im2col_batch(cols, x, s);
+  relayout<false>(grads, dy, s.n, s.c_out, plane_of(s));
+  sgemm(dw, kdim_of(s), grads, cols_n, cols, cols_n, s.c_out, kdim_of(s), cols_n, false, true, 0.0f);
+}
+
 // ---- Algorithm choice: Winograd or im2col + GEMM, timed once per machine, shape and pass. ----
 // The measurement is recorded in the kernel cache file, so every later process on this machine (same CPU,
 // ISA and thread count) computes with the same kernels and gets bit-identical results.
 std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
+
+// The whole-batch GEMM for small planes, unless Winograd is forced (tests compare the algorithms).
+bool use_batched(const ConvShape& s) { return g_algorithm != ConvAlgorithm::Winograd && batched_small_planes(s); }
 
 std::string key_of(const ConvShape& s, bool backward) {
   char shape[160];
@@ -333,6 +422,7 @@ bool winograd_backward_applies(const ConvShape& s) {
 void set_conv_algorithm(ConvAlgorithm a) { g_algorithm = a; }
 
 const char* conv_kernel_name(const ConvShape& s, bool backward) {
+  if (use_batched(s)) return "im2col+gemm (batch)";
   if (!backward && is_pointwise(s)) return "gemm (1x1)";
   // The input gradient of one image at a time (uneven batches) always runs as GEMM + col2im.
   const bool applies = backward ? winograd_backward_applies(s) && split_over_batch(s.n) : winograd_applies(s);
@@ -347,6 +437,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
   const GemmEpilogue ep{bias, relu};
+  if (use_batched(s)) return batched_forward(y, x, w, s, ep);
   if (split_over_batch(s.n)) {
     const ImageB first{x, &s};
     float* u = nullptr;
@@ -382,7 +473,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
   auto direct = [&](int64_t b) {
     const float* xb = x + b * x_size;
-    if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { im2col(cols, xb, s, c0, c1); });
+    if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { im2col(cols, xb, s, c0, c1, plane); });
     sgemm(y + b * s.c_out * plane, plane, w, kdim, pointwise ? xb : cols, plane, s.c_out, plane, kdim, false, false,
           0.0f, ep);
   };
@@ -404,14 +495,10 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   }
 }
 
-// dx[i] = 0 where x[i] is not > 0, over [begin, end): ReLU's backward when x is a ReLU output.
-void mask_by_relu(float* dx, const float* x, int64_t begin, int64_t end) {
-  for (int64_t i = begin; i < end; i++) dx[i] = x[i] > 0.0f ? dx[i] : 0.0f;
-}
-
 void conv2d_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
+  if (use_batched(s)) return batched_backward_input(dx, dy, w, relu_x, s);
   if (split_over_batch(s.n)) {
     float* u = nullptr;
     const ConvShape st = transposed_shape(s);
@@ -422,7 +509,7 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
           s, true,
           [&] {
             sgemm_serial(cols0, plane, w, kdim, dy, plane, kdim, plane, s.c_out, true, false, 0.0f);
-            col2im(dx, cols0, s, 0, s.c_in);
+            col2im(dx, cols0, s, 0, s.c_in, plane);
           },
           [&] { winograd_forward_image(dx, dy, u, nullptr, st, false); });
       if (!wino) u = nullptr;
@@ -437,7 +524,7 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
             } else {
               sgemm_serial(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane,
                            s.c_out, true, false, 0.0f);
-              if (!pointwise) col2im(dxb, cols, s, 0, s.c_in);
+              if (!pointwise) col2im(dxb, cols, s, 0, s.c_in, plane);
             }
             if (relu_x) mask_by_relu(dxb, relu_x + b * x_size, 0, x_size);
           }
@@ -452,7 +539,7 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
           0.0f);
     const float* xb = relu_x ? relu_x + b * x_size : nullptr;
     parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) {
-      if (!pointwise) col2im(dxb, cols, s, c0, c1);
+      if (!pointwise) col2im(dxb, cols, s, c0, c1, plane);
       if (xb) mask_by_relu(dxb, xb, c0 * s.h * s.w, c1 * s.h * s.w);
     });
   }
@@ -462,7 +549,9 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const int64_t w_size = s.c_out * kdim;
   const bool pointwise = is_pointwise(s);
-  if (split_over_batch(s.n)) {
+  if (use_batched(s)) {
+    batched_backward_weight(dw, dy, x, s);
+  } else if (split_over_batch(s.n)) {
     // Thread 0 accumulates into dw, the others into private partial sums, then all add them up.
     float* partial[256] = {};
     parallel_run(
@@ -500,7 +589,7 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
     if (s.n == 0) std::memset(dw, 0, w_size * sizeof(float));
     for (int64_t b = 0; b < s.n; b++) {
       const float* xb = x + b * x_size;
-      if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { im2col(cols, xb, s, c0, c1); });
+      if (!pointwise) parallel_channels(s.c_in, [&](int64_t c0, int64_t c1) { im2col(cols, xb, s, c0, c1, plane); });
       sgemm(dw, kdim, dy + b * s.c_out * plane, plane, pointwise ? xb : cols, plane, s.c_out, kdim, plane, false, true,
             b == 0 ? 0.0f : 1.0f);
     }

@@ -206,6 +206,27 @@ test("conv2d forward (bias, ReLU) and both gradients match the reference on rand
   native.setNumThreads(2);
 });
 
+test("small planes run as one GEMM over the whole batch and match the reference", () => {
+  const cases = [
+    convGeometry(5, 7, 4, 4, 9, 3, 1, 1),
+    convGeometry(3, 130, 2, 2, 20, 3, 1, 1),
+    convGeometry(4, 6, 5, 5, 5, 3, 1, 1),
+    convGeometry(6, 9, 3, 5, 4, 1, 1, 0),
+    convGeometry(2, 3, 9, 9, 4, 3, 2, 1),
+  ];
+  for (const threads of [2, 3, 1]) {
+    native.setNumThreads(threads);
+    for (const g of cases) {
+      assert.equal(native.convKernel(g, "forward"), "im2col+gemm (batch)");
+      checkConv(g);
+    }
+  }
+  native.setNumThreads(2);
+  // One image, or more than 32 output pixels: the per-image paths.
+  assert.notEqual(native.convKernel(convGeometry(1, 7, 4, 4, 9, 3, 1, 1), "forward"), "im2col+gemm (batch)");
+  assert.notEqual(native.convKernel(convGeometry(4, 7, 9, 9, 9, 3, 1, 1), "forward"), "im2col+gemm (batch)");
+});
+
 test("Winograd F(2x2,3x3) forward and input gradient match the reference (padding 0/1/2, odd sizes)", () => {
   const cases = [
     convGeometry(2, 3, 9, 7, 5, 3, 1, 1),
@@ -228,10 +249,12 @@ test("Winograd F(2x2,3x3) forward and input gradient match the reference (paddin
         checkConv(g);
         const kernel = native.convKernel(g, "forward");
         if (algorithm === "winograd") assert.equal(kernel, "winograd F(2x2,3x3)");
-        else assert.ok(["winograd F(2x2,3x3)", "im2col+gemm"].includes(kernel), kernel);
+        else
+          assert.ok(["winograd F(2x2,3x3)", "im2col+gemm", "im2col+gemm (batch)"].includes(kernel), kernel);
       }
     }
     // Shapes Winograd does not cover fall back to im2col + GEMM even when it is forced.
+    native.setConvAlgorithm("winograd");
     const strided = convGeometry(2, 3, 9, 9, 4, 3, 2, 1);
     assert.equal(native.convKernel(strided, "forward"), "im2col+gemm");
     checkConv(strided);
