@@ -9,7 +9,7 @@ import { type BackendName, backend, setBackend, setNumThreads } from "../backend
 import { type FashionMnist, loadFashionMnist } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
 import { writeFileAtomic } from "../io/atomic.js";
-import { parseArch, type VggModel, vgg } from "../models/vgg.js";
+import { parseArch, type VggModel, vgg, vggFromConfig } from "../models/vgg.js";
 import * as init from "../nn/init.js";
 import { Conv2d, Linear } from "../nn/layers.js";
 import { SGD } from "../optim/sgd.js";
@@ -221,10 +221,7 @@ export async function runTrain(
     );
   const options = { ...vggOptions({ ...flags, numClasses, inputSize: flags.resize }) };
   manualSeed(flags.seed);
-  const model = resumed
-    ? vgg(resumed.config.convArch, { ...resumed.config, widthRatio: 1 })
-    : vgg(parseArch(flags.arch), options);
-  if (resumed) model.config.widthRatio = resumed.config.widthRatio;
+  const model = resumed ? vggFromConfig(resumed.config) : vgg(parseArch(flags.arch), options);
   const numParams = model.parameters().reduce((s, p) => s + p.size, 0);
   prepareOutDir(flags.out, numParams * 4 * 4);
   if (!resumed) applyInit(model, flags.init);

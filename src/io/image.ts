@@ -16,7 +16,8 @@ export interface RgbImage {
   data: Float32Array;
 }
 
-function fromRgba(rgba: Uint8Array, width: number, height: number): RgbImage {
+/** RGBA bytes (as decoders and canvases return them) to planar RGB in [0, 1], transparent areas over black. */
+export function rgbaToImage(rgba: Uint8Array | Uint8ClampedArray, width: number, height: number): RgbImage {
   const plane = width * height;
   const data = new Float32Array(3 * plane);
   for (let i = 0; i < plane; i++) {
@@ -49,7 +50,7 @@ export function decodeImage(bytes: Uint8Array, name = "image"): RgbImage {
           throw new Error(`the image is ${width}x${height}, more than ${MAX_PIXELS / 1e6} megapixels`);
       }
       const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-      return fromRgba(png.data, png.width, png.height);
+      return rgbaToImage(png.data, png.width, png.height);
     }
     const img = jpeg.decode(bytes, {
       useTArray: true,
@@ -57,7 +58,7 @@ export function decodeImage(bytes: Uint8Array, name = "image"): RgbImage {
       maxResolutionInMP: MAX_PIXELS / 1e6,
       maxMemoryUsageInMB: 1024,
     });
-    return fromRgba(img.data, img.width, img.height);
+    return rgbaToImage(img.data, img.width, img.height);
   } catch (e) {
     throw new Error(`${name}: cannot decode the ${isPng ? "PNG" : "JPEG"} image: ${(e as Error).message}`);
   }

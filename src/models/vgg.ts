@@ -343,6 +343,16 @@ export function vgg(convArch: ConvArch, options: VggOptions = {}): VggModel {
   return cfg.layout === "torchvision" ? new VGGTorchvision(cfg) : new VGG(cfg);
 }
 
+/**
+ * Rebuilds a model from a stored configuration (a checkpoint's metadata), whose convArch already has the
+ * width ratio applied; the ratio is kept in the config for the record.
+ */
+export function vggFromConfig(config: VggConfig): VggModel {
+  const model = vgg(config.convArch, { ...config, widthRatio: 1 });
+  model.config.widthRatio = config.widthRatio;
+  return model;
+}
+
 /** A named architecture: vgg11, vgg13, vgg16 or vgg19 (torchvision defaults: 3 channels, 1000 classes, its layout). */
 export function vggNamed(name: VggName, options: VggOptions = {}): VggModel {
   if (!(name in vggArchs))

@@ -10,6 +10,7 @@ import {
   type VggModel,
   type VggOptions,
   vgg,
+  vggFromConfig,
 } from "../models/vgg.js";
 import type { Module } from "../nn/module.js";
 import type { SGD } from "../optim/sgd.js";
@@ -57,8 +58,7 @@ export function loadModel(
   const stored = metadata[CONFIG_KEY];
   if (stored) {
     const c = JSON.parse(stored) as VggConfig;
-    model = vgg(c.convArch, { ...c, widthRatio: 1 });
-    model.config.widthRatio = c.widthRatio;
+    model = vggFromConfig(c);
     configSource = "metadata";
   } else {
     if (!fallback)

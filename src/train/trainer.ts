@@ -41,6 +41,18 @@ export interface EpochMetrics {
   examplesPerSec: number;
 }
 
+/** Mean loss, accuracy and throughput of a pass that started at `start` (performance.now()). */
+function epochMetrics(lossSum: number, correct: number, examples: number, start: number): EpochMetrics {
+  const seconds = (performance.now() - start) / 1000;
+  return {
+    loss: lossSum / Math.max(1, examples),
+    accuracy: correct / Math.max(1, examples),
+    examples,
+    seconds,
+    examplesPerSec: examples / seconds,
+  };
+}
+
 function countCorrect(
   logits: Float32Array,
   targets: Int32Array,
@@ -126,15 +138,7 @@ export async function trainEpoch(
     });
     i++;
   }
-  const seconds = (performance.now() - start) / 1000;
-  return {
-    loss: lossSum / Math.max(1, examples),
-    accuracy: correct / Math.max(1, examples),
-    examples,
-    seconds,
-    examplesPerSec: examples / seconds,
-    stopped,
-  };
+  return { ...epochMetrics(lossSum, correct, examples, start), stopped };
 }
 
 export interface EvalMetrics extends EpochMetrics {
@@ -163,13 +167,5 @@ export async function evaluate(
     for (let i = 0; i < n; i++) confusion[batch.y[i]][predictions[i]]++;
     examples += n;
   }
-  const seconds = (performance.now() - start) / 1000;
-  return {
-    loss: lossSum / Math.max(1, examples),
-    accuracy: correct / Math.max(1, examples),
-    examples,
-    seconds,
-    examplesPerSec: examples / seconds,
-    confusion,
-  };
+  return { ...epochMetrics(lossSum, correct, examples, start), confusion };
 }

@@ -2,9 +2,12 @@
 // file describes, turn decoded RGBA pixels into the network's input exactly as `vgg predict` does
 // (preprocessSmall), and rank the classes.
 import { noGrad } from "../../autograd.js";
-import { preprocessSmall, type RgbImage } from "../../io/image.js";
+import { preprocessSmall, type RgbImage, rgbaToImage } from "../../io/image.js";
+
+export { rgbaToImage };
+
 import type { SafetensorsContents } from "../../io/safetensors.js";
-import { type VggConfig, type VggModel, vgg } from "../../models/vgg.js";
+import { type VggConfig, type VggModel, vggFromConfig } from "../../models/vgg.js";
 import { Tensor } from "../../tensor.js";
 
 /** Largest upload the page accepts, and the largest decoded picture. */
@@ -19,22 +22,10 @@ export interface Ranked {
 
 /** Builds the model from its configuration (as the server reports it) and loads the weights. */
 export function buildModel(config: VggConfig, contents: SafetensorsContents): VggModel {
-  const model = vgg(config.convArch, { ...config, widthRatio: 1 });
-  model.config.widthRatio = config.widthRatio;
+  const model = vggFromConfig(config);
   model.loadStateDict(contents.tensors);
   model.eval();
   return model;
-}
-
-/** RGBA bytes (as a canvas returns them) to planar RGB in [0, 1], transparent areas over black. */
-export function rgbaToImage(rgba: Uint8ClampedArray | Uint8Array, width: number, height: number): RgbImage {
-  const plane = width * height;
-  const data = new Float32Array(3 * plane);
-  for (let i = 0; i < plane; i++) {
-    const a = rgba[4 * i + 3] / 255;
-    for (let c = 0; c < 3; c++) data[c * plane + i] = (rgba[4 * i + c] / 255) * a;
-  }
-  return { width, height, data };
 }
 
 /** Checks an upload before decoding; returns the message to show, or null when it may be decoded. */
