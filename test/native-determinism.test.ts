@@ -187,6 +187,59 @@ if (process.env.VGG_DETERMINISM_CHILD === "1") {
     }
   });
 
+  test("with the direct algorithm, forward, input and bias gradients match across thread counts; weight gradients of a split batch do not", () => {
+    const addon = loadNativeAddon();
+    if (addon instanceof Error) throw addon;
+    const be = new NativeBackend(addon);
+    be.setConvAlgorithm("direct");
+    try {
+      // Batch 4 splits over 2 threads (one image at a time on 3); 4x4 maps run as one GEMM over the batch.
+      for (const [n, hw] of [
+        [4, 20],
+        [3, 20],
+        [8, 4],
+      ]) {
+        const g = conv(n, 8, hw, 12, 1);
+        let seed = 3;
+        const randn = (len: number) =>
+          Float32Array.from({ length: len }, () => {
+            seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+            return seed / 2147483648 - 1;
+          });
+        const x = randn(n * 8 * hw * hw);
+        const w = randn(12 * 8 * 9);
+        const b = randn(12);
+        const dy = randn(n * 12 * hw * hw);
+        const run = (threads: number) => {
+          be.setNumThreads(threads);
+          const out = {
+            y: new Float32Array(dy.length),
+            dx: new Float32Array(x.length),
+            dw: new Float32Array(w.length),
+          };
+          const db = new Float32Array(12);
+          be.conv2dForward(out.y, x, w, b, g, true);
+          be.conv2dBackwardInput(out.dx, dy, w, g);
+          be.conv2dBackwardWeight(out.dw, db, dy, x, g);
+          return { ...out, db };
+        };
+        const [one, two, three] = [run(1), run(2), run(3)];
+        for (const key of ["y", "dx", "db"] as const) {
+          assert.deepEqual(two[key], one[key], `${key} (n=${n}, ${hw}x${hw}) on 2 threads`);
+          assert.deepEqual(three[key], one[key], `${key} (n=${n}, ${hw}x${hw}) on 3 threads`);
+        }
+        // The split batch sums per-thread partial weight gradients: same values up to rounding only.
+        const splitOverTwo = n === 4;
+        if (!splitOverTwo) assert.deepEqual(two.dw, one.dw);
+        for (let i = 0; i < one.dw.length; i++)
+          assert.ok(Math.abs(two.dw[i] - one.dw[i]) <= 1e-4 * (1 + Math.abs(one.dw[i])), `dw[${i}]`);
+      }
+    } finally {
+      be.setConvAlgorithm("auto");
+      be.setNumThreads(2);
+    }
+  });
+
   test("VGG_CONV_ALGO must name an algorithm", () => {
     const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
       env: { ...process.env, VGG_DETERMINISM_CHILD: "1", VGG_CONV_ALGO: "fastest" },
