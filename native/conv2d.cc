@@ -376,8 +376,8 @@ double seconds(F&& f) {
 }
 
 // Whether to use Winograd for this pass. In Auto mode, unless the cache already knows, the first call times
-// one image both ways (each run three times, interleaved, keeping the fastest) on the calling thread;
-// `direct` and `winograd` compute the same image.
+// one image both ways (each run five times, interleaved, keeping the fastest: the choice is kept for good,
+// so it must survive a busy machine) on the calling thread; `direct` and `winograd` compute the same image.
 template <typename D, typename W>
 bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
   if (g_algorithm == ConvAlgorithm::Direct) return false;
@@ -386,7 +386,7 @@ bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
   const std::string known = kernel_cache_get(key);
   if (!known.empty()) return known == "winograd";
   double td = seconds(direct), tw = seconds(winograd);  // the first runs also warm caches and workspaces
-  for (int i = 0; i < 2; i++) td = std::min(td, seconds(direct)), tw = std::min(tw, seconds(winograd));
+  for (int i = 0; i < 4; i++) td = std::min(td, seconds(direct)), tw = std::min(tw, seconds(winograd));
   return kernel_cache_put(key, tw < td ? "winograd" : "direct") == "winograd";
 }
 
