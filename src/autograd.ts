@@ -104,7 +104,7 @@ export function backward(root: Tensor, gradient?: { data: Float32Array; shape: n
     const node = t.node;
     if (!g) continue;
     if (!node) {
-      accumulateLeaf(t, g);
+      accumulateLeaf(t, g, owned.has(g));
       continue;
     }
     const inputGrads = node.backward(g);
@@ -112,8 +112,12 @@ export function backward(root: Tensor, gradient?: { data: Float32Array; shape: n
       const input = node.inputs[i];
       const gi = inputGrads[i];
       if (!gi || !input.requiresGrad) continue;
+      // A buffer the op allocated for this input alone is ours to keep; one passed through (reshape,
+      // add) or handed to several inputs is shared and is copied before anyone writes to it.
+      const fresh = gi !== g && inputGrads.indexOf(gi) === i && inputGrads.lastIndexOf(gi) === i;
+      if (fresh) owned.add(gi);
       if (!input.node) {
-        accumulateLeaf(input, gi);
+        accumulateLeaf(input, gi, fresh);
         continue;
       }
       let prev = grads.get(input);
@@ -133,9 +137,10 @@ export function backward(root: Tensor, gradient?: { data: Float32Array; shape: n
   }
 }
 
-function accumulateLeaf(t: Tensor, g: Float32Array): void {
-  // Copy on first write: an op may hand the same buffer to several inputs (add) or pass it through (reshape).
-  if (!t.grad) t.grad = new Tensor(g.slice(), t.shape);
+function accumulateLeaf(t: Tensor, g: Float32Array, owned: boolean): void {
+  // A shared buffer is copied on first write: an op may hand the same buffer to several inputs (add) or
+  // pass it through (reshape); a buffer the walk owns becomes the gradient as it is (no 100 MB copies).
+  if (!t.grad) t.grad = new Tensor(owned ? g : g.slice(), t.shape);
   else {
     const d = t.grad.data;
     for (let j = 0; j < d.length; j++) d[j] += g[j];
