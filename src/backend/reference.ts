@@ -1,10 +1,7 @@
 // The reference backend: plain TypeScript loops, written to be read. It is the specification the
 // native kernels are tested against, and the fallback when the addon is not built.
 import type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
-
-function expectLength(what: string, a: ArrayLike<number>, n: number): void {
-  if (a.length !== n) throw new RangeError(`Expected ${what} of length ${n} but received length ${a.length}`);
-}
+import { checkConv, checkPool, expectLength } from "./checks.js";
 
 /** Row-major GEMM with an i-k-j loop order (contiguous inner loop when B is not transposed). */
 function gemm(
@@ -80,18 +77,6 @@ function col2im(dx: Float32Array, dxOff: number, cols: Float32Array, g: Conv2dGe
       }
 }
 
-function convLengths(g: Conv2dGeometry) {
-  return {
-    x: g.n * g.cIn * g.h * g.w,
-    w: g.cOut * g.cIn * g.kh * g.kw,
-    y: g.n * g.cOut * g.outH * g.outW,
-  };
-}
-
-function poolLengths(g: Pool2dGeometry) {
-  return { x: g.n * g.c * g.h * g.w, y: g.n * g.c * g.outH * g.outW };
-}
-
 export class ReferenceBackend implements Backend {
   readonly name = "reference" as const;
 
@@ -123,7 +108,7 @@ export class ReferenceBackend implements Backend {
     g: Conv2dGeometry,
     relu: boolean,
   ): void {
-    const len = convLengths(g);
+    const len = checkConv(g);
     expectLength("y", y, len.y);
     expectLength("x", x, len.x);
     expectLength("w", w, len.w);
@@ -155,7 +140,7 @@ export class ReferenceBackend implements Backend {
     g: Conv2dGeometry,
     reluMask: Float32Array | null = null,
   ): void {
-    const len = convLengths(g);
+    const len = checkConv(g);
     expectLength("dx", dx, len.x);
     expectLength("dy", dy, len.y);
     expectLength("w", w, len.w);
@@ -181,7 +166,7 @@ export class ReferenceBackend implements Backend {
     x: Float32Array,
     g: Conv2dGeometry,
   ): void {
-    const len = convLengths(g);
+    const len = checkConv(g);
     expectLength("dw", dw, len.w);
     expectLength("dy", dy, len.y);
     expectLength("x", x, len.x);
@@ -209,7 +194,7 @@ export class ReferenceBackend implements Backend {
   }
 
   maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void {
-    const len = poolLengths(g);
+    const len = checkPool(g);
     expectLength("y", y, len.y);
     expectLength("argmax", argmax, len.y);
     expectLength("x", x, len.x);
@@ -250,7 +235,7 @@ export class ReferenceBackend implements Backend {
     g: Pool2dGeometry,
     reluOut: Float32Array | null = null,
   ): void {
-    const len = poolLengths(g);
+    const len = checkPool(g);
     expectLength("dx", dx, len.x);
     expectLength("dy", dy, len.y);
     expectLength("argmax", argmax, len.y);
