@@ -155,6 +155,23 @@ test("an unwritable output folder is reported before training starts", { skip },
   assert.match(r.err, /Cannot write to the output folder .*run: .*; choose another with --out/);
 });
 
+// A 1 MB tmpfs stands in for a full disk; mounting one needs root (CI runs as root).
+const notRoot = process.getuid?.() !== 0 ? "mounting a small tmpfs needs root" : false;
+
+test("a full disk is reported before training starts", { skip: notRoot }, () => {
+  const dir = mkdtempSync(join(tmpdir(), "vgg-full-"));
+  const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
+  assert.equal(mounted.status, 0, `mount failed: ${mounted.stderr}`);
+  try {
+    const r = vgg("train", ...small, "--classifier-width", "512", "--out", join(dir, "run"));
+    assert.equal(r.code, 1, r.out + r.err);
+    assert.match(r.err, /Not enough disk space in .*run: checkpoints need about \d+ MB but \d+ MB are free/);
+    assert.doesNotMatch(r.out, /epoch 1/);
+  } finally {
+    spawnSync("umount", [dir]);
+  }
+});
+
 test("a diverging run stops with a clear message naming epoch and batch", { skip }, () => {
   const out = mkdtempSync(join(tmpdir(), "vgg-nan-"));
   const r = vgg(
