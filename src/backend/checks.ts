@@ -1,6 +1,6 @@
 // Buffer and geometry checks shared by both backends, so both reject bad calls with the same messages
 // before any kernel runs (the native binding re-checks in C++).
-import type { Conv2dGeometry, Pool2dGeometry } from "./backend.js";
+import type { Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
 
 export function expectLength(what: string, a: ArrayLike<number>, n: number): void {
   if (a.length !== n) throw new RangeError(`Expected ${what} of length ${n} but received length ${a.length}`);
@@ -32,3 +32,150 @@ export function checkPool(g: Pool2dGeometry): { x: number; y: number } {
   expectSize("g.strideW", g.strideW, 1);
   return { x: g.n * g.c * g.h * g.w, y: g.n * g.c * g.outH * g.outW };
 }
+
+/**
+ * The argument checks of every Backend method, named as the methods: both backends call these first, so
+ * a bad call fails the same way whichever backend runs it.
+ */
+export const checkArgs = {
+  gemm(c: Float32Array, a: Float32Array, b: Float32Array, m: number, n: number, k: number): void {
+    expectSize("m", m);
+    expectSize("n", n);
+    expectSize("k", k);
+    expectLength("C", c, m * n);
+    expectLength("A", a, m * k);
+    expectLength("B", b, k * n);
+  },
+  conv2dForward(
+    y: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+  ): void {
+    const len = checkConv(g);
+    expectLength("y", y, len.y);
+    expectLength("x", x, len.x);
+    expectLength("w", w, len.w);
+    if (bias) expectLength("bias", bias, g.cOut);
+  },
+  conv2dBackwardInput(
+    dx: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    g: Conv2dGeometry,
+    reluMask: Float32Array | null | undefined,
+  ): void {
+    const len = checkConv(g);
+    expectLength("dx", dx, len.x);
+    expectLength("dy", dy, len.y);
+    expectLength("w", w, len.w);
+    if (reluMask) expectLength("reluMask", reluMask, len.x);
+  },
+  conv2dBackwardWeight(
+    dw: Float32Array,
+    db: Float32Array | null,
+    dy: Float32Array,
+    x: Float32Array,
+    g: Conv2dGeometry,
+  ): void {
+    const len = checkConv(g);
+    expectLength("dw", dw, len.w);
+    expectLength("dy", dy, len.y);
+    expectLength("x", x, len.x);
+    if (db) expectLength("db", db, g.cOut);
+  },
+  maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void {
+    const len = checkPool(g);
+    expectLength("y", y, len.y);
+    expectLength("argmax", argmax, len.y);
+    expectLength("x", x, len.x);
+  },
+  maxPool2dBackward(
+    dx: Float32Array,
+    dy: Float32Array,
+    argmax: Int32Array,
+    g: Pool2dGeometry,
+    reluOut: Float32Array | null | undefined,
+  ): void {
+    const len = checkPool(g);
+    expectLength("dx", dx, len.x);
+    expectLength("dy", dy, len.y);
+    expectLength("argmax", argmax, len.y);
+    if (reluOut) expectLength("reluOut", reluOut, len.y);
+  },
+  relu(y: Float32Array, x: Float32Array): void {
+    expectLength("y", y, x.length);
+  },
+  reluBackward(dx: Float32Array, dy: Float32Array, y: Float32Array): void {
+    expectLength("dy", dy, y.length);
+    expectLength("dx", dx, y.length);
+  },
+  mul(y: Float32Array, x: Float32Array, mask: Float32Array): void {
+    expectLength("mask", mask, x.length);
+    expectLength("y", y, x.length);
+  },
+  addInPlace(y: Float32Array, x: Float32Array): void {
+    expectLength("x", x, y.length);
+  },
+  addRowBias(y: Float32Array, bias: Float32Array, rows: number, cols: number): void {
+    expectSize("rows", rows);
+    expectSize("cols", cols);
+    expectLength("y", y, rows * cols);
+    expectLength("bias", bias, cols);
+  },
+  softmaxCrossEntropy(
+    dlogits: Float32Array,
+    logits: Float32Array,
+    targets: Int32Array,
+    n: number,
+    c: number,
+  ): void {
+    expectSize("n", n);
+    expectSize("c", c);
+    expectLength("logits", logits, n * c);
+    expectLength("dlogits", dlogits, n * c);
+    expectLength("targets", targets, n);
+  },
+  batchNormForwardTrain(
+    y: Float32Array,
+    saveMean: Float32Array,
+    saveInvStd: Float32Array,
+    x: Float32Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    n: number,
+    c: number,
+    hw: number,
+  ): void {
+    expectSize("n", n);
+    expectSize("c", c);
+    expectSize("hw", hw);
+    expectLength("x", x, n * c * hw);
+    expectLength("y", y, n * c * hw);
+    expectLength("saveMean", saveMean, c);
+    expectLength("saveInvStd", saveInvStd, c);
+    expectLength("gamma", gamma, c);
+    expectLength("beta", beta, c);
+  },
+  batchNormBackward(
+    dx: Float32Array,
+    dy: Float32Array,
+    x: Float32Array,
+    n: number,
+    c: number,
+    hw: number,
+  ): void {
+    expectSize("n", n);
+    expectSize("c", c);
+    expectSize("hw", hw);
+    expectLength("x", x, n * c * hw);
+    expectLength("dx", dx, n * c * hw);
+    expectLength("dy", dy, n * c * hw);
+  },
+  sgdStep(param: Float32Array, grad: Float32Array, momentumBuf: Float32Array | null, o: SgdOptions): void {
+    expectLength("grad", grad, param.length);
+    if (o.momentum !== 0 && !momentumBuf) throw new Error("Expected a momentum buffer when momentum > 0");
+    if (momentumBuf) expectLength("momentum buffer", momentumBuf, param.length);
+  },
+};

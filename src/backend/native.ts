@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
-import { checkConv, checkPool, expectLength, expectSize } from "./checks.js";
+import { checkArgs, checkConv, expectSize } from "./checks.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
@@ -27,8 +27,13 @@ export interface NativeInfo {
   kernelCache: string;
 }
 
-/** The raw addon exports (native/binding.cc). Exported for tests of the C++ argument guards. */
-export interface NativeAddon {
+/**
+ * The raw addon exports (native/binding.cc): the Backend's kernels with the same signatures, except that
+ * the optional fused-ReLU arguments are passed explicitly, plus the addon's own controls. Exported for
+ * tests of the C++ argument guards.
+ */
+export interface NativeAddon
+  extends Omit<Backend, "name" | "gemm" | "conv2dBackwardInput" | "maxPool2dBackward"> {
   gemm(
     c: Float32Array,
     a: Float32Array,
@@ -40,14 +45,6 @@ export interface NativeAddon {
     transB: boolean,
     beta: number,
   ): void;
-  conv2dForward(
-    y: Float32Array,
-    x: Float32Array,
-    w: Float32Array,
-    bias: Float32Array | null,
-    g: Conv2dGeometry,
-    relu: boolean,
-  ): void;
   conv2dBackwardInput(
     dx: Float32Array,
     dy: Float32Array,
@@ -55,14 +52,6 @@ export interface NativeAddon {
     g: Conv2dGeometry,
     reluMask: Float32Array | null,
   ): void;
-  conv2dBackwardWeight(
-    dw: Float32Array,
-    db: Float32Array | null,
-    dy: Float32Array,
-    x: Float32Array,
-    g: Conv2dGeometry,
-  ): void;
-  maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void;
   maxPool2dBackward(
     dx: Float32Array,
     dy: Float32Array,
@@ -70,46 +59,6 @@ export interface NativeAddon {
     g: Pool2dGeometry,
     reluOut: Float32Array | null,
   ): void;
-  relu(y: Float32Array, x: Float32Array): void;
-  reluBackward(dx: Float32Array, dy: Float32Array, y: Float32Array): void;
-  mul(y: Float32Array, x: Float32Array, mask: Float32Array): void;
-  addInPlace(y: Float32Array, x: Float32Array): void;
-  addRowBias(y: Float32Array, bias: Float32Array, rows: number, cols: number): void;
-  softmaxCrossEntropy(
-    dlogits: Float32Array,
-    logits: Float32Array,
-    targets: Int32Array,
-    n: number,
-    c: number,
-  ): number;
-  batchNormForwardTrain(
-    y: Float32Array,
-    saveMean: Float32Array,
-    saveInvStd: Float32Array,
-    x: Float32Array,
-    gamma: Float32Array,
-    beta: Float32Array,
-    n: number,
-    c: number,
-    hw: number,
-    eps: number,
-  ): void;
-  batchNormBackward(
-    dx: Float32Array,
-    dgamma: Float32Array,
-    dbeta: Float32Array,
-    dy: Float32Array,
-    x: Float32Array,
-    gamma: Float32Array,
-    saveMean: Float32Array,
-    saveInvStd: Float32Array,
-    n: number,
-    c: number,
-    hw: number,
-  ): void;
-  sgdStep(param: Float32Array, grad: Float32Array, momentumBuf: Float32Array | null, o: SgdOptions): void;
-  numThreads(): number;
-  setNumThreads(n: number): void;
   info(): NativeInfo;
   setConvAlgorithm(a: ConvAlgorithm): void;
   convKernel(g: Conv2dGeometry, backward: boolean): string;
@@ -206,12 +155,7 @@ export class NativeBackend implements Backend {
     transB: boolean,
     beta: 0 | 1,
   ): void {
-    expectSize("m", m);
-    expectSize("n", n);
-    expectSize("k", k);
-    expectLength("C", c, m * n);
-    expectLength("A", a, m * k);
-    expectLength("B", b, k * n);
+    checkArgs.gemm(c, a, b, m, n, k);
     this.addon.gemm(c, a, b, m, n, k, transA, transB, beta);
   }
 
@@ -223,11 +167,7 @@ export class NativeBackend implements Backend {
     g: Conv2dGeometry,
     relu: boolean,
   ): void {
-    const len = checkConv(g);
-    expectLength("y", y, len.y);
-    expectLength("x", x, len.x);
-    expectLength("w", w, len.w);
-    if (bias) expectLength("bias", bias, g.cOut);
+    checkArgs.conv2dForward(y, x, w, bias, g);
     this.addon.conv2dForward(y, x, w, bias, g, relu);
   }
 
@@ -238,11 +178,7 @@ export class NativeBackend implements Backend {
     g: Conv2dGeometry,
     reluMask: Float32Array | null = null,
   ): void {
-    const len = checkConv(g);
-    expectLength("dx", dx, len.x);
-    expectLength("dy", dy, len.y);
-    expectLength("w", w, len.w);
-    if (reluMask) expectLength("reluMask", reluMask, len.x);
+    checkArgs.conv2dBackwardInput(dx, dy, w, g, reluMask);
     this.addon.conv2dBackwardInput(dx, dy, w, g, reluMask);
   }
 
@@ -253,19 +189,12 @@ export class NativeBackend implements Backend {
     x: Float32Array,
     g: Conv2dGeometry,
   ): void {
-    const len = checkConv(g);
-    expectLength("dw", dw, len.w);
-    expectLength("dy", dy, len.y);
-    expectLength("x", x, len.x);
-    if (db) expectLength("db", db, g.cOut);
+    checkArgs.conv2dBackwardWeight(dw, db, dy, x, g);
     this.addon.conv2dBackwardWeight(dw, db, dy, x, g);
   }
 
   maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void {
-    const len = checkPool(g);
-    expectLength("y", y, len.y);
-    expectLength("argmax", argmax, len.y);
-    expectLength("x", x, len.x);
+    checkArgs.maxPool2dForward(y, argmax, x, g);
     this.addon.maxPool2dForward(y, argmax, x, g);
   }
 
@@ -276,41 +205,32 @@ export class NativeBackend implements Backend {
     g: Pool2dGeometry,
     reluOut: Float32Array | null = null,
   ): void {
-    const len = checkPool(g);
-    expectLength("dx", dx, len.x);
-    expectLength("dy", dy, len.y);
-    expectLength("argmax", argmax, len.y);
-    if (reluOut) expectLength("reluOut", reluOut, len.y);
+    checkArgs.maxPool2dBackward(dx, dy, argmax, g, reluOut);
     this.addon.maxPool2dBackward(dx, dy, argmax, g, reluOut);
   }
 
   relu(y: Float32Array, x: Float32Array): void {
-    expectLength("y", y, x.length);
+    checkArgs.relu(y, x);
     this.addon.relu(y, x);
   }
 
   reluBackward(dx: Float32Array, dy: Float32Array, y: Float32Array): void {
-    expectLength("dy", dy, y.length);
-    expectLength("dx", dx, y.length);
+    checkArgs.reluBackward(dx, dy, y);
     this.addon.reluBackward(dx, dy, y);
   }
 
   mul(y: Float32Array, x: Float32Array, mask: Float32Array): void {
-    expectLength("mask", mask, x.length);
-    expectLength("y", y, x.length);
+    checkArgs.mul(y, x, mask);
     this.addon.mul(y, x, mask);
   }
 
   addInPlace(y: Float32Array, x: Float32Array): void {
-    expectLength("x", x, y.length);
+    checkArgs.addInPlace(y, x);
     this.addon.addInPlace(y, x);
   }
 
   addRowBias(y: Float32Array, bias: Float32Array, rows: number, cols: number): void {
-    expectSize("rows", rows);
-    expectSize("cols", cols);
-    expectLength("y", y, rows * cols);
-    expectLength("bias", bias, cols);
+    checkArgs.addRowBias(y, bias, rows, cols);
     this.addon.addRowBias(y, bias, rows, cols);
   }
 
@@ -321,11 +241,7 @@ export class NativeBackend implements Backend {
     n: number,
     c: number,
   ): number {
-    expectSize("n", n);
-    expectSize("c", c);
-    expectLength("logits", logits, n * c);
-    expectLength("dlogits", dlogits, n * c);
-    expectLength("targets", targets, n);
+    checkArgs.softmaxCrossEntropy(dlogits, logits, targets, n, c);
     return this.addon.softmaxCrossEntropy(dlogits, logits, targets, n, c);
   }
 
@@ -341,15 +257,7 @@ export class NativeBackend implements Backend {
     hw: number,
     eps: number,
   ): void {
-    expectSize("n", n);
-    expectSize("c", c);
-    expectSize("hw", hw);
-    expectLength("x", x, n * c * hw);
-    expectLength("y", y, n * c * hw);
-    expectLength("saveMean", saveMean, c);
-    expectLength("saveInvStd", saveInvStd, c);
-    expectLength("gamma", gamma, c);
-    expectLength("beta", beta, c);
+    checkArgs.batchNormForwardTrain(y, saveMean, saveInvStd, x, gamma, beta, n, c, hw);
     this.addon.batchNormForwardTrain(y, saveMean, saveInvStd, x, gamma, beta, n, c, hw, eps);
   }
 
@@ -366,19 +274,12 @@ export class NativeBackend implements Backend {
     c: number,
     hw: number,
   ): void {
-    expectSize("n", n);
-    expectSize("c", c);
-    expectSize("hw", hw);
-    expectLength("x", x, n * c * hw);
-    expectLength("dx", dx, n * c * hw);
-    expectLength("dy", dy, n * c * hw);
+    checkArgs.batchNormBackward(dx, dy, x, n, c, hw);
     this.addon.batchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd, n, c, hw);
   }
 
   sgdStep(param: Float32Array, grad: Float32Array, momentumBuf: Float32Array | null, o: SgdOptions): void {
-    expectLength("grad", grad, param.length);
-    if (o.momentum !== 0 && !momentumBuf) throw new Error("Expected a momentum buffer when momentum > 0");
-    if (momentumBuf) expectLength("momentum buffer", momentumBuf, param.length);
+    checkArgs.sgdStep(param, grad, momentumBuf, o);
     this.addon.sgdStep(param, grad, momentumBuf, o);
   }
 }

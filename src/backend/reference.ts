@@ -1,7 +1,7 @@
 // The reference backend: plain TypeScript loops, written to be read. It is the specification the
 // native kernels are tested against, and the fallback when the addon is not built.
 import type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
-import { checkConv, checkPool, expectLength } from "./checks.js";
+import { checkArgs } from "./checks.js";
 
 /** Row-major GEMM with an i-k-j loop order (contiguous inner loop when B is not transposed). */
 function gemm(
@@ -15,9 +15,6 @@ function gemm(
   transB: boolean,
   beta: 0 | 1,
 ): void {
-  expectLength("C", c, m * n);
-  expectLength("A", a, m * k);
-  expectLength("B", b, k * n);
   if (beta === 0) c.fill(0, 0, m * n);
   const row = new Float64Array(n);
   for (let i = 0; i < m; i++) {
@@ -97,6 +94,7 @@ export class ReferenceBackend implements Backend {
     transB: boolean,
     beta: 0 | 1,
   ): void {
+    checkArgs.gemm(c, a, b, m, n, k);
     gemm(c, a, b, m, n, k, transA, transB, beta);
   }
 
@@ -108,11 +106,7 @@ export class ReferenceBackend implements Backend {
     g: Conv2dGeometry,
     relu: boolean,
   ): void {
-    const len = checkConv(g);
-    expectLength("y", y, len.y);
-    expectLength("x", x, len.x);
-    expectLength("w", w, len.w);
-    if (bias) expectLength("bias", bias, g.cOut);
+    checkArgs.conv2dForward(y, x, w, bias, g);
     const kdim = g.cIn * g.kh * g.kw;
     const plane = g.outH * g.outW;
     const cols = new Float32Array(kdim * plane);
@@ -140,11 +134,7 @@ export class ReferenceBackend implements Backend {
     g: Conv2dGeometry,
     reluMask: Float32Array | null = null,
   ): void {
-    const len = checkConv(g);
-    expectLength("dx", dx, len.x);
-    expectLength("dy", dy, len.y);
-    expectLength("w", w, len.w);
-    if (reluMask) expectLength("reluMask", reluMask, len.x);
+    checkArgs.conv2dBackwardInput(dx, dy, w, g, reluMask);
     const kdim = g.cIn * g.kh * g.kw;
     const plane = g.outH * g.outW;
     const cols = new Float32Array(kdim * plane);
@@ -166,11 +156,7 @@ export class ReferenceBackend implements Backend {
     x: Float32Array,
     g: Conv2dGeometry,
   ): void {
-    const len = checkConv(g);
-    expectLength("dw", dw, len.w);
-    expectLength("dy", dy, len.y);
-    expectLength("x", x, len.x);
-    if (db) expectLength("db", db, g.cOut);
+    checkArgs.conv2dBackwardWeight(dw, db, dy, x, g);
     const kdim = g.cIn * g.kh * g.kw;
     const plane = g.outH * g.outW;
     const cols = new Float32Array(kdim * plane);
@@ -194,10 +180,7 @@ export class ReferenceBackend implements Backend {
   }
 
   maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void {
-    const len = checkPool(g);
-    expectLength("y", y, len.y);
-    expectLength("argmax", argmax, len.y);
-    expectLength("x", x, len.x);
+    checkArgs.maxPool2dForward(y, argmax, x, g);
     const inPlane = g.h * g.w;
     const outPlane = g.outH * g.outW;
     for (let nc = 0; nc < g.n * g.c; nc++) {
@@ -235,11 +218,7 @@ export class ReferenceBackend implements Backend {
     g: Pool2dGeometry,
     reluOut: Float32Array | null = null,
   ): void {
-    const len = checkPool(g);
-    expectLength("dx", dx, len.x);
-    expectLength("dy", dy, len.y);
-    expectLength("argmax", argmax, len.y);
-    if (reluOut) expectLength("reluOut", reluOut, len.y);
+    checkArgs.maxPool2dBackward(dx, dy, argmax, g, reluOut);
     dx.fill(0);
     const inPlane = g.h * g.w;
     const outPlane = g.outH * g.outW;
@@ -252,30 +231,27 @@ export class ReferenceBackend implements Backend {
   }
 
   relu(y: Float32Array, x: Float32Array): void {
-    expectLength("y", y, x.length);
+    checkArgs.relu(y, x);
     for (let i = 0; i < x.length; i++) y[i] = x[i] > 0 || Number.isNaN(x[i]) ? x[i] : 0;
   }
 
   reluBackward(dx: Float32Array, dy: Float32Array, y: Float32Array): void {
-    expectLength("dy", dy, y.length);
-    expectLength("dx", dx, y.length);
+    checkArgs.reluBackward(dx, dy, y);
     for (let i = 0; i < y.length; i++) dx[i] = y[i] > 0 ? dy[i] : 0;
   }
 
   mul(y: Float32Array, x: Float32Array, mask: Float32Array): void {
-    expectLength("mask", mask, x.length);
-    expectLength("y", y, x.length);
+    checkArgs.mul(y, x, mask);
     for (let i = 0; i < x.length; i++) y[i] = x[i] * mask[i];
   }
 
   addInPlace(y: Float32Array, x: Float32Array): void {
-    expectLength("x", x, y.length);
+    checkArgs.addInPlace(y, x);
     for (let i = 0; i < y.length; i++) y[i] += x[i];
   }
 
   addRowBias(y: Float32Array, bias: Float32Array, rows: number, cols: number): void {
-    expectLength("y", y, rows * cols);
-    expectLength("bias", bias, cols);
+    checkArgs.addRowBias(y, bias, rows, cols);
     for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) y[r * cols + j] += bias[j];
   }
 
@@ -286,9 +262,7 @@ export class ReferenceBackend implements Backend {
     n: number,
     c: number,
   ): number {
-    expectLength("logits", logits, n * c);
-    expectLength("dlogits", dlogits, n * c);
-    expectLength("targets", targets, n);
+    checkArgs.softmaxCrossEntropy(dlogits, logits, targets, n, c);
     let loss = 0;
     for (let i = 0; i < n; i++) {
       const t = targets[i];
@@ -318,15 +292,7 @@ export class ReferenceBackend implements Backend {
     hw: number,
     eps: number,
   ): void {
-    expectLength("x", x, n * c * hw);
-    expectLength("y", y, n * c * hw);
-    for (const [name, a] of [
-      ["saveMean", saveMean],
-      ["saveInvStd", saveInvStd],
-      ["gamma", gamma],
-      ["beta", beta],
-    ] as const)
-      expectLength(name, a, c);
+    checkArgs.batchNormForwardTrain(y, saveMean, saveInvStd, x, gamma, beta, n, c, hw);
     const count = n * hw;
     for (let ch = 0; ch < c; ch++) {
       let sum = 0;
@@ -367,9 +333,7 @@ export class ReferenceBackend implements Backend {
     c: number,
     hw: number,
   ): void {
-    expectLength("x", x, n * c * hw);
-    expectLength("dx", dx, n * c * hw);
-    expectLength("dy", dy, n * c * hw);
+    checkArgs.batchNormBackward(dx, dy, x, n, c, hw);
     const m = n * hw;
     for (let ch = 0; ch < c; ch++) {
       const mean = saveMean[ch];
@@ -397,9 +361,7 @@ export class ReferenceBackend implements Backend {
   }
 
   sgdStep(param: Float32Array, grad: Float32Array, buf: Float32Array | null, o: SgdOptions): void {
-    expectLength("grad", grad, param.length);
-    if (o.momentum !== 0 && !buf) throw new Error("Expected a momentum buffer when momentum > 0");
-    if (buf) expectLength("momentum buffer", buf, param.length);
+    checkArgs.sgdStep(param, grad, buf, o);
     for (let i = 0; i < param.length; i++) {
       let d = grad[i] + o.weightDecay * param[i];
       if (o.momentum !== 0 && buf) {
