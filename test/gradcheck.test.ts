@@ -42,6 +42,19 @@ test("conv2d with fused relu gradient", () => {
   gradcheck((a, c, d) => F.conv2d(a, c, d, { padding: 1, relu: true }), [x, w, b], { eps: 1e-3 });
 });
 
+test("fused conv2d + relu + max_pool2d gradient, in uneven chunks", (t) => {
+  // 3 images in chunks of 2 (the last chunk is short); bias pushed away from ReLU's kink.
+  const x = randomTensor([3, 2, 6, 6], 21);
+  const w = randomTensor([3, 2, 3, 3], 22);
+  const b = randomTensor([3], 23, 0.5, 1);
+  const worst = gradcheck(
+    (a, c, d) => F.conv2dReluMaxPool2d(a, c, d, { padding: 1 }, { kernelSize: 2 }, 2),
+    [x, w, b],
+    { eps: 1e-3 },
+  );
+  t.diagnostic(`max |analytic - numeric| = ${worst.toExponential(2)}`);
+});
+
 /** Values spaced apart so no max-pool window has near-ties and relu has no value near 0. */
 function spaced(shape: number[], seed: number): Tensor {
   const t = randomTensor(shape, seed);

@@ -787,3 +787,51 @@ test("fused ReLU backward through the autograd equals the unfused graph, also wh
   }
   setBackend("native");
 });
+
+test("fused conv2d + ReLU + max-pool equals the three ops, in any chunking, on both backends", async () => {
+  const { conv2d, conv2dReluMaxPool2d, maxPool2d, mul, relu, sum } = await import("../src/ops/index.js");
+  const { Tensor } = await import("../src/tensor.js");
+  const { setBackend } = await import("../src/backend/index.js");
+  for (const name of ["native", "reference"] as const) {
+    setBackend(name);
+    for (const [n, cIn, h, w, cOut, pad] of [
+      [5, 3, 12, 10, 6, 1],
+      [3, 1, 9, 9, 4, 1],
+      [4, 5, 8, 8, 7, 0],
+    ]) {
+      const xs = randn(n * cIn * h * w);
+      const ws = randn(cOut * cIn * 9);
+      const bs = randn(cOut);
+      const run = (chunk: number | null) => {
+        // x is the output of a ReLU, so the input gradient's fused mask is exercised too.
+        const x0 = new Tensor(xs.slice(), [n, cIn, h, w], { requiresGrad: true });
+        const x = relu(x0);
+        const wt = new Tensor(ws.slice(), [cOut, cIn, 3, 3], { requiresGrad: true });
+        const bt = new Tensor(bs.slice(), [cOut], { requiresGrad: true });
+        const y =
+          chunk === null
+            ? maxPool2d(conv2d(x, wt, bt, { padding: pad, relu: true }), { kernelSize: 2 })
+            : conv2dReluMaxPool2d(x, wt, bt, { padding: pad }, { kernelSize: 2 }, chunk);
+        const r = new Tensor(randnSeeded(y.size), y.shape);
+        sum(mul(y, r)).backward();
+        return [y.data, x0.grad!.data, wt.grad!.data, bt.grad!.data];
+      };
+      const plain = run(null);
+      for (const chunk of [1, 2, n]) {
+        const fused = run(chunk);
+        // A chunk's image count can pick another kernel (per-image vs batch-split): float rounding only.
+        close(fused[0], plain[0], `${name} y (chunk ${chunk})`, name === "reference" ? 0 : 1e-5);
+        close(fused[1], plain[1], `${name} dx (chunk ${chunk})`, name === "reference" ? 0 : 1e-5);
+        close(fused[2], plain[2], `${name} dw (chunk ${chunk})`, 1e-5);
+        close(fused[3], plain[3], `${name} db (chunk ${chunk})`, 1e-5);
+      }
+    }
+  }
+  setBackend("native");
+});
+
+/** The same values on every call (the upstream gradient must not differ between the runs compared). */
+function randnSeeded(len: number): Float32Array {
+  const r = rng(99);
+  return Float32Array.from({ length: len }, () => r() * 2 - 1);
+}

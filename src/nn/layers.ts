@@ -1,6 +1,7 @@
 // The layers, named as in PyTorch. Each forward is a line or two over the functional ops.
 import { dropout, relu } from "../ops/activation.js";
 import { batchNorm } from "../ops/batchnorm.js";
+import { conv2dReluMaxPool2d } from "../ops/conv-relu-pool.js";
 import { conv2d, conv2dGeometry } from "../ops/conv2d.js";
 import { linear } from "../ops/linear.js";
 import { adaptiveAvgPool2d, maxPool2d, maxPool2dGeometry } from "../ops/pool.js";
@@ -72,6 +73,18 @@ export class Conv2d extends Module {
   forwardRelu(x: Tensor): Tensor {
     this.checkInput(x);
     return conv2d(x, this.weight, this.bias, { stride: this.stride, padding: this.padding, relu: true });
+  }
+
+  /** Fused conv2d + ReLU + max-pool (pooled chunk by chunk); equal to pool(ReLU(Conv2d(x))). */
+  forwardReluPool(x: Tensor, pool: MaxPool2d): Tensor {
+    this.checkInput(x);
+    return conv2dReluMaxPool2d(
+      x,
+      this.weight,
+      this.bias,
+      { stride: this.stride, padding: this.padding },
+      { kernelSize: pool.kernelSize, stride: pool.stride, padding: pool.padding },
+    );
   }
 
   private checkInput(x: { shape: readonly number[] }): void {

@@ -1,8 +1,12 @@
 // Sequential: children stored under their indices ("0", "1", ...), so parameter names are PyTorch's,
 // `net[0]` works, and `for (const blk of net)` walks the layers as in the d2l shape loop.
+import { markExposed, markInternal, releaseInternal } from "../memory.js";
 import type { Tensor } from "../tensor.js";
-import { Conv2d, ReLU } from "./layers.js";
+import { Conv2d, MaxPool2d, ReLU } from "./layers.js";
 import { Module } from "./module.js";
+
+/** How many Sequential forwards are running: only the outermost one hands its output to the caller. */
+let nesting = 0;
 
 export class Sequential extends Module implements Iterable<Module> {
   [index: number]: Module;
@@ -16,15 +20,38 @@ export class Sequential extends Module implements Iterable<Module> {
     this.length = layers.length;
   }
 
-  /** Runs the layers in order; a Conv2d followed by a ReLU runs as one fused pass (same result). */
-  forward(x: Tensor): Tensor {
-    for (let i = 0; i < this.length; i++) {
-      const layer = this[i];
-      if (layer instanceof Conv2d && this[i + 1] instanceof ReLU) {
-        x = layer.forwardRelu(x);
-        i++;
-      } else x = layer.forward(x);
+  /**
+   * Runs the layers in order; a Conv2d followed by a ReLU (and a MaxPool2d) runs as one fused op (same
+   * result; see ops/conv-relu-pool.ts).
+   * The outputs between layers never leave this call, so their buffers are reused (memory.ts): at once
+   * when no graph was recorded, otherwise when backward has run the op that produced them.
+   */
+  forward(input: Tensor): Tensor {
+    let x = input;
+    nesting++;
+    try {
+      for (let i = 0; i < this.length; i++) {
+        const layer = this[i];
+        let next: Tensor;
+        const pool = this[i + 2];
+        if (layer instanceof Conv2d && this[i + 1] instanceof ReLU && pool instanceof MaxPool2d) {
+          next = layer.forwardReluPool(x, pool);
+          i += 2;
+        } else if (layer instanceof Conv2d && this[i + 1] instanceof ReLU) {
+          next = layer.forwardRelu(x);
+          i++;
+        } else next = layer.forward(x);
+        if (x !== input && next !== x) {
+          markInternal(x);
+          // Nothing recorded a use of x (no graph), and next does not share its memory: x is dead.
+          if (!next.node && next.data.buffer !== x.data.buffer) releaseInternal(x);
+        }
+        x = next;
+      }
+    } finally {
+      nesting--;
     }
+    if (nesting === 0) markExposed(x);
     return x;
   }
 

@@ -1,6 +1,7 @@
 // Activations: relu (backward masks by the output) and dropout (seeded, inverted scaling).
 import { record } from "../autograd.js";
 import { backend } from "../backend/index.js";
+import { adopt, give, takeFloat32 } from "../memory.js";
 import { defaultGenerator, type Generator } from "../rng.js";
 import { Tensor } from "../tensor.js";
 
@@ -27,15 +28,15 @@ export function markReluMasked(g: Float32Array): Float32Array {
 /** ReLU's backward: dy where y > 0 else 0; a gradient marked as already masked is passed through. */
 export function reluGradient(dy: Float32Array, y: Float32Array): Float32Array {
   if (reluMasked.has(dy)) return dy;
-  const dx = new Float32Array(dy.length);
+  const dx = takeFloat32(dy.length);
   backend().reluBackward(dx, dy, y);
   return dx;
 }
 
 export function relu(x: Tensor): Tensor {
-  const y = new Float32Array(x.size);
+  const y = takeFloat32(x.size);
   backend().relu(y, x.data);
-  return record(new Tensor(y, x.shape), "relu", [x], (dy) => [reluGradient(dy, y)]);
+  return record(adopt(new Tensor(y, x.shape)), "relu", [x], (dy) => [reluGradient(dy, y)]);
 }
 
 /**
@@ -50,14 +51,17 @@ export function dropout(
 ): Tensor {
   if (!(p >= 0 && p <= 1)) throw new RangeError(`Expected a dropout probability in [0, 1] but received ${p}`);
   if (!training || p === 0) return x;
-  const mask = new Float32Array(x.size);
+  const mask = takeFloat32(x.size);
   const keep = p === 1 ? 0 : 1 / (1 - p);
   for (let i = 0; i < mask.length; i++) mask[i] = generator.random() >= p ? keep : 0;
-  const y = new Float32Array(x.size);
+  const y = takeFloat32(x.size);
   backend().mul(y, x.data, mask);
-  return record(new Tensor(y, x.shape), "dropout", [x], (dy) => {
-    const dx = new Float32Array(dy.length);
+  const out = record(adopt(new Tensor(y, x.shape)), "dropout", [x], (dy) => {
+    const dx = takeFloat32(dy.length);
     backend().mul(dx, dy, mask);
+    give(mask);
     return [dx];
   });
+  if (!out.node) give(mask);
+  return out;
 }

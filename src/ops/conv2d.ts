@@ -6,6 +6,7 @@
 import { record } from "../autograd.js";
 import type { Conv2dGeometry } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
+import { adopt, give, takeFloat32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
 import { isReluOutput, markReluMasked, reluGradient } from "./activation.js";
 import { type Pair, pair } from "./util.js";
@@ -62,15 +63,16 @@ export function conv2d(
       `Expected a bias of shape [${g.cOut}] for conv2d but received ${formatShape(bias.shape)}`,
     );
   const relu = options.relu ?? false;
-  const y = new Float32Array(g.n * g.cOut * g.outH * g.outW);
+  // The kernel writes every element, so the output may come from the buffer pool (memory.ts).
+  const y = takeFloat32(g.n * g.cOut * g.outH * g.outW);
   backend().conv2dForward(y, x.data, weight.data, bias ? bias.data : null, g, relu);
-  const out = new Tensor(y, [g.n, g.cOut, g.outH, g.outW]);
+  const out = adopt(new Tensor(y, [g.n, g.cOut, g.outH, g.outW]));
   const inputs = bias ? [x, weight, bias] : [x, weight];
   // When x is itself a ReLU output, that ReLU's backward is fused into the input gradient (see activation.ts).
   const reluMask = isReluOutput(x) ? x.data : null;
   return record(out, relu ? "conv2d+relu" : "conv2d", inputs, (gradOut) => {
     const dy = relu ? reluGradient(gradOut, y) : gradOut;
-    const dx = x.requiresGrad ? new Float32Array(x.size) : null;
+    const dx = x.requiresGrad ? takeFloat32(x.size) : null;
     if (dx) backend().conv2dBackwardInput(dx, dy, weight.data, g, reluMask);
     if (dx && reluMask) markReluMasked(dx);
     let dw: Float32Array | null = null;
@@ -80,6 +82,7 @@ export function conv2d(
       db = bias ? new Float32Array(g.cOut) : null;
       backend().conv2dBackwardWeight(dw, db, dy, x.data, g);
     }
+    if (dy !== gradOut) give(dy);
     return bias ? [dx, dw, db] : [dx, dw];
   });
 }

@@ -1,6 +1,7 @@
 // linear (y = x W^T + b) and matmul, both one GEMM forward and two backward.
 import { record } from "../autograd.js";
 import { backend } from "../backend/index.js";
+import { adopt, takeFloat32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
 
 /** Matrix product of a (m, k) and b (k, n). */
@@ -39,15 +40,16 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
       `Expected a bias of shape [${out}] for Linear(${inF}, ${out}) but received ${formatShape(bias.shape)}`,
     );
   const rows = x.size / inF;
-  const y = new Float32Array(rows * out);
+  // gemm with beta 0 writes every element, so the output may come from the buffer pool (memory.ts).
+  const y = takeFloat32(rows * out);
   backend().gemm(y, x.data, weight.data, rows, out, inF, false, true, 0);
   if (bias) backend().addRowBias(y, bias.data, rows, out);
   const inputs = bias ? [x, weight, bias] : [x, weight];
-  return record(new Tensor(y, [...x.shape.slice(0, -1), out]), "linear", inputs, (dy) => {
+  return record(adopt(new Tensor(y, [...x.shape.slice(0, -1), out])), "linear", inputs, (dy) => {
     let dx: Float32Array | null = null;
     let dw: Float32Array | null = null;
     if (x.requiresGrad)
-      backend().gemm((dx = new Float32Array(x.size)), dy, weight.data, rows, inF, out, false, false, 0);
+      backend().gemm((dx = takeFloat32(x.size)), dy, weight.data, rows, inF, out, false, false, 0);
     if (weight.requiresGrad)
       backend().gemm((dw = new Float32Array(weight.size)), dy, x.data, out, inF, rows, true, false, 0);
     if (!bias) return [dx, dw];

@@ -2,6 +2,7 @@
 import { record } from "../autograd.js";
 import type { Pool2dGeometry } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
+import { adopt, give, takeFloat32, takeInt32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
 import { isReluOutput, markReluMasked } from "./activation.js";
 import { expectNdim, type Pair, pair } from "./util.js";
@@ -39,17 +40,21 @@ export function maxPool2dGeometry(shape: readonly number[], o: MaxPool2dOptions)
 export function maxPool2d(x: Tensor, options: MaxPool2dOptions): Tensor {
   const g = maxPool2dGeometry(x.shape, options);
   const size = g.n * g.c * g.outH * g.outW;
-  const y = new Float32Array(size);
-  const argmax = new Int32Array(size);
+  // The kernels write every element, so these may come from the buffer pool (memory.ts).
+  const y = takeFloat32(size);
+  const argmax = takeInt32(size);
   backend().maxPool2dForward(y, argmax, x.data, g);
   // When x is a ReLU output, that ReLU's backward is fused into the scatter (see activation.ts): the value
   // at a window's argmax is the window's max, so the mask there is y > 0.
   const reluOut = isReluOutput(x) ? y : null;
-  return record(new Tensor(y, [g.n, g.c, g.outH, g.outW]), "max_pool2d", [x], (dy) => {
-    const dx = new Float32Array(x.size);
+  const out = record(adopt(new Tensor(y, [g.n, g.c, g.outH, g.outW])), "max_pool2d", [x], (dy) => {
+    const dx = takeFloat32(x.size);
     backend().maxPool2dBackward(dx, dy, argmax, g, reluOut);
+    give(argmax);
     return [reluOut ? markReluMasked(dx) : dx];
   });
+  if (!out.node) give(argmax);
+  return out;
 }
 
 /** PyTorch's adaptive window for output index i: [floor(i*in/out), ceil((i+1)*in/out)). */

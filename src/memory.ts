@@ -1,0 +1,117 @@
+// Buffer reuse for large activations and gradients.
+//
+// A training step at 224x224 allocates about 2.7 GB of Float32Arrays (activations, their gradients,
+// max-pool indices). Fresh ArrayBuffers of that size come from mmap, so every page is faulted in and
+// zeroed by the kernel on first touch: about a third of the step went to the system. Instead, the ops
+// that overwrite every element of their output take it from this pool, and buffers come back to it at
+// the moments it is certain nothing can read them again:
+//   - a gradient flowing between two ops, after the op that consumed it has run (autograd.ts);
+//   - an activation produced inside a Sequential and never returned from it (`markInternal`), once the
+//     backward pass has run the op that produced it, or at once in inference (noGrad);
+//   - max-pool indices, after the max-pool backward or at once when no graph is recorded.
+// A buffer whose ArrayBuffer was handed to the caller (`markExposed`) never comes back. Pooled buffers
+// are not zeroed: only outputs a kernel overwrites in full may come from `takeFloat32`/`takeInt32`.
+// Small buffers (< MIN_BYTES) are left to the allocator. `VGG_BUFFER_POOL=0` turns reuse off.
+import type { Tensor } from "./tensor.js";
+
+const MIN_BYTES = 1 << 18;
+// (`process` is absent in the browser build.)
+const enabled = typeof process === "undefined" || process.env?.VGG_BUFFER_POOL !== "0";
+
+/** Free ArrayBuffers by byte length. */
+const free = new Map<number, ArrayBuffer[]>();
+let freeBytes = 0;
+/** The most free bytes kept; beyond it a returned buffer is left to the garbage collector. */
+let limitBytes = 4 * 1024 ** 3;
+/** ArrayBuffers that came from the pool (or were made by it); only these go back. */
+const pooled = new WeakSet<ArrayBuffer>();
+/** ArrayBuffers that are (or share memory with) a tensor handed to the caller. */
+const exposed = new WeakSet<ArrayBuffer>();
+/** The tensor that owns each pooled buffer (the op output it was taken for). */
+const owners = new WeakMap<ArrayBuffer, Tensor>();
+/** Tensors a Sequential produced and did not return. */
+const internal = new WeakSet<Tensor>();
+/** ArrayBuffers currently free in the pool (guards against a double release). */
+const inPool = new WeakSet<ArrayBuffer>();
+
+function take(bytes: number): ArrayBuffer {
+  if (enabled && bytes >= MIN_BYTES) {
+    const list = free.get(bytes);
+    const buf = list?.pop();
+    if (buf) {
+      freeBytes -= bytes;
+      inPool.delete(buf);
+      return buf;
+    }
+    const fresh = new ArrayBuffer(bytes);
+    pooled.add(fresh);
+    return fresh;
+  }
+  return new ArrayBuffer(bytes);
+}
+
+/** n floats whose contents are unspecified: the caller must overwrite every element. */
+export function takeFloat32(n: number): Float32Array {
+  return new Float32Array(take(n * 4));
+}
+
+/** n int32 values whose contents are unspecified: the caller must overwrite every element. */
+export function takeInt32(n: number): Int32Array {
+  return new Int32Array(take(n * 4));
+}
+
+/** Returns a buffer nothing will read again to the pool (no-op for buffers that are not pooled). */
+export function give(a: Float32Array | Int32Array | null | undefined): void {
+  if (!a) return;
+  const buf = a.buffer as ArrayBuffer;
+  if (!pooled.has(buf) || exposed.has(buf) || inPool.has(buf)) return;
+  const bytes = buf.byteLength;
+  if (freeBytes + bytes > limitBytes) return;
+  inPool.add(buf);
+  owners.delete(buf);
+  let list = free.get(bytes);
+  if (!list) free.set(bytes, (list = []));
+  list.push(buf);
+  freeBytes += bytes;
+}
+
+/** Records t as the owner of its (pooled) buffer; views that share it are not owners. */
+export function adopt<T extends Tensor>(t: T): T {
+  const buf = t.data.buffer as ArrayBuffer;
+  if (pooled.has(buf) && !owners.has(buf)) owners.set(buf, t);
+  return t;
+}
+
+/** Marks a tensor a Sequential produced and consumed itself (never returned to its caller). */
+export function markInternal(t: Tensor): void {
+  internal.add(t);
+}
+
+/** Marks a tensor handed to a caller: its memory is never reused. */
+export function markExposed(t: Tensor): void {
+  exposed.add(t.data.buffer as ArrayBuffer);
+}
+
+/**
+ * Returns an internal tensor's buffer to the pool when t owns it and nothing else can read it: its
+ * consumers have run (backward walks them first) and it was never exposed.
+ */
+export function releaseInternal(t: Tensor): void {
+  if (!internal.has(t)) return;
+  const buf = t.data.buffer as ArrayBuffer;
+  if (owners.get(buf) === t) give(t.data);
+}
+
+/** Pool statistics, for tests and `vgg bench`. */
+export function poolStats(): { freeBytes: number; freeBuffers: number; limitBytes: number } {
+  let n = 0;
+  for (const list of free.values()) n += list.length;
+  return { freeBytes, freeBuffers: n, limitBytes };
+}
+
+/** Drops every free buffer (e.g. when a run ends) and sets the most free bytes kept. */
+export function trimPool(limit = limitBytes): void {
+  free.clear();
+  freeBytes = 0;
+  limitBytes = limit;
+}
