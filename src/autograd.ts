@@ -1,7 +1,7 @@
 // Reverse-mode automatic differentiation. An op that records produces a tensor whose `node` lists its
 // inputs and a closure mapping the output gradient to one gradient per input. backward() walks the
 // graph in reverse topological order, accumulates into leaves' `.grad`, and frees the graph.
-import { give, markExposed, releaseInternal } from "./memory.js";
+import { give, releaseInternal } from "./memory.js";
 import { formatShape, Tensor } from "./tensor.js";
 
 export interface GradNode {
@@ -148,11 +148,10 @@ export function backward(root: Tensor, gradient?: { data: Float32Array; shape: n
 function accumulateLeaf(t: Tensor, g: Float32Array, owned: boolean): void {
   // A shared buffer is copied on first write: an op may hand the same buffer to several inputs (add) or
   // pass it through (reshape); a buffer the walk owns becomes the gradient as it is (no 100 MB copies).
-  if (!t.grad) {
-    t.grad = new Tensor(owned ? g : g.slice(), t.shape);
-    markExposed(t.grad);
-  } else {
-    const d = t.grad.data;
+  const grad = t.peekGrad();
+  if (!grad) t.grad = new Tensor(owned ? g : g.slice(), t.shape);
+  else {
+    const d = grad.data;
     for (let j = 0; j < d.length; j++) d[j] += g[j];
   }
 }

@@ -2,6 +2,7 @@
 // autograd node that produced it. Memory is a plain Float32Array owned by JavaScript.
 import type { GradNode } from "./autograd.js";
 import { backward as runBackward } from "./autograd.js";
+import { give, markExposed } from "./memory.js";
 import { defaultGenerator, type Generator } from "./rng.js";
 
 export type Shape = readonly number[];
@@ -31,8 +32,7 @@ export class Tensor {
   readonly data: Float32Array;
   readonly shape: number[];
   requiresGrad: boolean;
-  /** Accumulated gradient (leaves only), same shape as the tensor. */
-  grad: Tensor | null = null;
+  private gradient: Tensor | null = null;
   /** The op that produced this tensor while recording; cleared by backward(). */
   node: GradNode | null = null;
 
@@ -45,6 +45,30 @@ export class Tensor {
       );
     this.data = data;
     this.requiresGrad = options.requiresGrad ?? false;
+  }
+
+  /**
+   * Accumulated gradient (leaves only), same shape as the tensor. Reading it hands its memory to the
+   * caller for good; otherwise zero_grad lets the next backward reuse it (see memory.ts).
+   */
+  get grad(): Tensor | null {
+    if (this.gradient) markExposed(this.gradient);
+    return this.gradient;
+  }
+
+  set grad(g: Tensor | null) {
+    this.gradient = g;
+  }
+
+  /** The gradient, for library code that reads it and never keeps it (optimisers, checks). */
+  peekGrad(): Tensor | null {
+    return this.gradient;
+  }
+
+  /** Drops the gradient (zero_grad); its memory is reused when no caller has read it. */
+  clearGrad(): void {
+    if (this.gradient) give(this.gradient.data);
+    this.gradient = null;
   }
 
   get size(): number {

@@ -48,6 +48,8 @@ function run(): { digest: string; heldIntact: boolean } {
   const add = (a: Float32Array) => hash.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   let held: Tensor | null = null;
   let heldCopy: Float32Array | null = null;
+  let heldGrad: Tensor | null = null;
+  let heldGradCopy: Float32Array | null = null;
   for (let step = 0; step < 4; step++) {
     const [x, y] = batch(step);
     model.train();
@@ -61,7 +63,12 @@ function run(): { digest: string; heldIntact: boolean } {
     loss.backward();
     opt.step();
     add(logits.data);
-    for (const p of model.parameters()) add(p.grad!.data);
+    // Gradients read by the caller keep their memory; those never read are reused after zeroGrad.
+    if (step % 2 === 1) for (const p of model.parameters()) add(p.grad!.data);
+    if (step === 1) {
+      heldGrad = model.parameters()[0].grad;
+      heldGradCopy = heldGrad!.data.slice();
+    }
     model.eval();
     add(noGrad(() => model.forward(x)).data);
   }

@@ -59,7 +59,7 @@ export abstract class Module {
 
   /** Clears every parameter's gradient. */
   zeroGrad(): void {
-    for (const p of this.parameters()) p.grad = null;
+    for (const p of this.parameters()) p.clearGrad();
   }
 
   /** Parameters and buffers by dotted name; the tensors are shared, not copied. */

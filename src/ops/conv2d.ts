@@ -78,8 +78,8 @@ export function conv2d(
     let dw: Float32Array | null = null;
     let db: Float32Array | null = null;
     if (weight.requiresGrad || bias?.requiresGrad) {
-      dw = new Float32Array(weight.size);
-      db = bias ? new Float32Array(g.cOut) : null;
+      dw = takeFloat32(weight.size);
+      db = bias ? takeFloat32(g.cOut) : null;
       backend().conv2dBackwardWeight(dw, db, dy, x.data, g);
     }
     if (dy !== gradOut) give(dy);

@@ -51,7 +51,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
     if (x.requiresGrad)
       backend().gemm((dx = takeFloat32(x.size)), dy, weight.data, rows, inF, out, false, false, 0);
     if (weight.requiresGrad)
-      backend().gemm((dw = new Float32Array(weight.size)), dy, x.data, out, inF, rows, true, false, 0);
+      backend().gemm((dw = takeFloat32(weight.size)), dy, x.data, out, inF, rows, true, false, 0);
     if (!bias) return [dx, dw];
     const db = new Float32Array(out);
     for (let r = 0; r < rows; r++) for (let j = 0; j < out; j++) db[j] += dy[r * out + j];

@@ -44,11 +44,12 @@ export class SGD {
 
   step(): void {
     this.params.forEach((p, i) => {
-      if (!p.grad) return;
+      const grad = p.peekGrad();
+      if (!grad) return;
       let buf = this.buffers[i];
       const firstStep = buf === null;
       if (this.momentum !== 0 && !buf) buf = this.buffers[i] = new Float32Array(p.size);
-      backend().sgdStep(p.data, p.grad.data, buf, {
+      backend().sgdStep(p.data, grad.data, buf, {
         lr: this.lr,
         momentum: this.momentum,
         dampening: this.dampening,
@@ -60,7 +61,7 @@ export class SGD {
   }
 
   zeroGrad(): void {
-    for (const p of this.params) p.grad = null;
+    for (const p of this.params) p.clearGrad();
   }
 
   /** Momentum buffers by parameter index (null before a parameter's first step), for checkpoints. */

@@ -72,9 +72,10 @@ function countCorrect(
 /** A sum is finite only if every term is (barring overflow, which is as bad). */
 function gradientsFinite(optimizer: SGD): boolean {
   for (const p of optimizer.params) {
-    if (!p.grad) continue;
+    const grad = p.peekGrad();
+    if (!grad) continue;
     let s = 0;
-    const g = p.grad.data;
+    const g = grad.data;
     for (let i = 0; i < g.length; i++) s += g[i];
     if (!Number.isFinite(s)) return false;
   }
