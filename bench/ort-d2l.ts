@@ -1,0 +1,54 @@
+// Inference throughput of the d2l model (VGG-11/4, 1 channel) in vgg-ts (native backend) and in
+// onnxruntime-node running vgg-ts's ONNX export of the same model, in one run: the issue's yardstick
+// for inference. Run: node dist/bench/ort-d2l.js [--runs N] [--threads N]
+import { noGrad } from "../src/autograd.js";
+import { setBackend, setNumThreads } from "../src/backend/index.js";
+import { exportOnnx } from "../src/interop/onnx.js";
+import { vgg, vggArchs } from "../src/models/vgg.js";
+import { Tensor } from "../src/tensor.js";
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const runs = arg("--runs", 5);
+const threads = arg("--threads", 2);
+setBackend("native");
+setNumThreads(threads);
+const ort = (await import("onnxruntime-node")).default;
+
+async function rate(f: () => unknown, n: number): Promise<number> {
+  await f();
+  await f(); // warm-up, and the native backend's per-shape algorithm choice
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await f();
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return n / (times[times.length >> 1] / 1000);
+}
+
+console.log(`d2l VGG-11/4 inference, ${threads} threads, images/s (median of ${runs} runs after warm-up)`);
+console.log("size batch    vgg-ts  onnxruntime   ratio");
+for (const [size, batch] of [
+  [224, 1],
+  [224, 128],
+  [32, 128],
+]) {
+  const model = vgg(vggArchs.vgg11, { widthRatio: 4, inChannels: 1, inputSize: size, numClasses: 10 }).eval();
+  const data = new Float32Array(batch * size * size);
+  for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 0.5 + 0.5;
+  const x = new Tensor(data, [batch, 1, size, size]);
+  const ours = await rate(() => noGrad(() => model.forward(x)), batch);
+  const session = await ort.InferenceSession.create(exportOnnx(model), {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+  });
+  const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", data, [batch, 1, size, size]) };
+  const theirs = await rate(() => session.run(feeds), batch);
+  console.log(
+    `${String(size).padStart(4)} ${String(batch).padStart(5)} ${ours.toFixed(1).padStart(9)} ${theirs.toFixed(1).padStart(12)} ${(ours / theirs).toFixed(2).padStart(6)}x`,
+  );
+}
