@@ -73,8 +73,9 @@ function run(): { digest: string; heldIntact: boolean } {
     add(noGrad(() => model.forward(x)).data);
   }
   for (const p of model.parameters()) add(p.data);
-  const heldIntact =
-    held !== null && heldCopy !== null && held.data.every((v, i) => Object.is(v, heldCopy![i]));
+  const same = (t: Tensor | null, copy: Float32Array | null) =>
+    t !== null && copy !== null && t.data.every((v, i) => Object.is(v, copy[i]));
+  const heldIntact = same(held, heldCopy) && same(heldGrad, heldGradCopy);
   return { digest: hash.digest("hex"), heldIntact };
 }
 
@@ -139,6 +140,6 @@ if (process.env.VGG_POOL_CHILD) {
       ).backward();
       noGrad(() => model.forward(xi));
     }
-    blocks.forEach((b, i) => assert.deepEqual(b.data, copies[i]));
+    for (const [i, b] of blocks.entries()) assert.deepEqual(b.data, copies[i]);
   });
 }
