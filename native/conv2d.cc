@@ -359,10 +359,15 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 // The whole-batch GEMM for small planes, unless Winograd is forced (tests compare the algorithms).
 bool use_batched(const ConvShape& s) { return g_algorithm != ConvAlgorithm::Winograd && batched_small_planes(s); }
 
-std::string key_of(const ConvShape& s, bool backward) {
+// The passes, as named in the kernel cache.
+constexpr const char* kForward = "forward";
+constexpr const char* kBackwardInput = "backward-input";
+constexpr const char* kBackwardWeight = "backward-weight";
+
+std::string key_of(const ConvShape& s, const char* pass) {
   char shape[160];
-  std::snprintf(shape, sizeof shape, "|conv3x3 %s %s|cin=%lld,cout=%lld,h=%lld,w=%lld,pad=%lld,%lld",
-                backward ? "backward-input" : "forward", split_over_batch(s.n) ? "batch-split" : "per-image",
+  std::snprintf(shape, sizeof shape, "|conv3x3 %s %s|cin=%lld,cout=%lld,h=%lld,w=%lld,pad=%lld,%lld", pass,
+                split_over_batch(s.n) ? "batch-split" : "per-image",
                 static_cast<long long>(s.c_in), static_cast<long long>(s.c_out), static_cast<long long>(s.h),
                 static_cast<long long>(s.w), static_cast<long long>(s.pad_h), static_cast<long long>(s.pad_w));
   return kernel_cache_machine_key() + shape;
@@ -379,10 +384,10 @@ double seconds(F&& f) {
 // one image both ways (each run five times, interleaved, keeping the fastest: the choice is kept for good,
 // so it must survive a busy machine) on the calling thread; `direct` and `winograd` compute the same image.
 template <typename D, typename W>
-bool use_winograd(const ConvShape& s, bool backward, D&& direct, W&& winograd) {
+bool use_winograd(const ConvShape& s, const char* pass, D&& direct, W&& winograd) {
   if (g_algorithm == ConvAlgorithm::Direct) return false;
   if (g_algorithm == ConvAlgorithm::Winograd) return true;
-  const std::string key = key_of(s, backward);
+  const std::string key = key_of(s, pass);
   const std::string known = kernel_cache_get(key);
   if (!known.empty()) return known == "winograd";
   double td = seconds(direct), tw = seconds(winograd);  // the first runs also warm caches and workspaces
@@ -428,7 +433,7 @@ const char* conv_kernel_name(const ConvShape& s, bool backward) {
   const bool applies = backward ? winograd_backward_applies(s) && split_over_batch(s.n) : winograd_applies(s);
   if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm";
   if (g_algorithm == ConvAlgorithm::Winograd) return "winograd F(2x2,3x3)";
-  const std::string known = kernel_cache_get(key_of(s, backward));
+  const std::string known = kernel_cache_get(key_of(s, backward ? kBackwardInput : kForward));
   if (known.empty()) return "not measured yet";
   return known == "winograd" ? "winograd F(2x2,3x3)" : "im2col+gemm";
 }
@@ -444,7 +449,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
     if (s.n > 0 && winograd_applies(s)) {
       u = transformed_weights(w, s.c_out, s.c_in);
       const bool wino = use_winograd(
-          s, false,
+          s, kForward,
           [&] { sgemm_serial_source(y, plane, w, kdim, false, BSource{pack_cols, &first}, s.c_out, plane, kdim, 0.0f, ep); },
           [&] { winograd_forward_image(y, x, u, bias, s, relu); });
       if (!wino) u = nullptr;
@@ -488,7 +493,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
         },
         (tiles + 7) / 8);
   };
-  if (u && !use_winograd(s, false, [&] { direct(0); }, [&] { winograd(0); })) u = nullptr;
+  if (u && !use_winograd(s, kForward, [&] { direct(0); }, [&] { winograd(0); })) u = nullptr;
   for (int64_t b = 0; b < s.n; b++) {
     if (u) winograd(b);
     else direct(b);
@@ -506,7 +511,7 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
       u = flipped_transformed_weights(w, s.c_out, s.c_in);
       float* cols0 = thread_scratch(0, kdim * plane);
       const bool wino = use_winograd(
-          s, true,
+          s, kBackwardInput,
           [&] {
             sgemm_serial(cols0, plane, w, kdim, dy, plane, kdim, plane, s.c_out, true, false, 0.0f);
             col2im(dx, cols0, s, 0, s.c_in, plane);
@@ -545,12 +550,67 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
   }
 }
 
+// A private, reused Winograd-domain accumulator for the calling thread (the scratch slots are taken by the
+// transforms and GEMMs that fill it).
+float* winograd_accumulator(int64_t count) {
+  static thread_local std::vector<float> m;
+  if (static_cast<int64_t>(m.size()) < count) m.resize(static_cast<size_t>(count));
+  return m.data();
+}
+
+// Whether the weight gradient runs as Winograd: 3x3 stride 1, images split over the threads, more than a
+// few taps per filter, and (in Auto mode) measured faster for this shape on the first image.
+bool use_winograd_weight(const ConvShape& s, const float* dy, const float* x) {
+  if (s.n == 0 || !winograd_applies(s) || !split_over_batch(s.n) || kdim_of(s) <= kSmallKdim) return false;
+  const int64_t plane = plane_of(s), kdim = kdim_of(s);
+  static thread_local std::vector<float> out;
+  out.resize(static_cast<size_t>(s.c_out * kdim));
+  float* m = winograd_accumulator(winograd_weight_acc_size(s.c_out, s.c_in));
+  const ImageB ib{x, &s};
+  return use_winograd(
+      s, kBackwardWeight,
+      [&] {
+        sgemm_serial_source(out.data(), kdim, dy, plane, false, BSource{pack_cols_transposed, &ib}, s.c_out, kdim,
+                            plane, 0.0f);
+      },
+      [&] {
+        winograd_weight_grad_image(m, dy, x, s, false);
+        winograd_weight_grad_finish(out.data(), m, s.c_out, s.c_in, 0, s.c_out * s.c_in);
+      });
+}
+
 void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const int64_t w_size = s.c_out * kdim;
   const bool pointwise = is_pointwise(s);
   if (use_batched(s)) {
     batched_backward_weight(dw, dy, x, s);
+  } else if (use_winograd_weight(s, dy, x)) {
+    // Winograd: each thread sums its images' tiles into a private Winograd-domain M (16, cOut, cIn); the
+    // partial sums are added in thread order, then each filter is transformed back (G^T M G).
+    const int64_t m_size = winograd_weight_acc_size(s.c_out, s.c_in);
+    float* partial[256] = {};
+    parallel_run(
+        [&](int ith, int nth) {
+          float* acc = winograd_accumulator(m_size);
+          partial[ith] = acc;
+          bool first = true;
+          for (int64_t b = ith; b < s.n; b += nth) {
+            winograd_weight_grad_image(acc, dy + b * s.c_out * plane, x + b * x_size, s, !first);
+            first = false;
+          }
+          if (first) std::memset(acc, 0, m_size * sizeof(float));
+          barrier(nth);
+          int64_t i0, i1;
+          split_range(m_size, ith, nth, 16, &i0, &i1);
+          for (int t = 1; t < nth; t++)
+            for (int64_t i = i0; i < i1; i++) partial[0][i] += partial[t][i];
+          barrier(nth);
+          int64_t f0, f1;
+          split_range(s.c_out * s.c_in, ith, nth, 1, &f0, &f1);
+          winograd_weight_grad_finish(dw, partial[0], s.c_out, s.c_in, f0, f1);
+        },
+        std::min<int64_t>(s.n, 256));
   } else if (split_over_batch(s.n)) {
     // Thread 0 accumulates into dw, the others into private partial sums, then all add them up.
     float* partial[256] = {};

@@ -223,4 +223,121 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
   }
 }
 
+int64_t winograd_weight_acc_size(int64_t c_out, int64_t c_in) { return 16 * c_out * c_in; }
+
+namespace {
+
+// One tile of dy: w[e * e_stride] = (A dY A^T)_e, dY the 2x2 block of dyc (outH, outW) at (2 ty, 2 tx),
+// zero outside. A = [[1, 0], [1, 1], [1, -1], [0, -1]] (the transpose of the forward pass's A^T).
+void grad_transform_1(float* w, int64_t e_stride, const float* dyc, const ConvShape& s, int64_t ty, int64_t tx) {
+  float d[2][2];
+  for (int r = 0; r < 2; r++)
+    for (int c = 0; c < 2; c++) {
+      const int64_t oy = 2 * ty + r, ox = 2 * tx + c;
+      d[r][c] = oy < s.out_h && ox < s.out_w ? dyc[oy * s.out_w + ox] : 0.0f;
+    }
+  float t[4][2];  // A dY
+  for (int c = 0; c < 2; c++) {
+    t[0][c] = d[0][c];
+    t[1][c] = d[0][c] + d[1][c];
+    t[2][c] = d[0][c] - d[1][c];
+    t[3][c] = -d[1][c];
+  }
+  for (int r = 0; r < 4; r++) {  // (A dY) A^T
+    w[(r * 4 + 0) * e_stride] = t[r][0];
+    w[(r * 4 + 1) * e_stride] = t[r][0] + t[r][1];
+    w[(r * 4 + 2) * e_stride] = t[r][0] - t[r][1];
+    w[(r * 4 + 3) * e_stride] = -t[r][1];
+  }
+}
+
+#ifdef VGG_X86
+// Eight horizontally adjacent tiles, all inside: p is the first tile's top-left in dyc, row stride out_w.
+VGG_AVX2 void grad_transform_8_avx2(float* w, int64_t e_stride, const float* p, int64_t out_w) {
+  const __m256 d00 = even16(p), d01 = odd16(p), d10 = even16(p + out_w), d11 = odd16(p + out_w);
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 t[4][2] = {{d00, d01},
+                          {_mm256_add_ps(d00, d10), _mm256_add_ps(d01, d11)},
+                          {_mm256_sub_ps(d00, d10), _mm256_sub_ps(d01, d11)},
+                          {_mm256_sub_ps(zero, d10), _mm256_sub_ps(zero, d11)}};
+  for (int r = 0; r < 4; r++) {
+    _mm256_storeu_ps(w + (r * 4 + 0) * e_stride, t[r][0]);
+    _mm256_storeu_ps(w + (r * 4 + 1) * e_stride, _mm256_add_ps(t[r][0], t[r][1]));
+    _mm256_storeu_ps(w + (r * 4 + 2) * e_stride, _mm256_sub_ps(t[r][0], t[r][1]));
+    _mm256_storeu_ps(w + (r * 4 + 3) * e_stride, _mm256_sub_ps(zero, t[r][1]));
+  }
+}
+#endif
+
+}  // namespace
+
+void winograd_weight_grad_image(float* m, const float* dy, const float* x, const ConvShape& s, bool accumulate) {
+  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const int64_t tiles_w = (s.out_w + 1) / 2, tiles = winograd_tiles(s);
+  // Chunk so V (16, cIn, chunk) and W (16, cOut, chunk) take about 1 MiB together; longer chunks make
+  // longer GEMM reductions (k = tiles), so the floor is higher than the forward pass's.
+  int64_t chunk = (int64_t{1} << 14) / (s.c_in + s.c_out);
+  chunk = std::max<int64_t>(64, std::min<int64_t>(512, chunk / 16 * 16));
+  float* v = thread_scratch(2, 16 * s.c_in * chunk);
+  float* g = thread_scratch(3, 16 * s.c_out * chunk);
+  bool acc = accumulate;
+  for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
+    const int64_t nt = std::min(chunk, tiles - t0);
+    for (int64_t ci = 0; ci < s.c_in; ci++) {
+      const float* xc = x + ci * s.h * s.w;
+      for (int64_t t = 0; t < nt;) {
+        const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
+        const int64_t iy0 = 2 * ty - s.pad_h, ix0 = 2 * tx - s.pad_w;
+        if (avx2 && t + 8 <= nt && tx + 8 <= tiles_w && iy0 >= 0 && iy0 + 4 <= s.h && ix0 >= 0 && ix0 + 18 <= s.w) {
+          input_transform_8(v + ci * chunk + t, s.c_in * chunk, xc + iy0 * s.w + ix0, s.w);
+          t += 8;
+          continue;
+        }
+        input_transform_1(v + ci * chunk + t, s.c_in * chunk, xc, s, iy0, ix0);
+        t++;
+      }
+    }
+    for (int64_t co = 0; co < s.c_out; co++) {
+      const float* dyc = dy + co * s.out_h * s.out_w;
+      for (int64_t t = 0; t < nt;) {
+        const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
+#ifdef VGG_X86
+        if (avx2 && t + 8 <= nt && tx + 8 <= tiles_w && 2 * ty + 2 <= s.out_h && 2 * tx + 16 <= s.out_w) {
+          grad_transform_8_avx2(g + co * chunk + t, s.c_out * chunk, dyc + 2 * ty * s.out_w + 2 * tx, s.out_w);
+          t += 8;
+          continue;
+        }
+#endif
+        grad_transform_1(g + co * chunk + t, s.c_out * chunk, dyc, s, ty, tx);
+        t++;
+      }
+    }
+    for (int e = 0; e < 16; e++)
+      sgemm_serial(m + e * s.c_out * s.c_in, s.c_in, g + e * s.c_out * chunk, chunk, v + e * s.c_in * chunk, chunk,
+                   s.c_out, s.c_in, nt, false, true, acc ? 1.0f : 0.0f);
+    acc = true;
+  }
+  if (!acc) std::fill(m, m + winograd_weight_acc_size(s.c_out, s.c_in), 0.0f);
+}
+
+void winograd_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64_t c_in, int64_t f0, int64_t f1) {
+  const int64_t plane = c_out * c_in;
+  for (int64_t f = f0; f < f1; f++) {
+    float t[3][4];  // G^T M, G = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]
+    for (int c = 0; c < 4; c++) {
+      const float m0 = m[(0 + c) * plane + f], m1 = m[(4 + c) * plane + f];
+      const float m2 = m[(8 + c) * plane + f], m3 = m[(12 + c) * plane + f];
+      t[0][c] = m0 + 0.5f * (m1 + m2);
+      t[1][c] = 0.5f * (m1 - m2);
+      t[2][c] = 0.5f * (m1 + m2) + m3;
+    }
+    float* out = dw + f * 9;
+    for (int r = 0; r < 3; r++) {  // (G^T M) G
+      out[r * 3 + 0] = t[r][0] + 0.5f * (t[r][1] + t[r][2]);
+      out[r * 3 + 1] = 0.5f * (t[r][1] - t[r][2]);
+      out[r * 3 + 2] = 0.5f * (t[r][1] + t[r][2]) + t[r][3];
+    }
+  }
+}
+
 }  // namespace vgg

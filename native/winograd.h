@@ -23,4 +23,15 @@ int64_t winograd_weights_size(int64_t c_out, int64_t c_in);
 // packed once for the GEMM (they are reused by every tile chunk of every image).
 void winograd_prepare_weights(float* u, const float* w, int64_t c_out, int64_t c_in);
 
+// Weight gradient, by the same identity read backwards: for one 2x2 tile of dY and the 4x4 input patch d
+// of the forward pass, dW (3x3) = G^T [ (A dY A^T) .* (B^T d B) ] G. Summed over tiles, that is 16 GEMMs
+// M_e (cOut, cIn) += (A dY A^T)_e (cOut, tiles) x (B^T d B)_e (cIn, tiles)^T, then one G^T M G per filter.
+/** Floats of the Winograd-domain accumulator M (16, cOut, cIn). */
+int64_t winograd_weight_acc_size(int64_t c_out, int64_t c_in);
+// One image: m (16, cOut, cIn) = (accumulate ? m : 0) + its tiles' sum; dy (cOut, outH, outW), x (cIn, h, w).
+// Runs on the calling thread.
+void winograd_weight_grad_image(float* m, const float* dy, const float* x, const ConvShape& s, bool accumulate);
+// dw filters [f0, f1) of (cOut * cIn), each (3, 3), = G^T M G, from m (16, cOut, cIn).
+void winograd_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64_t c_in, int64_t f0, int64_t f1);
+
 }  // namespace vgg

@@ -130,12 +130,15 @@ if (process.env.VGG_DETERMINISM_CHILD === "1") {
       const written = readFileSync(file, "utf8");
       const recorded = JSON.parse(written) as { version: number; convKernels: Record<string, string> };
       assert.equal(recorded.version, 1);
-      // 2 layers x (forward at both batch modes, input gradient of the split batch; one image at a time it
-      // is always GEMM + col2im), each keyed by CPU, ISA and thread count.
+      // 2 layers x (forward at both batch modes; input and weight gradients of the split batch: one image
+      // at a time they always run as GEMM), each keyed by CPU, ISA and thread count.
       const keys = Object.keys(recorded.convKernels);
-      assert.equal(keys.length, 6, written);
+      assert.equal(keys.length, 8, written);
       for (const key of keys)
-        assert.match(key, /\|threads=2\|conv3x3 (forward|backward-input) (batch-split|per-image)\|/);
+        assert.match(
+          key,
+          /\|threads=2\|conv3x3 (forward|backward-input|backward-weight) (batch-split|per-image)\|/,
+        );
       const second = spawnChild({ VGG_KERNEL_CACHE: file });
       assert.equal(second.result.digest, first.result.digest);
       assert.deepEqual(second.result.kernels, first.result.kernels);
@@ -181,7 +184,7 @@ if (process.env.VGG_DETERMINISM_CHILD === "1") {
         /vgg-ts: warning: ignoring the kernel cache .*conv-kernels\.json because it is not a valid cache file/,
       );
       const rewritten = JSON.parse(readFileSync(file, "utf8")) as { convKernels: Record<string, string> };
-      assert.equal(Object.keys(rewritten.convKernels).length, 6);
+      assert.equal(Object.keys(rewritten.convKernels).length, 8);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

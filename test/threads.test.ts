@@ -186,7 +186,10 @@ const BATCH_SPLIT_WITH_2_THREADS = (name: string) => /batch 4|1x1|grey/.test(nam
 const WINOGRAD_UNEVEN = (name: string) => /conv 3x3 batch [13]/.test(name);
 
 function mayDiffer(output: string, algorithm: ConvAlgorithm): boolean {
-  if (output.endsWith("backward weight")) return BATCH_SPLIT_WITH_2_THREADS(output);
+  // Winograd's weight gradient needs the batch split over the threads: on 2 threads an uneven batch runs
+  // as GEMM instead (a different algorithm), on 1 thread as Winograd.
+  if (output.endsWith("backward weight"))
+    return BATCH_SPLIT_WITH_2_THREADS(output) || (algorithm === "winograd" && WINOGRAD_UNEVEN(output));
   if (output.endsWith("backward input")) return algorithm === "winograd" && WINOGRAD_UNEVEN(output);
   return false;
 }
