@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <cstdio>
@@ -20,6 +21,10 @@
 #include "winograd.h"
 #include "threadpool.h"
 #include "workspace.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace vgg {
 namespace {
@@ -232,6 +237,127 @@ void small_kdim_weight_grad(float* dw, const float* dyb, const float* xb, const 
   }
 }
 
+// Forward pass when each output channel has few taps (kdim <= 16, stride 1: a grayscale first layer).
+// im2col + GEMM would run a K = kdim GEMM, mostly packing; instead each output row is computed directly:
+// the kh input rows of every channel are copied once into a zero-padded buffer, and every output channel
+// sums its kdim taps over a 64-pixel block held in registers (bias first, taps in (c, ki, kj) order, so
+// the result does not depend on the threads). Rows are split over the threads.
+constexpr int64_t kDirectBlock = 64;
+
+bool direct_small_applies(const ConvShape& s) {
+  return kdim_of(s) <= kSmallKdim && !is_pointwise(s) && s.stride_h == 1 && s.stride_w == 1 && s.pad_w < s.kw && s.pad_h < s.kh &&
+         s.out_w == s.w + 2 * s.pad_w - s.kw + 1;
+}
+
+// Output rows [r0, r1) over (n, outH) of y; buf holds cIn*kh padded rows of width w + 2 padW.
+__attribute__((always_inline)) inline void direct_small_rows(float* y, const float* x, const float* w,
+                                                             const float* bias, const ConvShape& s, bool relu,
+                                                             int64_t r0, int64_t r1, float* buf) {
+  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s), plane = plane_of(s);
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t b = r / s.out_h, oy = r - b * s.out_h;
+    for (int64_t c = 0; c < s.c_in; c++)
+      for (int64_t ki = 0; ki < s.kh; ki++) {
+        float* row = buf + (c * s.kh + ki) * bw;
+        const int64_t iy = oy - s.pad_h + ki;
+        std::fill(row, row + bw, 0.0f);
+        if (iy >= 0 && iy < s.h) std::copy_n(x + ((b * s.c_in + c) * s.h + iy) * s.w, s.w, row + s.pad_w);
+      }
+    for (int64_t co = 0; co < s.c_out; co++) {
+      const float* wr = w + co * kdim;
+      const float bv = bias ? bias[co] : 0.0f;
+      float* yr = y + (b * s.c_out + co) * plane + oy * s.out_w;
+      for (int64_t ox0 = 0; ox0 < s.out_w; ox0 += kDirectBlock) {
+        const int64_t len = std::min(kDirectBlock, s.out_w - ox0);
+        float acc[kDirectBlock];
+        for (int64_t l = 0; l < kDirectBlock; l++) acc[l] = bv;
+        for (int64_t t = 0; t < kdim; t++) {
+          const int64_t ck = t / s.kw, kj = t - ck * s.kw;
+          const float wv = wr[t];
+          const float* in = buf + ck * bw + ox0 + kj;
+          if (len == kDirectBlock)
+            for (int64_t l = 0; l < kDirectBlock; l++) acc[l] += wv * in[l];
+          else
+            for (int64_t l = 0; l < len; l++) acc[l] += wv * in[l];
+        }
+        for (int64_t l = 0; l < len; l++) yr[ox0 + l] = relu && acc[l] < 0.0f ? 0.0f : acc[l];
+      }
+    }
+  }
+}
+
+void direct_small_rows_portable(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
+                                bool relu, int64_t r0, int64_t r1, float* buf) {
+  direct_small_rows(y, x, w, bias, s, relu, r0, r1, buf);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// V vectors of 8 output pixels of one channel: acc = bias + sum over taps, kept in registers.
+template <int V>
+__attribute__((target("avx2,fma"), always_inline)) inline void direct_small_vectors(float* yr, const float* wr,
+                                                                                  int64_t kdim, const float* buf,
+                                                                                  const int64_t* tap_off, float bv,
+                                                                                  bool relu) {
+  __m256 acc[V];
+  for (int v = 0; v < V; v++) acc[v] = _mm256_set1_ps(bv);
+  for (int64_t t = 0; t < kdim; t++) {
+    const __m256 wv = _mm256_broadcast_ss(wr + t);
+    const float* in = buf + tap_off[t];
+    for (int v = 0; v < V; v++) acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(in + 8 * v), acc[v]);
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  for (int v = 0; v < V; v++) _mm256_storeu_ps(yr + 8 * v, relu ? _mm256_max_ps(acc[v], zero) : acc[v]);
+}
+
+__attribute__((target("avx2,fma"))) void direct_small_rows_avx2(float* y, const float* x, const float* w,
+                                                                const float* bias, const ConvShape& s, bool relu,
+                                                                int64_t r0, int64_t r1, float* buf) {
+  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s), plane = plane_of(s);
+  int64_t tap_off[kSmallKdim];
+  for (int64_t t = 0; t < kdim; t++) tap_off[t] = (t / s.kw) * bw + t % s.kw;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t b = r / s.out_h, oy = r - b * s.out_h;
+    for (int64_t c = 0; c < s.c_in; c++)
+      for (int64_t ki = 0; ki < s.kh; ki++) {
+        float* row = buf + (c * s.kh + ki) * bw;
+        const int64_t iy = oy - s.pad_h + ki;
+        std::fill(row, row + bw, 0.0f);
+        if (iy >= 0 && iy < s.h) std::copy_n(x + ((b * s.c_in + c) * s.h + iy) * s.w, s.w, row + s.pad_w);
+      }
+    for (int64_t co = 0; co < s.c_out; co++) {
+      const float* wr = w + co * kdim;
+      const float bv = bias ? bias[co] : 0.0f;
+      float* yr = y + (b * s.c_out + co) * plane + oy * s.out_w;
+      int64_t ox = 0;
+      for (; ox + 64 <= s.out_w; ox += 64) direct_small_vectors<8>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu);
+      for (; ox + 8 <= s.out_w; ox += 8) direct_small_vectors<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu);
+      for (; ox < s.out_w; ox++) {  // the same sum, one pixel
+        float a = bv;
+        for (int64_t t = 0; t < kdim; t++) a = std::fma(wr[t], buf[tap_off[t] + ox], a);
+        yr[ox] = relu && a < 0.0f ? 0.0f : a;
+      }
+    }
+  }
+}
+#endif
+
+void direct_small_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
+                          bool relu) {
+  const int64_t rows = s.n * s.out_h;
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t r0, r1;
+        split_range(rows, ith, nth, 1, &r0, &r1);
+        if (r0 >= r1) return;
+        float* buf = thread_scratch(0, s.c_in * s.kh * (s.w + 2 * s.pad_w));
+#if defined(__x86_64__) || defined(__i386__)
+        if (active_isa() == Isa::Avx2Fma) return direct_small_rows_avx2(y, x, w, bias, s, relu, r0, r1, buf);
+#endif
+        direct_small_rows_portable(y, x, w, bias, s, relu, r0, r1, buf);
+      },
+      rows);
+}
+
 // Sum of p[0, len) in a fixed order that vectorises without -ffast-math: 32 running lane sums (4 vectors,
 // so the adds pipeline), combined pairwise, then the tail. A plain scalar loop is latency-bound (one add
 // per 4 cycles) and took 40% of the first layer's weight-gradient time.
@@ -428,6 +554,7 @@ void set_conv_algorithm(ConvAlgorithm a) { g_algorithm = a; }
 
 const char* conv_kernel_name(const ConvShape& s, bool backward) {
   if (use_batched(s)) return "im2col+gemm (batch)";
+  if (!backward && direct_small_applies(s)) return "direct (few taps)";
   if (!backward && is_pointwise(s)) return "gemm (1x1)";
   // The input gradient of one image at a time (uneven batches) always runs as GEMM + col2im.
   const bool applies = backward ? winograd_backward_applies(s) && split_over_batch(s.n) : winograd_applies(s);
@@ -443,6 +570,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   const bool pointwise = is_pointwise(s);
   const GemmEpilogue ep{bias, relu};
   if (use_batched(s)) return batched_forward(y, x, w, s, ep);
+  if (s.n > 0 && s.c_in > 0 && direct_small_applies(s)) return direct_small_forward(y, x, w, bias, s, relu);
   if (split_over_batch(s.n)) {
     const ImageB first{x, &s};
     float* u = nullptr;

@@ -227,6 +227,23 @@ test("small planes run as one GEMM over the whole batch and match the reference"
   assert.notEqual(native.convKernel(convGeometry(4, 7, 9, 9, 9, 3, 1, 1), "forward"), "im2col+gemm (batch)");
 });
 
+test("the direct forward for few taps per filter matches the reference (row blocks, vector and scalar tails)", () => {
+  const cases = [
+    convGeometry(2, 1, 9, 70, 5, 3, 1, 1), // one 64-pixel block and a 6-pixel scalar tail
+    convGeometry(3, 1, 13, 17, 4, 3, 1, 0), // padding 0: two 8-pixel vectors and a tail of 1
+    convGeometry(2, 1, 40, 150, 16, 3, 1, 1),
+    convGeometry(1, 4, 6, 7, 3, 2, 1, 1), // 2x2 kernel, 4 channels: 16 taps
+    convGeometry(1, 1, 3, 3, 2, 3, 1, 1), // (small planes of a larger batch run as one GEMM)
+  ];
+  for (const threads of [2, 3, 1])
+    for (const g of cases) {
+      native.setNumThreads(threads);
+      assert.equal(native.convKernel(g, "forward"), "direct (few taps)", convLabel(g));
+      checkConv(g);
+    }
+  native.setNumThreads(2);
+});
+
 test("Winograd F(2x2,3x3) forward and input gradient match the reference (padding 0/1/2, odd sizes)", () => {
   const cases = [
     convGeometry(2, 3, 9, 7, 5, 3, 1, 1),
