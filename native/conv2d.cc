@@ -485,6 +485,9 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 // The whole-batch GEMM for small planes, unless Winograd is forced (tests compare the algorithms).
 bool use_batched(const ConvShape& s) { return g_algorithm != ConvAlgorithm::Winograd && batched_small_planes(s); }
 
+// Part of every kernel-cache key: 2 = Winograd weight gradient, vector transforms at the image edges.
+constexpr int kKernelRevision = 2;
+
 // The passes, as named in the kernel cache.
 constexpr const char* kForward = "forward";
 constexpr const char* kBackwardInput = "backward-input";
@@ -492,10 +495,12 @@ constexpr const char* kBackwardWeight = "backward-weight";
 
 std::string key_of(const ConvShape& s, const char* pass) {
   char shape[160];
-  std::snprintf(shape, sizeof shape, "|conv3x3 %s %s|cin=%lld,cout=%lld,h=%lld,w=%lld,pad=%lld,%lld", pass,
+  // kKernelRevision changes when a kernel's speed changes enough to revisit recorded choices.
+  std::snprintf(shape, sizeof shape, "|conv3x3 %s %s|cin=%lld,cout=%lld,h=%lld,w=%lld,pad=%lld,%lld|r%d", pass,
                 split_over_batch(s.n) ? "batch-split" : "per-image",
                 static_cast<long long>(s.c_in), static_cast<long long>(s.c_out), static_cast<long long>(s.h),
-                static_cast<long long>(s.w), static_cast<long long>(s.pad_h), static_cast<long long>(s.pad_w));
+                static_cast<long long>(s.w), static_cast<long long>(s.pad_h), static_cast<long long>(s.pad_w),
+                kKernelRevision);
   return kernel_cache_machine_key() + shape;
 }
 

@@ -169,6 +169,62 @@ void output_transform_8(float* y, int64_t out_w, const float* mt, int64_t e_stri
 #endif
 }
 
+// V (16, cIn, chunk) for tiles [t0, t0 + nt) of one image: V_e[ci][t] = (B^T d B)_e. With AVX2, every
+// tile goes through the 8-wide transform: the 4 input rows of a tile row are first copied into a
+// zero-padded strip (so the image's edges need no special case), and a group of fewer than 8 tiles (row
+// or chunk end) is transformed into a small buffer and copied out.
+void transform_input_chunk(float* v, const float* x, const ConvShape& s, int64_t t0, int64_t nt, int64_t chunk) {
+  const int64_t tiles_w = (s.out_w + 1) / 2;
+  const int64_t e_stride = s.c_in * chunk;
+#ifdef VGG_X86
+  if (active_isa() == Isa::Avx2Fma) {
+    // 2 tiles_w + 2 columns are read; 16 more so the last 8-tile group stays inside.
+    const int64_t strip_w = 2 * tiles_w + 2 + 16;
+    float* strip = thread_scratch(4, 4 * strip_w);
+    float tmp[16 * 8];
+    for (int64_t ci = 0; ci < s.c_in; ci++) {
+      const float* xc = x + ci * s.h * s.w;
+      for (int64_t t = 0; t < nt;) {
+        const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
+        const int64_t run = std::min(nt - t, tiles_w - tx);
+        const int64_t iy0 = 2 * ty - s.pad_h;
+        for (int r = 0; r < 4; r++) {
+          float* row = strip + r * strip_w;
+          std::fill(row, row + strip_w, 0.0f);
+          const int64_t iy = iy0 + r;
+          if (iy < 0 || iy >= s.h) continue;
+          // strip column j holds x column j - padW.
+          const int64_t j0 = std::max<int64_t>(0, s.pad_w), src0 = j0 - s.pad_w;
+          const int64_t len = std::min<int64_t>(s.w - src0, strip_w - j0);
+          if (len > 0) std::copy_n(xc + iy * s.w + src0, len, row + j0);
+        }
+        for (int64_t k = 0; k < run; k += 8) {
+          const float* p = strip + 2 * (tx + k);
+          const int64_t cnt = std::min<int64_t>(8, run - k);
+          float* dst = v + ci * chunk + t + k;
+          if (cnt == 8) {
+            input_transform_8(dst, e_stride, p, strip_w);
+            continue;
+          }
+          input_transform_8(tmp, 8, p, strip_w);
+          for (int e = 0; e < 16; e++)
+            for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
+        }
+        t += run;
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t ci = 0; ci < s.c_in; ci++) {
+    const float* xc = x + ci * s.h * s.w;
+    for (int64_t t = 0; t < nt; t++) {
+      const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
+      input_transform_1(v + ci * chunk + t, e_stride, xc, s, 2 * ty - s.pad_h, 2 * tx - s.pad_w);
+    }
+  }
+}
+
 }  // namespace
 
 int64_t winograd_tiles(const ConvShape& s) { return ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2); }
@@ -186,21 +242,7 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
   for (int64_t t0 = tile_begin; t0 < last; t0 += chunk) {
     const int64_t nt = std::min(chunk, last - t0);
     // Input transform: V_e[ci][t] = (B^T d B)_e for the 4x4 patch at (2 ty - padH, 2 tx - padW).
-    for (int64_t ci = 0; ci < s.c_in; ci++) {
-      const float* xc = x + ci * s.h * s.w;
-      for (int64_t t = 0; t < nt;) {
-        const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
-        const int64_t iy0 = 2 * ty - s.pad_h, ix0 = 2 * tx - s.pad_w;
-        // Eight tiles along a row, all inside the image (reading up to column ix0 + 17).
-        if (avx2 && t + 8 <= nt && tx + 8 <= tiles_w && iy0 >= 0 && iy0 + 4 <= s.h && ix0 >= 0 && ix0 + 18 <= s.w) {
-          input_transform_8(v + ci * chunk + t, s.c_in * chunk, xc + iy0 * s.w + ix0, s.w);
-          t += 8;
-          continue;
-        }
-        input_transform_1(v + ci * chunk + t, s.c_in * chunk, xc, s, iy0, ix0);
-        t++;
-      }
-    }
+    transform_input_chunk(v, x, s, t0, nt, chunk);
     const int64_t block = packed_a_size(s.c_out, s.c_in);
     for (int e = 0; e < 16; e++)
       sgemm_serial_packed_a(m + e * s.c_out * chunk, chunk, u + e * block, v + e * s.c_in * chunk, chunk, s.c_out, nt,
@@ -283,20 +325,7 @@ void winograd_weight_grad_image(float* m, const float* dy, const float* x, const
   bool acc = accumulate;
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
     const int64_t nt = std::min(chunk, tiles - t0);
-    for (int64_t ci = 0; ci < s.c_in; ci++) {
-      const float* xc = x + ci * s.h * s.w;
-      for (int64_t t = 0; t < nt;) {
-        const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
-        const int64_t iy0 = 2 * ty - s.pad_h, ix0 = 2 * tx - s.pad_w;
-        if (avx2 && t + 8 <= nt && tx + 8 <= tiles_w && iy0 >= 0 && iy0 + 4 <= s.h && ix0 >= 0 && ix0 + 18 <= s.w) {
-          input_transform_8(v + ci * chunk + t, s.c_in * chunk, xc + iy0 * s.w + ix0, s.w);
-          t += 8;
-          continue;
-        }
-        input_transform_1(v + ci * chunk + t, s.c_in * chunk, xc, s, iy0, ix0);
-        t++;
-      }
-    }
+    transform_input_chunk(v, x, s, t0, nt, chunk);
     for (int64_t co = 0; co < s.c_out; co++) {
       const float* dyc = dy + co * s.out_h * s.out_w;
       for (int64_t t = 0; t < nt;) {

@@ -6,11 +6,11 @@
 
 namespace vgg {
 
-/** A 64-byte aligned buffer of at least `count` floats, private to the calling thread; `slot` picks one of 4. */
+/** A 64-byte aligned buffer of at least `count` floats, private to the calling thread; `slot` picks one of 6 (4: Winograd input strips). */
 inline float* thread_scratch(int slot, size_t count) {
   struct Buffers {
-    float* data[4] = {};
-    size_t size[4] = {};
+    float* data[6] = {};
+    size_t size[6] = {};
     ~Buffers() {
       for (float* p : data) std::free(p);
     }
