@@ -190,13 +190,17 @@ void transform_input_chunk(float* v, const float* x, const ConvShape& s, int64_t
         const int64_t iy0 = 2 * ty - s.pad_h;
         for (int r = 0; r < 4; r++) {
           float* row = strip + r * strip_w;
-          std::fill(row, row + strip_w, 0.0f);
           const int64_t iy = iy0 + r;
-          if (iy < 0 || iy >= s.h) continue;
-          // strip column j holds x column j - padW.
+          // strip column j holds x column j - padW; only the columns outside the image are zeroed.
           const int64_t j0 = std::max<int64_t>(0, s.pad_w), src0 = j0 - s.pad_w;
-          const int64_t len = std::min<int64_t>(s.w - src0, strip_w - j0);
-          if (len > 0) std::copy_n(xc + iy * s.w + src0, len, row + j0);
+          const int64_t len = iy < 0 || iy >= s.h ? 0 : std::max<int64_t>(0, std::min(s.w - src0, strip_w - j0));
+          if (len == 0) {
+            std::fill(row, row + strip_w, 0.0f);
+            continue;
+          }
+          std::fill(row, row + j0, 0.0f);
+          std::copy_n(xc + iy * s.w + src0, len, row + j0);
+          std::fill(row + j0 + len, row + strip_w, 0.0f);
         }
         for (int64_t k = 0; k < run; k += 8) {
           const float* p = strip + 2 * (tx + k);
