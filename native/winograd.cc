@@ -241,7 +241,7 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
   int64_t chunk = (int64_t{1} << 14) / (s.c_in + s.c_out);
   chunk = std::max<int64_t>(16, std::min<int64_t>(512, chunk / 16 * 16));
   float* v = thread_scratch(2, 16 * s.c_in * chunk);
-  float* m = thread_scratch(3, 16 * s.c_out * chunk);
+  float* m = thread_scratch(3, 16 * s.c_out * chunk + 8);  // + 8: the output transform's spare lanes
   const int64_t last = tile_end < 0 ? tiles : std::min(tile_end, tiles);
   for (int64_t t0 = tile_begin; t0 < last; t0 += chunk) {
     const int64_t nt = std::min(chunk, last - t0);
@@ -251,19 +251,36 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
     for (int e = 0; e < 16; e++)
       sgemm_serial_packed_a(m + e * s.c_out * chunk, chunk, u + e * block, v + e * s.c_in * chunk, chunk, s.c_out, nt,
                             s.c_in, 0.0f);
-    // Output transform: Y = A^T M A, plus bias and ReLU, clipped at the bottom/right edge.
+    // Output transform: Y = A^T M A, plus bias and ReLU, clipped at the bottom/right edge. With AVX2 a
+    // group of fewer than 8 tiles or one that crosses the edge goes through a 2x16 buffer (the lanes past
+    // the group read M's slack and are dropped).
     for (int64_t co = 0; co < s.c_out; co++) {
       const float bv = bias ? bias[co] : 0.0f;
       float* yc = y + co * s.out_h * s.out_w;
       for (int64_t t = 0; t < nt;) {
         const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
-        if (avx2 && t + 8 <= nt && tx + 8 <= tiles_w && 2 * ty + 2 <= s.out_h && 2 * tx + 16 <= s.out_w) {
-          output_transform_8(yc + 2 * ty * s.out_w + 2 * tx, s.out_w, m + co * chunk + t, s.c_out * chunk, bv, relu);
-          t += 8;
+        if (!avx2) {
+          output_transform_1(yc, s, m + co * chunk + t, s.c_out * chunk, bv, relu, ty, tx);
+          t++;
           continue;
         }
-        output_transform_1(yc, s, m + co * chunk + t, s.c_out * chunk, bv, relu, ty, tx);
-        t++;
+        const int64_t run = std::min(nt - t, tiles_w - tx);
+        const int64_t rows = std::min<int64_t>(2, s.out_h - 2 * ty);
+        for (int64_t k = 0; k < run; k += 8) {
+          const int64_t cnt = std::min<int64_t>(8, run - k);
+          const int64_t cols = std::min<int64_t>(2 * cnt, s.out_w - 2 * (tx + k));
+          float* dst = yc + 2 * ty * s.out_w + 2 * (tx + k);
+          const float* mt = m + co * chunk + t + k;
+          if (rows == 2 && cols == 16) {
+            output_transform_8(dst, s.out_w, mt, s.c_out * chunk, bv, relu);
+            continue;
+          }
+          float tmp[2 * 16];
+          output_transform_8(tmp, 16, mt, s.c_out * chunk, bv, relu);
+          for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) dst[r * s.out_w + c] = tmp[r * 16 + c];
+        }
+        t += run;
       }
     }
   }
