@@ -485,8 +485,9 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 // The whole-batch GEMM for small planes, unless Winograd is forced (tests compare the algorithms).
 bool use_batched(const ConvShape& s) { return g_algorithm != ConvAlgorithm::Winograd && batched_small_planes(s); }
 
-// Part of every kernel-cache key: 2 = Winograd weight gradient, vector transforms at the image edges.
-constexpr int kKernelRevision = 2;
+// Part of every kernel-cache key: 2 = Winograd weight gradient, vector transforms at the image edges;
+// 3 = vector output and gradient transforms at the edges too.
+constexpr int kKernelRevision = 3;
 
 // The passes, as named in the kernel cache.
 constexpr const char* kForward = "forward";

@@ -336,6 +336,7 @@ VGG_AVX2 void grad_transform_8_avx2(float* w, int64_t e_stride, const float* p, 
 
 void winograd_weight_grad_image(float* m, const float* dy, const float* x, const ConvShape& s, bool accumulate) {
   const bool avx2 = active_isa() == Isa::Avx2Fma;
+  (void)avx2;  // only the x86 build has the vector transform
   const int64_t tiles_w = (s.out_w + 1) / 2, tiles = winograd_tiles(s);
   // Chunk so V (16, cIn, chunk) and W (16, cOut, chunk) take about 1 MiB together; longer chunks make
   // longer GEMM reductions (k = tiles), so the floor is higher than the forward pass's.
@@ -343,6 +344,8 @@ void winograd_weight_grad_image(float* m, const float* dy, const float* x, const
   chunk = std::max<int64_t>(64, std::min<int64_t>(512, chunk / 16 * 16));
   float* v = thread_scratch(2, 16 * s.c_in * chunk);
   float* g = thread_scratch(3, 16 * s.c_out * chunk);
+  const int64_t dstrip_w = 2 * tiles_w + 16;
+  float* dstrip = thread_scratch(5, 2 * dstrip_w);
   bool acc = accumulate;
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
     const int64_t nt = std::min(chunk, tiles - t0);
@@ -352,9 +355,31 @@ void winograd_weight_grad_image(float* m, const float* dy, const float* x, const
       for (int64_t t = 0; t < nt;) {
         const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
 #ifdef VGG_X86
-        if (avx2 && t + 8 <= nt && tx + 8 <= tiles_w && 2 * ty + 2 <= s.out_h && 2 * tx + 16 <= s.out_w) {
-          grad_transform_8_avx2(g + co * chunk + t, s.c_out * chunk, dyc + 2 * ty * s.out_w + 2 * tx, s.out_w);
-          t += 8;
+        if (avx2) {
+          // The tile row's 2 dy rows, zero-padded to 2 tiles_w + 16 columns, then 8 tiles at a time (a
+          // short group through a small buffer).
+          const int64_t run = std::min(nt - t, tiles_w - tx);
+          for (int r = 0; r < 2; r++) {
+            float* row = dstrip + r * dstrip_w;
+            const int64_t oy = 2 * ty + r;
+            const int64_t len = oy < s.out_h ? s.out_w : 0;
+            if (len > 0) std::copy_n(dyc + oy * s.out_w, len, row);
+            std::fill(row + len, row + dstrip_w, 0.0f);
+          }
+          for (int64_t k = 0; k < run; k += 8) {
+            const int64_t cnt = std::min<int64_t>(8, run - k);
+            float* dst = g + co * chunk + t + k;
+            const float* p = dstrip + 2 * (tx + k);
+            if (cnt == 8) {
+              grad_transform_8_avx2(dst, s.c_out * chunk, p, dstrip_w);
+              continue;
+            }
+            float tmp[16 * 8];
+            grad_transform_8_avx2(tmp, 8, p, dstrip_w);
+            for (int e = 0; e < 16; e++)
+              for (int64_t j = 0; j < cnt; j++) dst[e * s.c_out * chunk + j] = tmp[e * 8 + j];
+          }
+          t += run;
           continue;
         }
 #endif

@@ -6,7 +6,7 @@
 
 namespace vgg {
 
-/** A 64-byte aligned buffer of at least `count` floats, private to the calling thread; `slot` picks one of 6 (4: Winograd input strips). */
+/** A 64-byte aligned buffer of at least `count` floats, private to the calling thread; `slot` picks one of 6 (4, 5: Winograd input and gradient strips). */
 inline float* thread_scratch(int slot, size_t count) {
   struct Buffers {
     float* data[6] = {};
