@@ -486,19 +486,21 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 bool use_batched(const ConvShape& s) { return g_algorithm != ConvAlgorithm::Winograd && batched_small_planes(s); }
 
 // Part of every kernel-cache key: 2 = Winograd weight gradient, vector transforms at the image edges;
-// 3 = vector output and gradient transforms at the edges too.
-constexpr int kKernelRevision = 3;
+// 3 = vector output and gradient transforms at the edges too; 4 = several small images per Winograd call.
+constexpr int kKernelRevision = 4;
 
 // The passes, as named in the kernel cache.
 constexpr const char* kForward = "forward";
 constexpr const char* kBackwardInput = "backward-input";
 constexpr const char* kBackwardWeight = "backward-weight";
+// The mode of the small-plane choice (whole-batch GEMM against Winograd over groups of images).
+constexpr const char* kSmallPlanes = "small-planes";
 
-std::string key_of(const ConvShape& s, const char* pass) {
+std::string key_of(const ConvShape& s, const char* pass, const char* mode = nullptr) {
   char shape[160];
   // kKernelRevision changes when a kernel's speed changes enough to revisit recorded choices.
   std::snprintf(shape, sizeof shape, "|conv3x3 %s %s|cin=%lld,cout=%lld,h=%lld,w=%lld,pad=%lld,%lld|r%d", pass,
-                split_over_batch(s.n) ? "batch-split" : "per-image",
+                mode ? mode : split_over_batch(s.n) ? "batch-split" : "per-image",
                 static_cast<long long>(s.c_in), static_cast<long long>(s.c_out), static_cast<long long>(s.h),
                 static_cast<long long>(s.w), static_cast<long long>(s.pad_h), static_cast<long long>(s.pad_w),
                 kKernelRevision);
@@ -516,15 +518,51 @@ double seconds(F&& f) {
 // one image both ways (each run five times, interleaved, keeping the fastest: the choice is kept for good,
 // so it must survive a busy machine) on the calling thread; `direct` and `winograd` compute the same image.
 template <typename D, typename W>
-bool use_winograd(const ConvShape& s, const char* pass, D&& direct, W&& winograd) {
+bool use_winograd(const ConvShape& s, const char* pass, D&& direct, W&& winograd, const char* mode = nullptr) {
   if (g_algorithm == ConvAlgorithm::Direct) return false;
   if (g_algorithm == ConvAlgorithm::Winograd) return true;
-  const std::string key = key_of(s, pass);
+  const std::string key = key_of(s, pass, mode);
   const std::string known = kernel_cache_get(key);
   if (!known.empty()) return known == "winograd";
   double td = seconds(direct), tw = seconds(winograd);  // the first runs also warm caches and workspaces
   for (int i = 0; i < 4; i++) td = std::min(td, seconds(direct)), tw = std::min(tw, seconds(winograd));
   return kernel_cache_put(key, tw < td ? "winograd" : "direct") == "winograd";
+}
+
+// Images per Winograd call: enough that a call has about 256 tiles (the GEMMs of a 14x14 image alone
+// would get 49 columns), few enough that a group's output is still in cache for what follows.
+int64_t winograd_group(const ConvShape& s) { return std::max<int64_t>(1, 256 / winograd_tiles(s)); }
+
+// Winograd over the whole batch: each thread a contiguous run of images, a group at a time.
+void winograd_forward_batch(float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
+                            bool relu) {
+  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w, group = winograd_group(s);
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t b0, b1;
+        split_range(s.n, ith, nth, 1, &b0, &b1);
+        for (int64_t b = b0; b < b1; b += group)
+          winograd_forward_images(y + b * s.c_out * plane, x + b * x_size, std::min(group, b1 - b), u, bias, s, relu);
+      },
+      s.n);
+}
+
+// The input gradient the same way (st: the transposed shape; u: flipped, transformed weights), with
+// ReLU's mask applied to each group while it is in cache.
+void winograd_backward_input_batch(float* dx, const float* dy, const float* u, const ConvShape& st,
+                                   const float* relu_x, const ConvShape& s) {
+  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w, group = winograd_group(st);
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t b0, b1;
+        split_range(s.n, ith, nth, 1, &b0, &b1);
+        for (int64_t b = b0; b < b1; b += group) {
+          const int64_t g = std::min(group, b1 - b);
+          winograd_forward_images(dx + b * x_size, dy + b * s.c_out * plane, g, u, nullptr, st, false);
+          if (relu_x) mask_by_relu(dx + b * x_size, relu_x + b * x_size, 0, g * x_size);
+        }
+      },
+      s.n);
 }
 
 // Shared (read-only inside the parallel region) transformed-weight buffer.
@@ -559,7 +597,13 @@ bool winograd_backward_applies(const ConvShape& s) {
 void set_conv_algorithm(ConvAlgorithm a) { g_algorithm = a; }
 
 const char* conv_kernel_name(const ConvShape& s, bool backward) {
-  if (use_batched(s)) return "im2col+gemm (batch)";
+  if (use_batched(s)) {
+    const bool applies = (backward ? winograd_backward_applies(s) : winograd_applies(s)) && split_over_batch(s.n);
+    if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm (batch)";
+    const std::string known = kernel_cache_get(key_of(s, backward ? kBackwardInput : kForward, kSmallPlanes));
+    if (known.empty()) return "not measured yet";
+    return known == "winograd" ? "winograd F(2x2,3x3) (image groups)" : "im2col+gemm (batch)";
+  }
   if (!backward && direct_small_applies(s)) return "direct (few taps)";
   if (!backward && is_pointwise(s)) return "gemm (1x1)";
   // The input gradient of one image at a time (uneven batches) always runs as GEMM + col2im.
@@ -575,7 +619,17 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
   const GemmEpilogue ep{bias, relu};
-  if (use_batched(s)) return batched_forward(y, x, w, s, ep);
+  if (use_batched(s)) {
+    // Small planes: the whole batch as one GEMM, or Winograd over groups of images, as measured.
+    if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n)) {
+      const float* u = transformed_weights(w, s.c_out, s.c_in);
+      if (use_winograd(
+              s, kForward, [&] { batched_forward(y, x, w, s, ep); },
+              [&] { winograd_forward_batch(y, x, u, bias, s, relu); }, kSmallPlanes))
+        return winograd_forward_batch(y, x, u, bias, s, relu);
+    }
+    return batched_forward(y, x, w, s, ep);
+  }
   if (s.n > 0 && s.c_in > 0 && direct_small_applies(s)) return direct_small_forward(y, x, w, bias, s, relu);
   if (split_over_batch(s.n)) {
     const ImageB first{x, &s};
@@ -588,15 +642,12 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
           [&] { winograd_forward_image(y, x, u, bias, s, relu); });
       if (!wino) u = nullptr;
     }
+    if (u) return winograd_forward_batch(y, x, u, bias, s, relu);
     parallel_run(
         [&](int ith, int nth) {
           for (int64_t b = ith; b < s.n; b += nth) {
             const float* xb = x + b * x_size;
             float* yb = y + b * s.c_out * plane;
-            if (u) {
-              winograd_forward_image(yb, xb, u, bias, s, relu);
-              continue;
-            }
             if (pointwise) {
               sgemm_serial(yb, plane, w, kdim, xb, plane, s.c_out, plane, kdim, false, false, 0.0f, ep);
               continue;
@@ -637,7 +688,17 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
 void conv2d_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
-  if (use_batched(s)) return batched_backward_input(dx, dy, w, relu_x, s);
+  if (use_batched(s)) {
+    if (s.n > 0 && winograd_backward_applies(s) && split_over_batch(s.n)) {
+      const float* u = flipped_transformed_weights(w, s.c_out, s.c_in);
+      const ConvShape st = transposed_shape(s);
+      if (use_winograd(
+              s, kBackwardInput, [&] { batched_backward_input(dx, dy, w, relu_x, s); },
+              [&] { winograd_backward_input_batch(dx, dy, u, st, relu_x, s); }, kSmallPlanes))
+        return winograd_backward_input_batch(dx, dy, u, st, relu_x, s);
+    }
+    return batched_backward_input(dx, dy, w, relu_x, s);
+  }
   if (split_over_batch(s.n)) {
     float* u = nullptr;
     const ConvShape st = transposed_shape(s);
@@ -653,18 +714,15 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
           [&] { winograd_forward_image(dx, dy, u, nullptr, st, false); });
       if (!wino) u = nullptr;
     }
+    if (u) return winograd_backward_input_batch(dx, dy, u, st, relu_x, s);
     parallel_run(
         [&](int ith, int nth) {
-          float* cols = pointwise || u ? nullptr : thread_scratch(0, kdim * plane);
+          float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
           for (int64_t b = ith; b < s.n; b += nth) {
             float* dxb = dx + b * x_size;
-            if (u) {
-              winograd_forward_image(dxb, dy + b * s.c_out * plane, u, nullptr, st, false);
-            } else {
-              sgemm_serial(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane,
-                           s.c_out, true, false, 0.0f);
-              if (!pointwise) col2im(dxb, cols, s, 0, s.c_in, plane);
-            }
+            sgemm_serial(pointwise ? dxb : cols, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane, s.c_out,
+                         true, false, 0.0f);
+            if (!pointwise) col2im(dxb, cols, s, 0, s.c_in, plane);
             if (relu_x) mask_by_relu(dxb, relu_x + b * x_size, 0, x_size);
           }
         },
@@ -729,8 +787,12 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
           float* acc = winograd_accumulator(m_size);
           partial[ith] = acc;
           bool first = true;
-          for (int64_t b = ith; b < s.n; b += nth) {
-            winograd_weight_grad_image(acc, dy + b * s.c_out * plane, x + b * x_size, s, !first);
+          int64_t b0, b1;
+          split_range(s.n, ith, nth, 1, &b0, &b1);
+          const int64_t group = winograd_group(s);
+          for (int64_t b = b0; b < b1; b += group) {
+            winograd_weight_grad_images(acc, dy + b * s.c_out * plane, x + b * x_size, std::min(group, b1 - b), s,
+                                        !first);
             first = false;
           }
           if (first) std::memset(acc, 0, m_size * sizeof(float));

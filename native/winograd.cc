@@ -174,7 +174,7 @@ void output_transform_8(float* y, int64_t out_w, const float* mt, int64_t e_stri
 // zero-padded strip (so the image's edges need no special case), and a group of fewer than 8 tiles (row
 // or chunk end) is transformed into a small buffer and copied out.
 void transform_input_chunk(float* v, const float* x, const ConvShape& s, int64_t t0, int64_t nt, int64_t chunk) {
-  const int64_t tiles_w = (s.out_w + 1) / 2;
+  const int64_t tiles_w = (s.out_w + 1) / 2, tiles = winograd_tiles(s), x_size = s.c_in * s.h * s.w;
   const int64_t e_stride = s.c_in * chunk;
 #ifdef VGG_X86
   if (active_isa() == Isa::Avx2Fma) {
@@ -183,9 +183,11 @@ void transform_input_chunk(float* v, const float* x, const ConvShape& s, int64_t
     float* strip = thread_scratch(4, 4 * strip_w);
     float tmp[16 * 8];
     for (int64_t ci = 0; ci < s.c_in; ci++) {
-      const float* xc = x + ci * s.h * s.w;
       for (int64_t t = 0; t < nt;) {
-        const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
+        // Tile t0 + t is tile tt of image b; a run stays inside one tile row of one image.
+        const int64_t b = (t0 + t) / tiles, tt = (t0 + t) - b * tiles;
+        const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
+        const float* xc = x + b * x_size + ci * s.h * s.w;
         const int64_t run = std::min(nt - t, tiles_w - tx);
         const int64_t iy0 = 2 * ty - s.pad_h;
         for (int r = 0; r < 4; r++) {
@@ -220,13 +222,13 @@ void transform_input_chunk(float* v, const float* x, const ConvShape& s, int64_t
     return;
   }
 #endif
-  for (int64_t ci = 0; ci < s.c_in; ci++) {
-    const float* xc = x + ci * s.h * s.w;
+  for (int64_t ci = 0; ci < s.c_in; ci++)
     for (int64_t t = 0; t < nt; t++) {
-      const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
+      const int64_t b = (t0 + t) / tiles, tt = (t0 + t) - b * tiles;
+      const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
+      const float* xc = x + b * x_size + ci * s.h * s.w;
       input_transform_1(v + ci * chunk + t, e_stride, xc, s, 2 * ty - s.pad_h, 2 * tx - s.pad_w);
     }
-  }
 }
 
 }  // namespace
@@ -235,8 +237,14 @@ int64_t winograd_tiles(const ConvShape& s) { return ((s.out_h + 1) / 2) * ((s.ou
 
 void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
                             bool relu, int64_t tile_begin, int64_t tile_end) {
+  winograd_forward_images(y, x, 1, u, bias, s, relu, tile_begin, tile_end);
+}
+
+void winograd_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
+                             const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end) {
   const bool avx2 = active_isa() == Isa::Avx2Fma;
-  const int64_t tiles_h = (s.out_h + 1) / 2, tiles_w = (s.out_w + 1) / 2, tiles = tiles_h * tiles_w;
+  const int64_t tiles_w = (s.out_w + 1) / 2, image_tiles = winograd_tiles(s), tiles = images * image_tiles;
+  const int64_t plane = s.out_h * s.out_w;
   // Chunk so V (16, cIn, chunk) and M (16, cOut, chunk) take about 1 MiB together.
   int64_t chunk = (int64_t{1} << 14) / (s.c_in + s.c_out);
   chunk = std::max<int64_t>(16, std::min<int64_t>(512, chunk / 16 * 16));
@@ -256,9 +264,10 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
     // the group read M's slack and are dropped).
     for (int64_t co = 0; co < s.c_out; co++) {
       const float bv = bias ? bias[co] : 0.0f;
-      float* yc = y + co * s.out_h * s.out_w;
       for (int64_t t = 0; t < nt;) {
-        const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
+        const int64_t b = (t0 + t) / image_tiles, tt = (t0 + t) - b * image_tiles;
+        const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
+        float* yc = y + (b * s.c_out + co) * plane;
         if (!avx2) {
           output_transform_1(yc, s, m + co * chunk + t, s.c_out * chunk, bv, relu, ty, tx);
           t++;
@@ -335,9 +344,15 @@ VGG_AVX2 void grad_transform_8_avx2(float* w, int64_t e_stride, const float* p, 
 }  // namespace
 
 void winograd_weight_grad_image(float* m, const float* dy, const float* x, const ConvShape& s, bool accumulate) {
+  winograd_weight_grad_images(m, dy, x, 1, s, accumulate);
+}
+
+void winograd_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
+                                 bool accumulate) {
   const bool avx2 = active_isa() == Isa::Avx2Fma;
   (void)avx2;  // only the x86 build has the vector transform
-  const int64_t tiles_w = (s.out_w + 1) / 2, tiles = winograd_tiles(s);
+  const int64_t tiles_w = (s.out_w + 1) / 2, image_tiles = winograd_tiles(s), tiles = images * image_tiles;
+  const int64_t plane = s.out_h * s.out_w;
   // Chunk so V (16, cIn, chunk) and W (16, cOut, chunk) take about 1 MiB together; longer chunks make
   // longer GEMM reductions (k = tiles), so the floor is higher than the forward pass's.
   int64_t chunk = (int64_t{1} << 14) / (s.c_in + s.c_out);
@@ -351,9 +366,10 @@ void winograd_weight_grad_image(float* m, const float* dy, const float* x, const
     const int64_t nt = std::min(chunk, tiles - t0);
     transform_input_chunk(v, x, s, t0, nt, chunk);
     for (int64_t co = 0; co < s.c_out; co++) {
-      const float* dyc = dy + co * s.out_h * s.out_w;
       for (int64_t t = 0; t < nt;) {
-        const int64_t ty = (t0 + t) / tiles_w, tx = (t0 + t) - ty * tiles_w;
+        const int64_t b = (t0 + t) / image_tiles, tt = (t0 + t) - b * image_tiles;
+        const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
+        const float* dyc = dy + (b * s.c_out + co) * plane;
 #ifdef VGG_X86
         if (avx2) {
           // The tile row's 2 dy rows, zero-padded to 2 tiles_w + 16 columns, then 8 tiles at a time (a

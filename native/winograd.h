@@ -15,6 +15,10 @@ bool winograd_applies(const ConvShape& s);
 // [tile_begin, tile_end) (row-major over the tile grid; -1 = all) are written, so threads can share an image.
 void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s, bool relu,
                             int64_t tile_begin = 0, int64_t tile_end = -1);
+// The same over `images` consecutive images (x and y advance by one image each), whose tiles are numbered
+// image after image, so the GEMMs of small images (14x14 and below) get full tile chunks.
+void winograd_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
+                             const ConvShape& s, bool relu, int64_t tile_begin = 0, int64_t tile_end = -1);
 /** Number of 2x2 output tiles of one image. */
 int64_t winograd_tiles(const ConvShape& s);
 /** Floats needed by winograd_prepare_weights. */
@@ -31,6 +35,9 @@ int64_t winograd_weight_acc_size(int64_t c_out, int64_t c_in);
 // One image: m (16, cOut, cIn) = (accumulate ? m : 0) + its tiles' sum; dy (cOut, outH, outW), x (cIn, h, w).
 // Runs on the calling thread.
 void winograd_weight_grad_image(float* m, const float* dy, const float* x, const ConvShape& s, bool accumulate);
+// The same over `images` consecutive images of dy and x, their tiles in one numbering.
+void winograd_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
+                                 bool accumulate);
 // dw filters [f0, f1) of (cOut * cIn), each (3, 3), = G^T M G, from m (16, cOut, cIn).
 void winograd_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64_t c_in, int64_t f0, int64_t f1);
 

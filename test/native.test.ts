@@ -214,14 +214,26 @@ test("small planes run as one GEMM over the whole batch and match the reference"
     convGeometry(6, 9, 3, 5, 4, 1, 1, 0),
     convGeometry(2, 3, 9, 9, 4, 3, 2, 1),
   ];
-  for (const threads of [2, 3, 1]) {
-    native.setNumThreads(threads);
-    for (const g of cases) {
-      assert.equal(native.convKernel(g, "forward"), "im2col+gemm (batch)");
-      checkConv(g);
+  // Forced to the direct algorithm they always run as one GEMM; measured (auto), 3x3 ones may run as
+  // Winograd over groups of images instead, and must match the reference either way.
+  try {
+    for (const algorithm of ["direct", "auto"] as const) {
+      native.setConvAlgorithm(algorithm);
+      for (const threads of [2, 3, 1]) {
+        native.setNumThreads(threads);
+        for (const g of cases) {
+          const kernel = native.convKernel(g, "forward");
+          if (algorithm === "direct") assert.equal(kernel, "im2col+gemm (batch)");
+          checkConv(g);
+          const after = native.convKernel(g, "forward");
+          assert.ok(["im2col+gemm (batch)", "winograd F(2x2,3x3) (image groups)"].includes(after), after);
+        }
+      }
     }
+  } finally {
+    native.setConvAlgorithm("auto");
+    native.setNumThreads(2);
   }
-  native.setNumThreads(2);
   // One image, or more than 32 output pixels: the per-image paths.
   assert.notEqual(native.convKernel(convGeometry(1, 7, 4, 4, 9, 3, 1, 1), "forward"), "im2col+gemm (batch)");
   assert.notEqual(native.convKernel(convGeometry(4, 7, 9, 9, 9, 3, 1, 1), "forward"), "im2col+gemm (batch)");
@@ -267,7 +279,15 @@ test("Winograd F(2x2,3x3) forward and input gradient match the reference (paddin
         const kernel = native.convKernel(g, "forward");
         if (algorithm === "winograd") assert.equal(kernel, "winograd F(2x2,3x3)");
         else
-          assert.ok(["winograd F(2x2,3x3)", "im2col+gemm", "im2col+gemm (batch)"].includes(kernel), kernel);
+          assert.ok(
+            [
+              "winograd F(2x2,3x3)",
+              "im2col+gemm",
+              "im2col+gemm (batch)",
+              "winograd F(2x2,3x3) (image groups)",
+            ].includes(kernel),
+            kernel,
+          );
       }
     }
     // Shapes Winograd does not cover fall back to im2col + GEMM even when it is forced.
