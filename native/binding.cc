@@ -361,6 +361,11 @@ Napi::Value ConvKernel(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), vgg::conv_kernel_name(s, bool_arg(info[1], "backward")));
 }
 
+Napi::Value ConvWeightKernel(const Napi::CallbackInfo& info) {
+  expect_args(info, 1);
+  return Napi::String::New(info.Env(), vgg::conv_weight_kernel_name(conv_shape(info[0])));
+}
+
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), vgg::num_threads()); }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
@@ -406,6 +411,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgdStep", Napi::Function::New(env, SgdStep));
   exports.Set("setConvAlgorithm", Napi::Function::New(env, SetConvAlgorithm));
   exports.Set("convKernel", Napi::Function::New(env, ConvKernel));
+  exports.Set("convWeightKernel", Napi::Function::New(env, ConvWeightKernel));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("info", Napi::Function::New(env, Info));

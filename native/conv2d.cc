@@ -615,6 +615,21 @@ const char* conv_kernel_name(const ConvShape& s, bool backward) {
   return known == "winograd" ? "winograd F(2x2,3x3)" : "im2col+gemm";
 }
 
+const char* conv_weight_kernel_name(const ConvShape& s) {
+  // The same order of choices as conv2d_backward_weight.
+  if (use_batched(s)) return "im2col+gemm (batch)";
+  if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim &&
+      g_algorithm != ConvAlgorithm::Direct) {
+    if (g_algorithm == ConvAlgorithm::Winograd) return "winograd F(2x2,3x3)";
+    const std::string known = kernel_cache_get(key_of(s, kBackwardWeight));
+    if (known.empty()) return "not measured yet";
+    if (known == "winograd") return "winograd F(2x2,3x3)";
+  }
+  if (!split_over_batch(s.n)) return "im2col+gemm";
+  if (is_pointwise(s)) return "gemm (1x1)";
+  return kdim_of(s) <= kSmallKdim ? "direct (few taps)" : "im2col+gemm";
+}
+
 void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);

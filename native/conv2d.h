@@ -15,6 +15,8 @@ enum class ConvAlgorithm { Auto, Direct, Winograd };
 void set_conv_algorithm(ConvAlgorithm a);
 /** The kernel used for this geometry's forward (backward = false) or input-gradient pass, as a name. */
 const char* conv_kernel_name(const ConvShape& s, bool backward);
+/** The kernel used for this geometry's weight gradient, as a name. */
+const char* conv_weight_kernel_name(const ConvShape& s);
 
 // y is (n, cOut, outH, outW); x is (n, cIn, h, w); w is (cOut, cIn*kh*kw); bias is (cOut) or null.
 void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu);

@@ -254,6 +254,10 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
     entry: "convKernel",
     slots: [{ kind: "geom", fields: g }, value(backward)],
   })),
+  convWeightKernel: convGeom.map((g) => ({
+    entry: "convWeightKernel",
+    slots: [{ kind: "geom", fields: g }],
+  })),
   setNumThreads: fc.integer({ min: 1, max: 3 }).map((n) => ({ entry: "setNumThreads", slots: [value(n)] })),
   numThreads: fc.constant({ entry: "numThreads", slots: [] }),
   info: fc.constant({ entry: "info", slots: [] }),
@@ -502,7 +506,7 @@ if (process.env.VGG_FUZZ_NATIVE_CHILD === "1") {
     t.diagnostic(`native entry points: ${total} calls in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     for (const [entry, c] of Object.entries(counts))
       t.diagnostic(`  ${entry}: ${c.ok + c.threw} calls, ${c.ok} returned, ${c.threw} threw a JS error`);
-    assert.equal(Object.keys(counts).length, 20);
+    assert.equal(Object.keys(counts).length, 21);
     // Both outcomes occur for every entry point that takes arguments: the kernels really ran.
     for (const [entry, c] of Object.entries(counts)) {
       assert.ok(c.ok > 0, `${entry} never returned`);

@@ -290,6 +290,13 @@ test("Winograd F(2x2,3x3) forward and input gradient match the reference (paddin
           );
       }
     }
+    // The weight gradient's kernel, as `vgg info` reports it (batch 4 splits over 2 threads).
+    const split = convGeometry(4, 17, 12, 11, 19, 3, 1, 0);
+    native.setConvAlgorithm("winograd");
+    assert.equal(native.convKernel(split, "weight"), "winograd F(2x2,3x3)");
+    native.setConvAlgorithm("direct");
+    assert.equal(native.convKernel(split, "weight"), "im2col+gemm");
+    assert.equal(native.convKernel(convGeometry(4, 1, 12, 11, 3, 3, 1, 1), "weight"), "direct (few taps)");
     // Shapes Winograd does not cover fall back to im2col + GEMM even when it is forced.
     native.setConvAlgorithm("winograd");
     const strided = convGeometry(2, 3, 9, 9, 4, 3, 2, 1);

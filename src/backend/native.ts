@@ -62,6 +62,7 @@ export interface NativeAddon
   info(): NativeInfo;
   setConvAlgorithm(a: ConvAlgorithm): void;
   convKernel(g: Conv2dGeometry, backward: boolean): string;
+  convWeightKernel(g: Conv2dGeometry): string;
 }
 
 /**
@@ -138,10 +139,13 @@ export class NativeBackend implements Backend {
     this.addon.setConvAlgorithm(a);
   }
 
-  /** The kernel used for a layer's forward or input-gradient pass, e.g. "winograd F(2x2,3x3)", for `vgg info`. */
-  convKernel(g: Conv2dGeometry, pass: "forward" | "backward"): string {
+  /**
+   * The kernel used for a layer's forward, input-gradient ("backward") or weight-gradient pass, e.g.
+   * "winograd F(2x2,3x3)", for `vgg info`.
+   */
+  convKernel(g: Conv2dGeometry, pass: "forward" | "backward" | "weight"): string {
     checkConv(g);
-    return this.addon.convKernel(g, pass === "backward");
+    return pass === "weight" ? this.addon.convWeightKernel(g) : this.addon.convKernel(g, pass === "backward");
   }
 
   gemm(

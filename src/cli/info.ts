@@ -39,7 +39,8 @@ export function infoCommand(): Command {
       const model = buildModel(flags);
       const o = vggOptions(flags);
       let shape = [flags.batchSize, o.inChannels!, o.inputSize!, o.inputSize!];
-      const layers: { layer: string; input: number[]; forward: string; backward: string }[] = [];
+      const layers: { layer: string; input: number[]; forward: string; backward: string; weight: string }[] =
+        [];
       const walk = (m: Module): void => {
         const children = m.namedChildren();
         if (children.length > 0) {
@@ -53,6 +54,7 @@ export function infoCommand(): Command {
             input: shape,
             forward: addon.convKernel(g, false),
             backward: addon.convKernel(g, true),
+            weight: addon.convWeightKernel(g),
           });
         }
         shape = m.outputShape(shape);
@@ -84,7 +86,7 @@ export function infoCommand(): Command {
         console.log(`conv kernels for ${flags.arch}/${flags.ratio} at batch ${flags.batchSize}:`);
         for (const l of layers)
           console.log(
-            `  ${l.layer.padEnd(44)} input [${l.input.join(", ")}]: forward ${l.forward}, backward ${l.backward}`,
+            `  ${l.layer.padEnd(44)} input [${l.input.join(", ")}]: forward ${l.forward}, input gradient ${l.backward}, weight gradient ${l.weight}`,
           );
       }
     });
