@@ -486,8 +486,9 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 bool use_batched(const ConvShape& s) { return g_algorithm != ConvAlgorithm::Winograd && batched_small_planes(s); }
 
 // Part of every kernel-cache key: 2 = Winograd weight gradient, vector transforms at the image edges;
-// 3 = vector output and gradient transforms at the edges too; 4 = several small images per Winograd call.
-constexpr int kKernelRevision = 4;
+// 3 = vector output and gradient transforms at the edges too; 4 = several small images per Winograd call;
+// 5 = choices timed on a group of images, longer weight-gradient tile chunks.
+constexpr int kKernelRevision = 5;
 
 // The passes, as named in the kernel cache.
 constexpr const char* kForward = "forward";
@@ -647,14 +648,21 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   }
   if (s.n > 0 && s.c_in > 0 && direct_small_applies(s)) return direct_small_forward(y, x, w, bias, s, relu);
   if (split_over_batch(s.n)) {
-    const ImageB first{x, &s};
     float* u = nullptr;
     if (s.n > 0 && winograd_applies(s)) {
       u = transformed_weights(w, s.c_out, s.c_in);
+      // Timed on one group of images (what a Winograd call gets), on the calling thread.
+      const int64_t g = std::min(winograd_group(s), s.n);
       const bool wino = use_winograd(
           s, kForward,
-          [&] { sgemm_serial_source(y, plane, w, kdim, false, BSource{pack_cols, &first}, s.c_out, plane, kdim, 0.0f, ep); },
-          [&] { winograd_forward_image(y, x, u, bias, s, relu); });
+          [&] {
+            for (int64_t b = 0; b < g; b++) {
+              const ImageB ib{x + b * x_size, &s};
+              sgemm_serial_source(y + b * s.c_out * plane, plane, w, kdim, false, BSource{pack_cols, &ib}, s.c_out,
+                                  plane, kdim, 0.0f, ep);
+            }
+          },
+          [&] { winograd_forward_images(y, x, g, u, bias, s, relu); });
       if (!wino) u = nullptr;
     }
     if (u) return winograd_forward_batch(y, x, u, bias, s, relu);
@@ -720,13 +728,17 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
     if (s.n > 0 && winograd_backward_applies(s)) {
       u = flipped_transformed_weights(w, s.c_out, s.c_in);
       float* cols0 = thread_scratch(0, kdim * plane);
+      const int64_t g = std::min(winograd_group(st), s.n);
       const bool wino = use_winograd(
           s, kBackwardInput,
           [&] {
-            sgemm_serial(cols0, plane, w, kdim, dy, plane, kdim, plane, s.c_out, true, false, 0.0f);
-            col2im(dx, cols0, s, 0, s.c_in, plane);
+            for (int64_t b = 0; b < g; b++) {
+              sgemm_serial(cols0, plane, w, kdim, dy + b * s.c_out * plane, plane, kdim, plane, s.c_out, true, false,
+                           0.0f);
+              col2im(dx + b * x_size, cols0, s, 0, s.c_in, plane);
+            }
           },
-          [&] { winograd_forward_image(dx, dy, u, nullptr, st, false); });
+          [&] { winograd_forward_images(dx, dy, g, u, nullptr, st, false); });
       if (!wino) u = nullptr;
     }
     if (u) return winograd_backward_input_batch(dx, dy, u, st, relu_x, s);
@@ -773,15 +785,19 @@ bool use_winograd_weight(const ConvShape& s, const float* dy, const float* x) {
   static thread_local std::vector<float> out;
   out.resize(static_cast<size_t>(s.c_out * kdim));
   float* m = winograd_accumulator(winograd_weight_acc_size(s.c_out, s.c_in));
-  const ImageB ib{x, &s};
+  // Timed on one group of images (what a Winograd call gets), on the calling thread.
+  const int64_t g = std::min(winograd_group(s), s.n), x_size = s.c_in * s.h * s.w;
   return use_winograd(
       s, kBackwardWeight,
       [&] {
-        sgemm_serial_source(out.data(), kdim, dy, plane, false, BSource{pack_cols_transposed, &ib}, s.c_out, kdim,
-                            plane, 0.0f);
+        for (int64_t b = 0; b < g; b++) {
+          const ImageB ib{x + b * x_size, &s};
+          sgemm_serial_source(out.data(), kdim, dy + b * s.c_out * plane, plane, false,
+                              BSource{pack_cols_transposed, &ib}, s.c_out, kdim, plane, b == 0 ? 0.0f : 1.0f);
+        }
       },
       [&] {
-        winograd_weight_grad_image(m, dy, x, s, false);
+        winograd_weight_grad_images(m, dy, x, g, s, false);
         winograd_weight_grad_finish(out.data(), m, s.c_out, s.c_in, 0, s.c_out * s.c_in);
       });
 }

@@ -356,7 +356,7 @@ void winograd_weight_grad_images(float* m, const float* dy, const float* x, int6
   // Chunk so V (16, cIn, chunk) and W (16, cOut, chunk) take about 1 MiB together; longer chunks make
   // longer GEMM reductions (k = tiles), so the floor is higher than the forward pass's.
   int64_t chunk = (int64_t{1} << 14) / (s.c_in + s.c_out);
-  chunk = std::max<int64_t>(64, std::min<int64_t>(512, chunk / 16 * 16));
+  chunk = std::max<int64_t>(256, std::min<int64_t>(512, chunk / 16 * 16));
   float* v = thread_scratch(2, 16 * s.c_in * chunk);
   float* g = thread_scratch(3, 16 * s.c_out * chunk);
   const int64_t dstrip_w = 2 * tiles_w + 16;
