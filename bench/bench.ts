@@ -130,7 +130,13 @@ const linears: [number, number][] = [
 ];
 
 const short = (kernel: string) =>
-  kernel.startsWith("winograd") ? "wino" : kernel === "im2col+gemm" ? "gemm" : kernel;
+  kernel.startsWith("winograd")
+    ? "wino"
+    : kernel.startsWith("im2col+gemm")
+      ? "gemm"
+      : kernel.startsWith("direct")
+        ? "direct"
+        : kernel;
 
 interface Row {
   name: string;
@@ -244,7 +250,7 @@ console.log(
   `\nVGG-11/4 per layer, batch ${batch} (ms; GFLOP/s counts the direct algorithm's FLOPs; forward has bias+ReLU ` +
     "fused; kernel = forward/input-gradient choice)",
 );
-const head = `${"layer".padEnd(9)} ${"shape".padEnd(13)} ${"kernel".padEnd(9)} ${"fwd ms".padStart(8)} ${"GF/s".padStart(6)} ${"bwdIn ms".padStart(9)} ${"GF/s".padStart(6)} ${"bwdW ms".padStart(8)} ${"GF/s".padStart(6)}`;
+const head = `${"layer".padEnd(9)} ${"shape".padEnd(13)} ${"kernel".padEnd(11)} ${"fwd ms".padStart(8)} ${"GF/s".padStart(6)} ${"bwdIn ms".padStart(9)} ${"GF/s".padStart(6)} ${"bwdW ms".padStart(8)} ${"GF/s".padStart(6)}`;
 console.log(torch ? `${head}   torch fwd/bwdIn/bwdW ms      speed-up` : head);
 let total = 0;
 let totalFlops = 0;
@@ -255,7 +261,7 @@ for (const r of rows) {
   const step = r.fwd + r.bwdW + (first ? 0 : r.bwdIn);
   total += step;
   totalFlops += r.flops * (first ? 2 : 3);
-  let line = `${r.name.padEnd(9)} ${r.shape.padEnd(13)} ${r.kernel.padEnd(9)} ${fmt(r.fwd * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.fwd), 6)} ${fmt(r.bwdIn * 1e3, 9, 2)} ${fmt(gflops(r.flops, r.bwdIn), 6)} ${fmt(r.bwdW * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.bwdW), 6)}`;
+  let line = `${r.name.padEnd(9)} ${r.shape.padEnd(13)} ${r.kernel.padEnd(11)} ${fmt(r.fwd * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.fwd), 6)} ${fmt(r.bwdIn * 1e3, 9, 2)} ${fmt(gflops(r.flops, r.bwdIn), 6)} ${fmt(r.bwdW * 1e3, 8, 2)} ${fmt(gflops(r.flops, r.bwdW), 6)}`;
   const t = torch?.layers.find((l) => l.name === r.name);
   if (t) {
     const tStep = t.forward + t.backwardWeight + (first ? 0 : t.backwardInput);
