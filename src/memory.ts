@@ -22,7 +22,7 @@ const enabled = typeof process === "undefined" || process.env?.VGG_BUFFER_POOL !
 const free = new Map<number, ArrayBuffer[]>();
 let freeBytes = 0;
 /** The most free bytes kept; beyond it a returned buffer is left to the garbage collector. */
-let limitBytes = 4 * 1024 ** 3;
+const limitBytes = 4 * 1024 ** 3;
 /** ArrayBuffers that came from the pool (or were made by it); only these go back. */
 const pooled = new WeakSet<ArrayBuffer>();
 /** ArrayBuffers that are (or share memory with) a tensor handed to the caller. */
@@ -102,16 +102,9 @@ export function releaseInternal(t: Tensor): void {
   if (owners.get(buf) === t) give(t.data);
 }
 
-/** Pool statistics, for tests and `vgg bench`. */
+/** Pool statistics, for tests. */
 export function poolStats(): { freeBytes: number; freeBuffers: number; limitBytes: number } {
   let n = 0;
   for (const list of free.values()) n += list.length;
   return { freeBytes, freeBuffers: n, limitBytes };
-}
-
-/** Drops every free buffer (e.g. when a run ends) and sets the most free bytes kept. */
-export function trimPool(limit = limitBytes): void {
-  free.clear();
-  freeBytes = 0;
-  limitBytes = limit;
 }
