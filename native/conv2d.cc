@@ -516,8 +516,9 @@ double seconds(F&& f) {
 }
 
 // Whether to use Winograd for this pass. In Auto mode, unless the cache already knows, the first call times
-// one image both ways (each run five times, interleaved, keeping the fastest: the choice is kept for good,
-// so it must survive a busy machine) on the calling thread; `direct` and `winograd` compute the same image.
+// both ways (each run five times, interleaved, keeping the fastest: the choice is kept for good, so it must
+// survive a busy machine); `direct` and `winograd` compute the same thing: one group of images (what one
+// Winograd call gets) on the calling thread, one image over the threads, or the whole batch (small planes).
 template <typename D, typename W>
 bool use_winograd(const ConvShape& s, const char* pass, D&& direct, W&& winograd, const char* mode = nullptr) {
   if (g_algorithm == ConvAlgorithm::Direct) return false;
