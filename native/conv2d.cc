@@ -249,20 +249,25 @@ bool direct_small_applies(const ConvShape& s) {
          s.out_w == s.w + 2 * s.pad_w - s.kw + 1;
 }
 
-// Output rows [r0, r1) over (n, outH) of y; buf holds cIn*kh padded rows of width w + 2 padW.
-__attribute__((always_inline)) inline void direct_small_rows(float* y, const float* x, const float* w,
-                                                             const float* bias, const ConvShape& s, bool relu,
-                                                             int64_t r0, int64_t r1, float* buf) {
+// buf (cIn*kh rows of width w + 2 padW) = the input rows output row oy of image b reads, zero-padded.
+void fill_padded_rows(float* buf, const float* x, const ConvShape& s, int64_t b, int64_t oy) {
+  const int64_t bw = s.w + 2 * s.pad_w;
+  for (int64_t c = 0; c < s.c_in; c++)
+    for (int64_t ki = 0; ki < s.kh; ki++) {
+      float* row = buf + (c * s.kh + ki) * bw;
+      const int64_t iy = oy - s.pad_h + ki;
+      std::fill(row, row + bw, 0.0f);
+      if (iy >= 0 && iy < s.h) std::copy_n(x + ((b * s.c_in + c) * s.h + iy) * s.w, s.w, row + s.pad_w);
+    }
+}
+
+// Output rows [r0, r1) over (n, outH) of y, in plain C++ (the portable path); buf as fill_padded_rows.
+void direct_small_rows_portable(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
+                                bool relu, int64_t r0, int64_t r1, float* buf) {
   const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s), plane = plane_of(s);
   for (int64_t r = r0; r < r1; r++) {
     const int64_t b = r / s.out_h, oy = r - b * s.out_h;
-    for (int64_t c = 0; c < s.c_in; c++)
-      for (int64_t ki = 0; ki < s.kh; ki++) {
-        float* row = buf + (c * s.kh + ki) * bw;
-        const int64_t iy = oy - s.pad_h + ki;
-        std::fill(row, row + bw, 0.0f);
-        if (iy >= 0 && iy < s.h) std::copy_n(x + ((b * s.c_in + c) * s.h + iy) * s.w, s.w, row + s.pad_w);
-      }
+    fill_padded_rows(buf, x, s, b, oy);
     for (int64_t co = 0; co < s.c_out; co++) {
       const float* wr = w + co * kdim;
       const float bv = bias ? bias[co] : 0.0f;
@@ -284,11 +289,6 @@ __attribute__((always_inline)) inline void direct_small_rows(float* y, const flo
       }
     }
   }
-}
-
-void direct_small_rows_portable(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
-                                bool relu, int64_t r0, int64_t r1, float* buf) {
-  direct_small_rows(y, x, w, bias, s, relu, r0, r1, buf);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -317,13 +317,7 @@ __attribute__((target("avx2,fma"))) void direct_small_rows_avx2(float* y, const 
   for (int64_t t = 0; t < kdim; t++) tap_off[t] = (t / s.kw) * bw + t % s.kw;
   for (int64_t r = r0; r < r1; r++) {
     const int64_t b = r / s.out_h, oy = r - b * s.out_h;
-    for (int64_t c = 0; c < s.c_in; c++)
-      for (int64_t ki = 0; ki < s.kh; ki++) {
-        float* row = buf + (c * s.kh + ki) * bw;
-        const int64_t iy = oy - s.pad_h + ki;
-        std::fill(row, row + bw, 0.0f);
-        if (iy >= 0 && iy < s.h) std::copy_n(x + ((b * s.c_in + c) * s.h + iy) * s.w, s.w, row + s.pad_w);
-      }
+    fill_padded_rows(buf, x, s, b, oy);
     for (int64_t co = 0; co < s.c_out; co++) {
       const float* wr = w + co * kdim;
       const float bv = bias ? bias[co] : 0.0f;
