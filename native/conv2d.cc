@@ -561,12 +561,67 @@ void winograd_backward_input_batch(float* dx, const float* dy, const float* u, c
       s.n);
 }
 
-// Shared (read-only inside the parallel region) transformed-weight buffer.
-float* transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
-  static thread_local std::vector<float> u;
-  u.resize(static_cast<size_t>(winograd_weights_size(c_out, c_in)));
-  winograd_prepare_weights(u.data(), w, c_out, c_in);
-  return u.data();
+// Transformed Winograd weights, kept for the weights they came from. Inference calls each layer with the
+// same weights again and again, and the transform (16/9 as many floats as the weights, packed for the
+// GEMMs) costs as much as a batch-1 convolution of a 14x14 plane. An entry is found by comparing the
+// weights themselves, not their address, so weights updated in place (a training step) always miss, and a
+// miss costs one extra copy of the weights. Each JS thread calling the addon has its own cache; a returned
+// pointer stays valid until that thread's next call.
+struct TransformedWeights {
+  bool flipped;
+  int64_t c_out, c_in;
+  std::vector<float> w, u;
+  uint64_t last_use;
+};
+constexpr size_t kTransformCacheEntries = 32;
+constexpr int64_t kTransformCacheFloats = int64_t{1} << 26;  // 256 MiB of weights and transforms per thread
+
+const float* transformed_weights_of(const float* w, int64_t c_out, int64_t c_in, bool flipped) {
+  static thread_local std::vector<TransformedWeights> cache;
+  static thread_local uint64_t clock = 0;
+  const int64_t w_size = 9 * c_out * c_in;
+  for (TransformedWeights& e : cache)
+    if (e.flipped == flipped && e.c_out == c_out && e.c_in == c_in &&
+        std::memcmp(e.w.data(), w, w_size * sizeof(float)) == 0) {
+      e.last_use = ++clock;
+      return e.u.data();
+    }
+  const int64_t entry_floats = w_size + winograd_weights_size(c_out, c_in);
+  int64_t held = 0;
+  for (const TransformedWeights& e : cache) held += static_cast<int64_t>(e.w.size() + e.u.size());
+  // Evict the least recently used entries until this one fits (it may replace an entry of its own shape).
+  while (!cache.empty() && (cache.size() >= kTransformCacheEntries || held + entry_floats > kTransformCacheFloats)) {
+    auto oldest = std::min_element(cache.begin(), cache.end(), [](const TransformedWeights& a,
+                                                                  const TransformedWeights& b) {
+      return a.last_use < b.last_use;
+    });
+    held -= static_cast<int64_t>(oldest->w.size() + oldest->u.size());
+    cache.erase(oldest);
+  }
+  TransformedWeights e{flipped, c_out, c_in, std::vector<float>(w, w + w_size), {}, ++clock};
+  e.u.resize(static_cast<size_t>(winograd_weights_size(flipped ? c_in : c_out, flipped ? c_out : c_in)));
+  if (flipped) {
+    // The input gradient's filters: (cIn, cOut, 3, 3), each one turned by 180 degrees.
+    std::vector<float> turned(static_cast<size_t>(w_size));
+    for (int64_t co = 0; co < c_out; co++)
+      for (int64_t ci = 0; ci < c_in; ci++)
+        for (int k = 0; k < 9; k++) turned[(ci * c_out + co) * 9 + (8 - k)] = w[(co * c_in + ci) * 9 + k];
+    winograd_prepare_weights(e.u.data(), turned.data(), c_in, c_out);
+  } else {
+    winograd_prepare_weights(e.u.data(), w, c_out, c_in);
+  }
+  if (entry_floats > kTransformCacheFloats) {
+    // Too large to keep: hand out a buffer that lives until the next call.
+    static thread_local std::vector<float> uncached;
+    uncached.swap(e.u);
+    return uncached.data();
+  }
+  cache.push_back(std::move(e));
+  return cache.back().u.data();
+}
+
+const float* transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
+  return transformed_weights_of(w, c_out, c_in, false);
 }
 
 // The input gradient of a 3x3 stride-1 conv is the 3x3 conv of dy with the kernel flipped and cIn/cOut
@@ -575,13 +630,9 @@ ConvShape transposed_shape(const ConvShape& s) {
   return ConvShape{s.n, s.c_out, s.out_h, s.out_w, s.c_in, 3, 3, 1, 1, 2 - s.pad_h, 2 - s.pad_w, s.h, s.w};
 }
 
-float* flipped_transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
-  static thread_local std::vector<float> flipped;
-  flipped.resize(static_cast<size_t>(9 * c_out * c_in));
-  for (int64_t co = 0; co < c_out; co++)
-    for (int64_t ci = 0; ci < c_in; ci++)
-      for (int k = 0; k < 9; k++) flipped[(ci * c_out + co) * 9 + (8 - k)] = w[(co * c_in + ci) * 9 + k];
-  return transformed_weights(flipped.data(), c_in, c_out);
+// The input gradient's transformed weights (the filters flipped, cIn and cOut swapped).
+const float* flipped_transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
+  return transformed_weights_of(w, c_out, c_in, true);
 }
 
 bool winograd_backward_applies(const ConvShape& s) {
@@ -643,7 +694,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   }
   if (s.n > 0 && s.c_in > 0 && direct_small_applies(s)) return direct_small_forward(y, x, w, bias, s, relu);
   if (split_over_batch(s.n)) {
-    float* u = nullptr;
+    const float* u = nullptr;
     if (s.n > 0 && winograd_applies(s)) {
       u = transformed_weights(w, s.c_out, s.c_in);
       // Timed on one group of images (what a Winograd call gets), on the calling thread.
@@ -686,7 +737,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
           0.0f, ep);
   };
   const int64_t tiles = s.n > 0 && winograd_applies(s) ? winograd_tiles(s) : 0;
-  float* u = tiles > 0 ? transformed_weights(w, s.c_out, s.c_in) : nullptr;
+  const float* u = tiles > 0 ? transformed_weights(w, s.c_out, s.c_in) : nullptr;
   auto winograd = [&](int64_t b) {
     parallel_run(
         [&](int ith, int nth) {
@@ -718,7 +769,7 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
     return batched_backward_input(dx, dy, w, relu_x, s);
   }
   if (split_over_batch(s.n)) {
-    float* u = nullptr;
+    const float* u = nullptr;
     const ConvShape st = transposed_shape(s);
     if (s.n > 0 && winograd_backward_applies(s)) {
       u = flipped_transformed_weights(w, s.c_out, s.c_in);

@@ -6,9 +6,11 @@
 #include "winograd.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "gemm.h"
 #include "isa.h"
+#include "threadpool.h"
 #include "workspace.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -27,25 +29,40 @@ int64_t winograd_weights_size(int64_t c_out, int64_t c_in) { return 16 * packed_
 
 void winograd_prepare_weights(float* packed, const float* w, int64_t c_out, int64_t c_in) {
   const int64_t plane = c_out * c_in;
-  float* u = thread_scratch(1, 16 * plane);
-  for (int64_t f = 0; f < plane; f++) {
-    const float* g = w + f * 9;
-    float t[4][3];  // G g: (4, 3)
-    for (int j = 0; j < 3; j++) {
-      t[0][j] = g[j];
-      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-      t[3][j] = g[6 + j];
-    }
-    for (int i = 0; i < 4; i++) {  // (G g) G^T: (4, 4)
-      u[(i * 4 + 0) * plane + f] = t[i][0];
-      u[(i * 4 + 1) * plane + f] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-      u[(i * 4 + 2) * plane + f] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-      u[(i * 4 + 3) * plane + f] = t[i][2];
-    }
-  }
+  static thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(16 * plane));
+  float* u = scratch.data();
+  // Filters split over the threads, then the 16 matrices: each output float is written by one thread.
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t f0, f1;
+        split_range(plane, ith, nth, 64, &f0, &f1);
+        for (int64_t f = f0; f < f1; f++) {
+          const float* g = w + f * 9;
+          float t[4][3];  // G g: (4, 3)
+          for (int j = 0; j < 3; j++) {
+            t[0][j] = g[j];
+            t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+            t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+            t[3][j] = g[6 + j];
+          }
+          for (int i = 0; i < 4; i++) {  // (G g) G^T: (4, 4)
+            u[(i * 4 + 0) * plane + f] = t[i][0];
+            u[(i * 4 + 1) * plane + f] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+            u[(i * 4 + 2) * plane + f] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+            u[(i * 4 + 3) * plane + f] = t[i][2];
+          }
+        }
+      },
+      (plane + 63) / 64);
   const int64_t block = packed_a_size(c_out, c_in);
-  for (int e = 0; e < 16; e++) pack_a_all(packed + e * block, u + e * plane, c_in, false, c_out, c_in);
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t e0, e1;
+        split_range(16, ith, nth, 1, &e0, &e1);
+        for (int64_t e = e0; e < e1; e++) pack_a_all(packed + e * block, u + e * plane, c_in, false, c_out, c_in);
+      },
+      16);
 }
 
 namespace {

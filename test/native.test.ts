@@ -315,6 +315,47 @@ test("Winograd F(2x2,3x3) forward and input gradient match the reference (paddin
   });
 });
 
+test("Winograd's transformed weights are reused only for equal weights (in-place updates, equal copies, many layers)", () => {
+  // Batch 1 and 2 take the per-image and batch paths; the transform cache keys on the weights' contents.
+  native.setConvAlgorithm("winograd");
+  try {
+    for (const g of [convGeometry(1, 12, 10, 10, 14, 3, 1, 1), convGeometry(2, 12, 10, 10, 14, 3, 1, 1)]) {
+      const label = convLabel(g);
+      const x = randn(g.n * g.cIn * g.h * g.w);
+      const dy = randn(g.n * g.cOut * g.outH * g.outW);
+      const w = randn(g.cOut * g.cIn * 9);
+      const run = (weights: Float32Array) => {
+        const [y, yR] = [new Float32Array(dy.length), new Float32Array(dy.length)];
+        native.conv2dForward(y, x, weights, null, g, false);
+        ref.conv2dForward(yR, x, weights, null, g, false);
+        close(y, yR, `forward ${label}`);
+        const [dx, dxR] = [new Float32Array(x.length), new Float32Array(x.length)];
+        native.conv2dBackwardInput(dx, dy, weights, g);
+        ref.conv2dBackwardInput(dxR, dy, weights, g);
+        close(dx, dxR, `backward input ${label}`);
+        return [y, dx];
+      };
+      const [y0, dx0] = run(w);
+      // The same array changed in place (what an optimiser step does), in the last element only.
+      w[w.length - 1] += 0.5;
+      const [y1, dx1] = run(w);
+      assert.notDeepEqual(y1, y0, "the forward pass must see the updated weights");
+      assert.notDeepEqual(dx1, dx0, "the input gradient must see the updated weights");
+      // An equal copy in another array gives bit-identical results.
+      const [y2, dx2] = run(Float32Array.from(w));
+      assert.deepEqual(y2, y1);
+      assert.deepEqual(dx2, dx1);
+      // More layers than the cache holds, then the first weights again.
+      for (let i = 0; i < 40; i++) run(randn(w.length));
+      const [y3, dx3] = run(w);
+      assert.deepEqual(y3, y1);
+      assert.deepEqual(dx3, dx1);
+    }
+  } finally {
+    native.setConvAlgorithm("auto");
+  }
+});
+
 test("conv2d handles empty batches and zero channels", () => {
   for (const g of [convGeometry(0, 3, 5, 5, 4, 3, 1, 1), convGeometry(2, 0, 5, 5, 4, 3, 1, 1)]) {
     const wLen = g.cOut * g.cIn * g.kh * g.kw;

@@ -1,6 +1,6 @@
 // `vgg train`: d2l's experiment (VGG-11/4 on Fashion-MNIST at 224, SGD lr 0.05, 10 epochs, batch 128)
 // as the defaults, with checkpoints, resumption, metrics, curves and a progress bar.
-import { appendFileSync, mkdirSync, statfsSync } from "node:fs";
+import { appendFileSync, mkdirSync, rmSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import { SingleBar } from "cli-progress";
 import { Command, Option } from "commander";
@@ -161,7 +161,9 @@ export interface TrainObserver {
 function prepareOutDir(dir: string, bytesNeeded: number): void {
   try {
     mkdirSync(dir, { recursive: true });
-    writeFileAtomic(join(dir, ".write-test"), "ok");
+    const probe = join(dir, ".write-test");
+    writeFileAtomic(probe, "ok");
+    rmSync(probe);
   } catch (e) {
     throw new Error(
       `Cannot write to the output folder ${dir}: ${(e as Error).message}; choose another with --out`,
