@@ -359,28 +359,56 @@ void gemv_rows_portable(float* c, int64_t ldc, const float* a, int64_t lda, cons
 }
 
 #ifdef VGG_X86
-__attribute__((target("avx2,fma"))) void gemv_rows_avx2(float* c, int64_t ldc, const float* a, int64_t lda,
-                                                        const float* b, int64_t ldb, int64_t m, int64_t j0,
-                                                        int64_t j1, int64_t k, float beta) {
-  for (int64_t j = j0; j < j1; j++) {
-    const float* bj = b + j * ldb;
-    __m256 acc[kGemvMaxRows][2];
-    for (int64_t i = 0; i < m; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    int64_t p = 0;
-    for (; p + 16 <= k; p += 16) {
-      const __m256 b0 = _mm256_loadu_ps(bj + p), b1 = _mm256_loadu_ps(bj + p + 8);
-      for (int64_t i = 0; i < m; i++) {
-        acc[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i * lda + p), b0, acc[i][0]);
-        acc[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i * lda + p + 8), b1, acc[i][1]);
-      }
+// J rows of B at once, each dotted with the M rows of A: M * J independent accumulator chains hide the FMA
+// latency and J streams of B keep the memory system busy (this is bandwidth-bound: every weight is read
+// once). Each c[i][j] is summed in the same lane order whatever J is, so results do not depend on the
+// grouping (or on how the columns are split over threads).
+template <int M, int J>
+__attribute__((target("avx2,fma"), always_inline)) inline void gemv_block_avx2(float* c, int64_t ldc, const float* a,
+                                                                               int64_t lda, const float* b,
+                                                                               int64_t ldb, int64_t j, int64_t k,
+                                                                               float beta) {
+  __m256 acc[M][J];
+  for (int i = 0; i < M; i++)
+    for (int r = 0; r < J; r++) acc[i][r] = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8) {
+    __m256 bv[J];
+    for (int r = 0; r < J; r++) bv[r] = _mm256_loadu_ps(b + (j + r) * ldb + p);
+    for (int i = 0; i < M; i++) {
+      const __m256 av = _mm256_loadu_ps(a + i * lda + p);
+      for (int r = 0; r < J; r++) acc[i][r] = _mm256_fmadd_ps(av, bv[r], acc[i][r]);
     }
-    for (int64_t i = 0; i < m; i++) {
+  }
+  for (int i = 0; i < M; i++)
+    for (int r = 0; r < J; r++) {
       alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, _mm256_add_ps(acc[i][0], acc[i][1]));
+      _mm256_store_ps(lanes, acc[i][r]);
       float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+      const float* bj = b + (j + r) * ldb;
       for (int64_t q = p; q < k; q++) sum += a[i * lda + q] * bj[q];
-      c[i * ldc + j] = sum + (beta != 0.0f ? c[i * ldc + j] : 0.0f);
+      float* cij = c + i * ldc + j + r;
+      *cij = sum + (beta != 0.0f ? *cij : 0.0f);
     }
+}
+
+template <int M>
+__attribute__((target("avx2,fma"))) void gemv_rows_m_avx2(float* c, int64_t ldc, const float* a, int64_t lda,
+                                                          const float* b, int64_t ldb, int64_t j0, int64_t j1,
+                                                          int64_t k, float beta) {
+  constexpr int J = M == 1 ? 8 : M == 2 ? 4 : 2;
+  int64_t j = j0;
+  for (; j + J <= j1; j += J) gemv_block_avx2<M, J>(c, ldc, a, lda, b, ldb, j, k, beta);
+  for (; j < j1; j++) gemv_block_avx2<M, 1>(c, ldc, a, lda, b, ldb, j, k, beta);
+}
+
+void gemv_rows_avx2(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
+                    int64_t j0, int64_t j1, int64_t k, float beta) {
+  switch (m) {
+    case 1: return gemv_rows_m_avx2<1>(c, ldc, a, lda, b, ldb, j0, j1, k, beta);
+    case 2: return gemv_rows_m_avx2<2>(c, ldc, a, lda, b, ldb, j0, j1, k, beta);
+    case 3: return gemv_rows_m_avx2<3>(c, ldc, a, lda, b, ldb, j0, j1, k, beta);
+    default: return gemv_rows_m_avx2<4>(c, ldc, a, lda, b, ldb, j0, j1, k, beta);
   }
 }
 #endif

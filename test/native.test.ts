@@ -161,6 +161,9 @@ test("gemm matches the reference for every transpose and beta, across cache-bloc
     [3, 40, 37],
     [4, 2000, 70],
     [1, 33, 16],
+    // Groups of 8 (batch 1), 4 (batch 2) and 2 (batch 3-4) rows of B, with leftover rows.
+    [1, 1003, 300],
+    [2, 77, 19],
   ];
   for (const [m, n, k] of shapes)
     for (const transA of [false, true])
@@ -196,6 +199,23 @@ test("gemm is the same on 1, 2 and 3 threads", () => {
   const cR = new Float32Array(m * n);
   ref.gemm(cR, a, b, m, n, k, false, false, 0);
   for (const c of results) close(c, cR, "threaded gemm", 1e-4);
+});
+
+test("the batch <= 4 GEMV gives bit-identical results on 1, 2 and 3 threads", () => {
+  for (const m of [1, 2, 3, 4]) {
+    const [n, k] = [1037, 611];
+    const a = randn(m * k);
+    const b = randn(n * k);
+    const results = [1, 2, 3].map((t) => {
+      native.setNumThreads(t);
+      const c = new Float32Array(m * n);
+      native.gemm(c, a, b, m, n, k, false, true, 0);
+      return c;
+    });
+    native.setNumThreads(2);
+    assert.deepEqual(results[1], results[0], `m=${m}: 2 threads`);
+    assert.deepEqual(results[2], results[0], `m=${m}: 3 threads`);
+  }
 });
 
 test("conv2d forward (bias, ReLU) and both gradients match the reference on random shapes", () => {
