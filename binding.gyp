@@ -14,7 +14,8 @@
         "native/pool.cc",
         "native/sgd.cc",
         "native/threadpool.cc",
-        "native/winograd.cc"
+        "native/winograd.cc",
+        "native/winograd4.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -351,7 +351,8 @@ Napi::Value SetConvAlgorithm(const Napi::CallbackInfo& info) {
   if (name == "auto") vgg::set_conv_algorithm(vgg::ConvAlgorithm::Auto);
   else if (name == "direct") vgg::set_conv_algorithm(vgg::ConvAlgorithm::Direct);
   else if (name == "winograd") vgg::set_conv_algorithm(vgg::ConvAlgorithm::Winograd);
-  else type_error(info.Env(), "Expected the conv algorithm to be \"auto\", \"direct\" or \"winograd\" but received " + (info[0].IsString() ? "\"" + name + "\"" : describe(info[0])));
+  else if (name == "winograd4") vgg::set_conv_algorithm(vgg::ConvAlgorithm::Winograd4);
+  else type_error(info.Env(), "Expected the conv algorithm to be \"auto\", \"direct\", \"winograd\" or \"winograd4\" but received " + (info[0].IsString() ? "\"" + name + "\"" : describe(info[0])));
   return info.Env().Undefined();
 }
 

@@ -477,12 +477,14 @@ void batched_backward_weight(float* dw, const float* dy, const float* x, const C
 std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 
 // The whole-batch GEMM for small planes, unless Winograd is forced (tests compare the algorithms).
-bool use_batched(const ConvShape& s) { return g_algorithm != ConvAlgorithm::Winograd && batched_small_planes(s); }
+bool use_batched(const ConvShape& s) {
+  return g_algorithm != ConvAlgorithm::Winograd && g_algorithm != ConvAlgorithm::Winograd4 && batched_small_planes(s);
+}
 
 // Part of every kernel-cache key: 2 = Winograd weight gradient, vector transforms at the image edges;
 // 3 = vector output and gradient transforms at the edges too; 4 = several small images per Winograd call;
-// 5 = choices timed on a group of images, longer weight-gradient tile chunks.
-constexpr int kKernelRevision = 5;
+// 5 = choices timed on a group of images, longer weight-gradient tile chunks; 6 = F(4x4,3x3) a third choice.
+constexpr int kKernelRevision = 6;
 
 // The passes, as named in the kernel cache.
 constexpr const char* kForward = "forward";
@@ -509,52 +511,80 @@ double seconds(F&& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// Whether to use Winograd for this pass. In Auto mode, unless the cache already knows, the first call times
-// both ways (each run five times, interleaved, keeping the fastest: the choice is kept for good, so it must
-// survive a busy machine); `direct` and `winograd` compute the same thing: one group of images (what one
-// Winograd call gets) on the calling thread, one image over the threads, or the whole batch (small planes).
+// The kernel-cache names of the three ways, and the Winograd output tile each means (0: not Winograd).
+constexpr const char* kDirectName = "direct";
+constexpr const char* kWinograd2Name = "winograd";
+constexpr const char* kWinograd4Name = "winograd4";
+int tile_of_name(const std::string& name) { return name == kWinograd4Name ? 4 : name == kWinograd2Name ? 2 : 0; }
+
+// Which way this pass runs: 0 (im2col/direct), 2 (Winograd F(2x2,3x3)) or 4 (F(4x4,3x3), when `four`).
+// In Auto mode, unless the cache already knows, the first call times every way (each run five times,
+// interleaved, keeping the fastest: the choice is kept for good, so it must survive a busy machine);
+// `direct` and `winograd(tile)` compute the same thing: one group of images (what one Winograd call gets)
+// on the calling thread, one image over the threads, or the whole batch (small planes).
 template <typename D, typename W>
-bool use_winograd(const ConvShape& s, const char* pass, D&& direct, W&& winograd, const char* mode = nullptr) {
-  if (g_algorithm == ConvAlgorithm::Direct) return false;
-  if (g_algorithm == ConvAlgorithm::Winograd) return true;
+int winograd_tile(const ConvShape& s, const char* pass, D&& direct, W&& winograd, const char* mode = nullptr,
+                  bool four = true) {
+  if (g_algorithm == ConvAlgorithm::Direct) return 0;
+  if (g_algorithm == ConvAlgorithm::Winograd) return 2;
+  if (g_algorithm == ConvAlgorithm::Winograd4) return four ? 4 : 2;
   const std::string key = key_of(s, pass, mode);
   const std::string known = kernel_cache_get(key);
-  if (!known.empty()) return known == "winograd";
-  double td = seconds(direct), tw = seconds(winograd);  // the first runs also warm caches and workspaces
-  for (int i = 0; i < 4; i++) td = std::min(td, seconds(direct)), tw = std::min(tw, seconds(winograd));
-  return kernel_cache_put(key, tw < td ? "winograd" : "direct") == "winograd";
+  if (!known.empty()) return four || tile_of_name(known) != 4 ? tile_of_name(known) : 2;
+  // The first runs also warm caches and workspaces.
+  double td = seconds(direct), t2 = seconds([&] { winograd(2); }), t4 = four ? seconds([&] { winograd(4); }) : 0.0;
+  for (int i = 0; i < 4; i++) {
+    td = std::min(td, seconds(direct));
+    t2 = std::min(t2, seconds([&] { winograd(2); }));
+    if (four) t4 = std::min(t4, seconds([&] { winograd(4); }));
+  }
+  const char* best = t2 < td ? kWinograd2Name : kDirectName;
+  if (four && t4 < std::min(td, t2)) best = kWinograd4Name;
+  return tile_of_name(kernel_cache_put(key, best));
 }
 
-// Images per Winograd call: enough that a call has about 256 tiles (the GEMMs of a 14x14 image alone
-// would get 49 columns), few enough that a group's output is still in cache for what follows.
-int64_t winograd_group(const ConvShape& s) { return std::max<int64_t>(1, 256 / winograd_tiles(s)); }
+int64_t tiles_of(const ConvShape& s, int tile) { return tile == 4 ? winograd4_tiles(s) : winograd_tiles(s); }
+
+// Images per Winograd call: enough that a call has about 256 F(2x2) or 128 F(4x4) tiles (the GEMMs of a
+// 14x14 image alone would get 49 columns), few enough that a group's output is still in cache for what
+// follows.
+int64_t winograd_group(const ConvShape& s, int tile) {
+  return std::max<int64_t>(1, (tile == 4 ? 128 : 256) / tiles_of(s, tile));
+}
+
+// `images` images of y = conv(x) by Winograd with this output tile, tiles [t0, t1) (-1: all).
+void winograd_images(int tile, float* y, const float* x, int64_t images, const float* u, const float* bias,
+                     const ConvShape& s, bool relu, int64_t t0 = 0, int64_t t1 = -1) {
+  if (tile == 4) return winograd4_forward_images(y, x, images, u, bias, s, relu, t0, t1);
+  winograd_forward_images(y, x, images, u, bias, s, relu, t0, t1);
+}
 
 // Winograd over the whole batch: each thread a contiguous run of images, a group at a time.
-void winograd_forward_batch(float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
+void winograd_forward_batch(int tile, float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
                             bool relu) {
-  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w, group = winograd_group(s);
+  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w, group = winograd_group(s, tile);
   parallel_run(
       [&](int ith, int nth) {
         int64_t b0, b1;
         split_range(s.n, ith, nth, 1, &b0, &b1);
         for (int64_t b = b0; b < b1; b += group)
-          winograd_forward_images(y + b * s.c_out * plane, x + b * x_size, std::min(group, b1 - b), u, bias, s, relu);
+          winograd_images(tile, y + b * s.c_out * plane, x + b * x_size, std::min(group, b1 - b), u, bias, s, relu);
       },
       s.n);
 }
 
 // The input gradient the same way (st: the transposed shape; u: flipped, transformed weights), with
 // ReLU's mask applied to each group while it is in cache.
-void winograd_backward_input_batch(float* dx, const float* dy, const float* u, const ConvShape& st,
+void winograd_backward_input_batch(int tile, float* dx, const float* dy, const float* u, const ConvShape& st,
                                    const float* relu_x, const ConvShape& s) {
-  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w, group = winograd_group(st);
+  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w, group = winograd_group(st, tile);
   parallel_run(
       [&](int ith, int nth) {
         int64_t b0, b1;
         split_range(s.n, ith, nth, 1, &b0, &b1);
         for (int64_t b = b0; b < b1; b += group) {
           const int64_t g = std::min(group, b1 - b);
-          winograd_forward_images(dx + b * x_size, dy + b * s.c_out * plane, g, u, nullptr, st, false);
+          winograd_images(tile, dx + b * x_size, dy + b * s.c_out * plane, g, u, nullptr, st, false);
           if (relu_x) mask_by_relu(dx + b * x_size, relu_x + b * x_size, 0, g * x_size);
         }
       },
@@ -568,6 +598,7 @@ void winograd_backward_input_batch(float* dx, const float* dy, const float* u, c
 // miss costs one extra copy of the weights. Each JS thread calling the addon has its own cache; a returned
 // pointer stays valid until that thread's next call.
 struct TransformedWeights {
+  int tile;
   bool flipped;
   int64_t c_out, c_in;
   std::vector<float> w, u;
@@ -576,17 +607,24 @@ struct TransformedWeights {
 constexpr size_t kTransformCacheEntries = 32;
 constexpr int64_t kTransformCacheFloats = int64_t{1} << 26;  // 256 MiB of weights and transforms per thread
 
-const float* transformed_weights_of(const float* w, int64_t c_out, int64_t c_in, bool flipped) {
+const float* transformed_weights_of(const float* w, int64_t c_out, int64_t c_in, bool flipped, int tile) {
   static thread_local std::vector<TransformedWeights> cache;
   static thread_local uint64_t clock = 0;
   const int64_t w_size = 9 * c_out * c_in;
   for (TransformedWeights& e : cache)
-    if (e.flipped == flipped && e.c_out == c_out && e.c_in == c_in &&
+    if (e.tile == tile && e.flipped == flipped && e.c_out == c_out && e.c_in == c_in &&
         std::memcmp(e.w.data(), w, w_size * sizeof(float)) == 0) {
       e.last_use = ++clock;
       return e.u.data();
     }
-  const int64_t entry_floats = w_size + winograd_weights_size(c_out, c_in);
+  auto size_of = [tile](int64_t rows, int64_t cols) {
+    return tile == 4 ? winograd4_weights_size(rows, cols) : winograd_weights_size(rows, cols);
+  };
+  auto prepare = [tile](float* u, const float* g, int64_t rows, int64_t cols) {
+    if (tile == 4) return winograd4_prepare_weights(u, g, rows, cols);
+    winograd_prepare_weights(u, g, rows, cols);
+  };
+  const int64_t entry_floats = w_size + size_of(c_out, c_in);
   int64_t held = 0;
   for (const TransformedWeights& e : cache) held += static_cast<int64_t>(e.w.size() + e.u.size());
   // Evict the least recently used entries until this one fits (it may replace an entry of its own shape).
@@ -598,17 +636,17 @@ const float* transformed_weights_of(const float* w, int64_t c_out, int64_t c_in,
     held -= static_cast<int64_t>(oldest->w.size() + oldest->u.size());
     cache.erase(oldest);
   }
-  TransformedWeights e{flipped, c_out, c_in, std::vector<float>(w, w + w_size), {}, ++clock};
-  e.u.resize(static_cast<size_t>(winograd_weights_size(flipped ? c_in : c_out, flipped ? c_out : c_in)));
+  TransformedWeights e{tile, flipped, c_out, c_in, std::vector<float>(w, w + w_size), {}, ++clock};
+  e.u.resize(static_cast<size_t>(size_of(flipped ? c_in : c_out, flipped ? c_out : c_in)));
   if (flipped) {
     // The input gradient's filters: (cIn, cOut, 3, 3), each one turned by 180 degrees.
     std::vector<float> turned(static_cast<size_t>(w_size));
     for (int64_t co = 0; co < c_out; co++)
       for (int64_t ci = 0; ci < c_in; ci++)
         for (int k = 0; k < 9; k++) turned[(ci * c_out + co) * 9 + (8 - k)] = w[(co * c_in + ci) * 9 + k];
-    winograd_prepare_weights(e.u.data(), turned.data(), c_in, c_out);
+    prepare(e.u.data(), turned.data(), c_in, c_out);
   } else {
-    winograd_prepare_weights(e.u.data(), w, c_out, c_in);
+    prepare(e.u.data(), w, c_out, c_in);
   }
   if (entry_floats > kTransformCacheFloats) {
     // Too large to keep: hand out a buffer that lives until the next call.
@@ -620,8 +658,8 @@ const float* transformed_weights_of(const float* w, int64_t c_out, int64_t c_in,
   return cache.back().u.data();
 }
 
-const float* transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
-  return transformed_weights_of(w, c_out, c_in, false);
+const float* transformed_weights(const float* w, int64_t c_out, int64_t c_in, int tile) {
+  return transformed_weights_of(w, c_out, c_in, false, tile);
 }
 
 // The input gradient of a 3x3 stride-1 conv is the 3x3 conv of dy with the kernel flipped and cIn/cOut
@@ -631,8 +669,8 @@ ConvShape transposed_shape(const ConvShape& s) {
 }
 
 // The input gradient's transformed weights (the filters flipped, cIn and cOut swapped).
-const float* flipped_transformed_weights(const float* w, int64_t c_out, int64_t c_in) {
-  return transformed_weights_of(w, c_out, c_in, true);
+const float* flipped_transformed_weights(const float* w, int64_t c_out, int64_t c_in, int tile) {
+  return transformed_weights_of(w, c_out, c_in, true, tile);
 }
 
 bool winograd_backward_applies(const ConvShape& s) {
@@ -649,7 +687,10 @@ const char* conv_kernel_name(const ConvShape& s, bool backward) {
     if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm (batch)";
     const std::string known = kernel_cache_get(key_of(s, backward ? kBackwardInput : kForward, kSmallPlanes));
     if (known.empty()) return "not measured yet";
-    return known == "winograd" ? "winograd F(2x2,3x3) (image groups)" : "im2col+gemm (batch)";
+    const int tile = tile_of_name(known);
+    return tile == 4   ? "winograd F(4x4,3x3) (image groups)"
+           : tile == 2 ? "winograd F(2x2,3x3) (image groups)"
+                       : "im2col+gemm (batch)";
   }
   if (!backward && direct_small_applies(s)) return "direct (few taps)";
   if (!backward && is_pointwise(s)) return "gemm (1x1)";
@@ -657,9 +698,11 @@ const char* conv_kernel_name(const ConvShape& s, bool backward) {
   const bool applies = backward ? winograd_backward_applies(s) && split_over_batch(s.n) : winograd_applies(s);
   if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm";
   if (g_algorithm == ConvAlgorithm::Winograd) return "winograd F(2x2,3x3)";
+  if (g_algorithm == ConvAlgorithm::Winograd4) return "winograd F(4x4,3x3)";
   const std::string known = kernel_cache_get(key_of(s, backward ? kBackwardInput : kForward));
   if (known.empty()) return "not measured yet";
-  return known == "winograd" ? "winograd F(2x2,3x3)" : "im2col+gemm";
+  const int tile = tile_of_name(known);
+  return tile == 4 ? "winograd F(4x4,3x3)" : tile == 2 ? "winograd F(2x2,3x3)" : "im2col+gemm";
 }
 
 const char* conv_weight_kernel_name(const ConvShape& s) {
@@ -667,7 +710,8 @@ const char* conv_weight_kernel_name(const ConvShape& s) {
   if (use_batched(s)) return "im2col+gemm (batch)";
   if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim &&
       g_algorithm != ConvAlgorithm::Direct) {
-    if (g_algorithm == ConvAlgorithm::Winograd) return "winograd F(2x2,3x3)";
+    if (g_algorithm == ConvAlgorithm::Winograd || g_algorithm == ConvAlgorithm::Winograd4)
+      return "winograd F(2x2,3x3)";
     const std::string known = kernel_cache_get(key_of(s, kBackwardWeight));
     if (known.empty()) return "not measured yet";
     if (known == "winograd") return "winograd F(2x2,3x3)";
@@ -681,37 +725,34 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
   const GemmEpilogue ep{bias, relu};
+  auto u_of = [&](int tile) { return transformed_weights(w, s.c_out, s.c_in, tile); };
   if (use_batched(s)) {
     // Small planes: the whole batch as one GEMM, or Winograd over groups of images, as measured.
     if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n)) {
-      const float* u = transformed_weights(w, s.c_out, s.c_in);
-      if (use_winograd(
-              s, kForward, [&] { batched_forward(y, x, w, s, ep); },
-              [&] { winograd_forward_batch(y, x, u, bias, s, relu); }, kSmallPlanes))
-        return winograd_forward_batch(y, x, u, bias, s, relu);
+      const int tile = winograd_tile(
+          s, kForward, [&] { batched_forward(y, x, w, s, ep); },
+          [&](int t) { winograd_forward_batch(t, y, x, u_of(t), bias, s, relu); }, kSmallPlanes);
+      if (tile) return winograd_forward_batch(tile, y, x, u_of(tile), bias, s, relu);
     }
     return batched_forward(y, x, w, s, ep);
   }
   if (s.n > 0 && s.c_in > 0 && direct_small_applies(s)) return direct_small_forward(y, x, w, bias, s, relu);
   if (split_over_batch(s.n)) {
-    const float* u = nullptr;
+    int tile = 0;
     if (s.n > 0 && winograd_applies(s)) {
-      u = transformed_weights(w, s.c_out, s.c_in);
       // Timed on one group of images (what a Winograd call gets), on the calling thread.
-      const int64_t g = std::min(winograd_group(s), s.n);
-      const bool wino = use_winograd(
+      tile = winograd_tile(
           s, kForward,
           [&] {
-            for (int64_t b = 0; b < g; b++) {
+            for (int64_t b = 0; b < std::min(winograd_group(s, 2), s.n); b++) {
               const ImageB ib{x + b * x_size, &s};
               sgemm_serial_source(y + b * s.c_out * plane, plane, w, kdim, false, BSource{pack_cols, &ib}, s.c_out,
                                   plane, kdim, 0.0f, ep);
             }
           },
-          [&] { winograd_forward_images(y, x, g, u, bias, s, relu); });
-      if (!wino) u = nullptr;
+          [&](int t) { winograd_images(t, y, x, std::min(winograd_group(s, 2), s.n), u_of(t), bias, s, relu); });
     }
-    if (u) return winograd_forward_batch(y, x, u, bias, s, relu);
+    if (tile) return winograd_forward_batch(tile, y, x, u_of(tile), bias, s, relu);
     parallel_run(
         [&](int ith, int nth) {
           for (int64_t b = ith; b < s.n; b += nth) {
@@ -736,20 +777,22 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
     sgemm(y + b * s.c_out * plane, plane, w, kdim, pointwise ? xb : cols, plane, s.c_out, plane, kdim, false, false,
           0.0f, ep);
   };
-  const int64_t tiles = s.n > 0 && winograd_applies(s) ? winograd_tiles(s) : 0;
-  const float* u = tiles > 0 ? transformed_weights(w, s.c_out, s.c_in) : nullptr;
-  auto winograd = [&](int64_t b) {
+  auto winograd = [&](int tile, int64_t b) {
+    const float* u = u_of(tile);
+    const int64_t tiles = tiles_of(s, tile);
     parallel_run(
         [&](int ith, int nth) {
           int64_t t0, t1;
           split_range(tiles, ith, nth, 8, &t0, &t1);
-          if (t0 < t1) winograd_forward_image(y + b * s.c_out * plane, x + b * x_size, u, bias, s, relu, t0, t1);
+          if (t0 < t1) winograd_images(tile, y + b * s.c_out * plane, x + b * x_size, 1, u, bias, s, relu, t0, t1);
         },
         (tiles + 7) / 8);
   };
-  if (u && !use_winograd(s, kForward, [&] { direct(0); }, [&] { winograd(0); })) u = nullptr;
+  const int tile = s.n > 0 && winograd_applies(s)
+                       ? winograd_tile(s, kForward, [&] { direct(0); }, [&](int t) { winograd(t, 0); })
+                       : 0;
   for (int64_t b = 0; b < s.n; b++) {
-    if (u) winograd(b);
+    if (tile) winograd(tile, b);
     else direct(b);
   }
 }
@@ -757,25 +800,23 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
 void conv2d_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const bool pointwise = is_pointwise(s);
+  auto u_of = [&](int tile) { return flipped_transformed_weights(w, s.c_out, s.c_in, tile); };
+  const ConvShape st = transposed_shape(s);
   if (use_batched(s)) {
     if (s.n > 0 && winograd_backward_applies(s) && split_over_batch(s.n)) {
-      const float* u = flipped_transformed_weights(w, s.c_out, s.c_in);
-      const ConvShape st = transposed_shape(s);
-      if (use_winograd(
-              s, kBackwardInput, [&] { batched_backward_input(dx, dy, w, relu_x, s); },
-              [&] { winograd_backward_input_batch(dx, dy, u, st, relu_x, s); }, kSmallPlanes))
-        return winograd_backward_input_batch(dx, dy, u, st, relu_x, s);
+      const int tile = winograd_tile(
+          s, kBackwardInput, [&] { batched_backward_input(dx, dy, w, relu_x, s); },
+          [&](int t) { winograd_backward_input_batch(t, dx, dy, u_of(t), st, relu_x, s); }, kSmallPlanes);
+      if (tile) return winograd_backward_input_batch(tile, dx, dy, u_of(tile), st, relu_x, s);
     }
     return batched_backward_input(dx, dy, w, relu_x, s);
   }
   if (split_over_batch(s.n)) {
-    const float* u = nullptr;
-    const ConvShape st = transposed_shape(s);
+    int tile = 0;
     if (s.n > 0 && winograd_backward_applies(s)) {
-      u = flipped_transformed_weights(w, s.c_out, s.c_in);
       float* cols0 = thread_scratch(0, kdim * plane);
-      const int64_t g = std::min(winograd_group(st), s.n);
-      const bool wino = use_winograd(
+      const int64_t g = std::min(winograd_group(st, 2), s.n);
+      tile = winograd_tile(
           s, kBackwardInput,
           [&] {
             for (int64_t b = 0; b < g; b++) {
@@ -784,10 +825,9 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
               col2im(dx + b * x_size, cols0, s, 0, s.c_in, plane);
             }
           },
-          [&] { winograd_forward_images(dx, dy, g, u, nullptr, st, false); });
-      if (!wino) u = nullptr;
+          [&](int t) { winograd_images(t, dx, dy, g, u_of(t), nullptr, st, false); });
     }
-    if (u) return winograd_backward_input_batch(dx, dy, u, st, relu_x, s);
+    if (tile) return winograd_backward_input_batch(tile, dx, dy, u_of(tile), st, relu_x, s);
     parallel_run(
         [&](int ith, int nth) {
           float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
@@ -832,8 +872,8 @@ bool use_winograd_weight(const ConvShape& s, const float* dy, const float* x) {
   out.resize(static_cast<size_t>(s.c_out * kdim));
   float* m = winograd_accumulator(winograd_weight_acc_size(s.c_out, s.c_in));
   // Timed on one group of images (what a Winograd call gets), on the calling thread.
-  const int64_t g = std::min(winograd_group(s), s.n), x_size = s.c_in * s.h * s.w;
-  return use_winograd(
+  const int64_t g = std::min(winograd_group(s, 2), s.n), x_size = s.c_in * s.h * s.w;
+  return winograd_tile(
       s, kBackwardWeight,
       [&] {
         for (int64_t b = 0; b < g; b++) {
@@ -842,10 +882,11 @@ bool use_winograd_weight(const ConvShape& s, const float* dy, const float* x) {
                               BSource{pack_cols_transposed, &ib}, s.c_out, kdim, plane, b == 0 ? 0.0f : 1.0f);
         }
       },
-      [&] {
+      [&](int) {
         winograd_weight_grad_images(m, dy, x, g, s, false);
         winograd_weight_grad_finish(out.data(), m, s.c_out, s.c_in, 0, s.c_out * s.c_in);
-      });
+      },
+      nullptr, false) != 0;
 }
 
 void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s) {
@@ -866,7 +907,7 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
           bool first = true;
           int64_t b0, b1;
           split_range(s.n, ith, nth, 1, &b0, &b1);
-          const int64_t group = winograd_group(s);
+          const int64_t group = winograd_group(s, 2);
           for (int64_t b = b0; b < b1; b += group) {
             winograd_weight_grad_images(acc, dy + b * s.c_out * plane, x + b * x_size, std::min(group, b1 - b), s,
                                         !first);

@@ -41,4 +41,11 @@ void winograd_weight_grad_images(float* m, const float* dy, const float* x, int6
 // dw filters [f0, f1) of (cOut * cIn), each (3, 3), = G^T M G, from m (16, cOut, cIn).
 void winograd_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64_t c_in, int64_t f0, int64_t f1);
 
+// F(4x4,3x3) (winograd4.cc): the same interface with 4x4 output tiles (36 GEMMs per tile chunk).
+int64_t winograd4_tiles(const ConvShape& s);
+int64_t winograd4_weights_size(int64_t c_out, int64_t c_in);
+void winograd4_prepare_weights(float* u, const float* w, int64_t c_out, int64_t c_in);
+void winograd4_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
+                              const ConvShape& s, bool relu, int64_t tile_begin = 0, int64_t tile_end = -1);
+
 }  // namespace vgg

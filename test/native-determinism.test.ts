@@ -251,7 +251,7 @@ if (process.env.VGG_DETERMINISM_CHILD === "1") {
     assert.notEqual(r.status, 0);
     assert.match(
       r.stderr,
-      /Expected VGG_CONV_ALGO to be "auto", "direct" or "winograd" but received "fastest"; hint: unset it/,
+      /Expected VGG_CONV_ALGO to be "auto", "direct", "winograd" or "winograd4" but received "fastest"; hint: unset it/,
     );
   });
 }

@@ -276,7 +276,7 @@ test("the direct forward for few taps per filter matches the reference (row bloc
   native.setNumThreads(2);
 });
 
-test("Winograd F(2x2,3x3) forward and input gradient match the reference (padding 0/1/2, odd sizes)", () => {
+test("Winograd F(2x2,3x3) and F(4x4,3x3) forward and input gradient match the reference (padding 0/1/2, odd sizes)", () => {
   const cases = [
     convGeometry(2, 3, 9, 7, 5, 3, 1, 1),
     convGeometry(4, 17, 12, 11, 19, 3, 1, 0),
@@ -292,19 +292,22 @@ test("Winograd F(2x2,3x3) forward and input gradient match the reference (paddin
     convGeometry(3, 5, 20, 37, 11, 3, 1, 1),
   ];
   try {
-    for (const algorithm of ["winograd", "auto"] as const) {
+    for (const algorithm of ["winograd", "winograd4", "auto"] as const) {
       native.setConvAlgorithm(algorithm);
       for (const g of cases) {
         checkConv(g);
         const kernel = native.convKernel(g, "forward");
         if (algorithm === "winograd") assert.equal(kernel, "winograd F(2x2,3x3)");
+        else if (algorithm === "winograd4") assert.equal(kernel, "winograd F(4x4,3x3)");
         else
           assert.ok(
             [
               "winograd F(2x2,3x3)",
+              "winograd F(4x4,3x3)",
               "im2col+gemm",
               "im2col+gemm (batch)",
               "winograd F(2x2,3x3) (image groups)",
+              "winograd F(4x4,3x3) (image groups)",
             ].includes(kernel),
             kernel,
           );
@@ -327,20 +330,27 @@ test("Winograd F(2x2,3x3) forward and input gradient match the reference (paddin
   }
   assert.throws(() => native.setConvAlgorithm("fast" as never), {
     name: "TypeError",
-    message: 'Expected the conv algorithm to be "auto", "direct" or "winograd" but received fast',
+    message:
+      'Expected the conv algorithm to be "auto", "direct", "winograd" or "winograd4" but received fast',
   });
   assert.throws(() => addon.setConvAlgorithm(3 as never), {
     name: "TypeError",
-    message: 'Expected the conv algorithm to be "auto", "direct" or "winograd" but received number 3',
+    message:
+      'Expected the conv algorithm to be "auto", "direct", "winograd" or "winograd4" but received number 3',
   });
 });
 
 test("Winograd's transformed weights are reused only for equal weights (in-place updates, equal copies, many layers)", () => {
   // Batch 1 and 2 take the per-image and batch paths; the transform cache keys on the weights' contents.
-  native.setConvAlgorithm("winograd");
   try {
-    for (const g of [convGeometry(1, 12, 10, 10, 14, 3, 1, 1), convGeometry(2, 12, 10, 10, 14, 3, 1, 1)]) {
-      const label = convLabel(g);
+    for (const [algorithm, g] of [
+      ["winograd", convGeometry(1, 12, 10, 10, 14, 3, 1, 1)],
+      ["winograd", convGeometry(2, 12, 10, 10, 14, 3, 1, 1)],
+      ["winograd4", convGeometry(1, 12, 10, 10, 14, 3, 1, 1)],
+      ["winograd4", convGeometry(2, 12, 10, 10, 14, 3, 1, 1)],
+    ] as const) {
+      native.setConvAlgorithm(algorithm);
+      const label = `${algorithm} ${convLabel(g)}`;
       const x = randn(g.n * g.cIn * g.h * g.w);
       const dy = randn(g.n * g.cOut * g.outH * g.outW);
       const w = randn(g.cOut * g.cIn * 9);

@@ -71,9 +71,9 @@ export interface NativeAddon
  * so later processes reuse the choice and give bit-identical results; the others force one. The
  * environment variable VGG_CONV_ALGO sets it at load.
  */
-export type ConvAlgorithm = "auto" | "direct" | "winograd";
+export type ConvAlgorithm = "auto" | "direct" | "winograd" | "winograd4";
 
-const convAlgorithms: readonly string[] = ["auto", "direct", "winograd"];
+const convAlgorithms: readonly string[] = ["auto", "direct", "winograd", "winograd4"];
 
 let cached: NativeAddon | Error | null = null;
 
@@ -102,7 +102,7 @@ export function loadNativeAddon(): NativeAddon | Error {
   if (algorithm !== undefined && algorithm !== "") {
     if (!convAlgorithms.includes(algorithm))
       throw new Error(
-        `Expected VGG_CONV_ALGO to be "auto", "direct" or "winograd" but received "${algorithm}"; ` +
+        `Expected VGG_CONV_ALGO to be "auto", "direct", "winograd" or "winograd4" but received "${algorithm}"; ` +
           "hint: unset it to let measured choices decide",
       );
     addon.setConvAlgorithm(algorithm as ConvAlgorithm);
@@ -132,9 +132,9 @@ export class NativeBackend implements Backend {
 
   /** Chooses the 3x3 convolution algorithm (default "auto", or VGG_CONV_ALGO); recorded choices are kept. */
   setConvAlgorithm(a: ConvAlgorithm): void {
-    if (a !== "auto" && a !== "direct" && a !== "winograd")
+    if (!convAlgorithms.includes(a))
       throw new TypeError(
-        `Expected the conv algorithm to be "auto", "direct" or "winograd" but received ${String(a)}`,
+        `Expected the conv algorithm to be "auto", "direct", "winograd" or "winograd4" but received ${String(a)}`,
       );
     this.addon.setConvAlgorithm(a);
   }

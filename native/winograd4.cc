@@ -1,0 +1,356 @@
+// Winograd F(4x4, 3x3): each 4x4 output tile from a 6x6 input patch, Y = A^T [ (G g G^T) .* (B^T d B) ] A,
+// so 36 multiplies per tile and channel pair instead of 144 (F(2x2,3x3) needs 64 for the same outputs).
+// As in winograd.cc, the products summed over input channels are 36 GEMMs
+// M_e (cOut, tiles) = U_e (cOut, cIn) x V_e (cIn, tiles), over chunks of tiles that stay in cache.
+//
+// The interpolation points are 0, 1, -1, 2, -1/2 (and infinity) rather than the usual 0, +-1, +-2: the
+// matrices have a few more non-zeros, but the float32 error of a 512-channel sum is about 2.5x smaller
+// (Barabasz et al., "Error analysis and improving the accuracy of Winograd convolution"), which keeps the
+// result within the tolerance the tests set against the exact algorithm.
+//
+// The transforms work on 8 horizontally adjacent tiles at once (one vector lane per tile), written once
+// with GCC/Clang vector types; the AVX2 copy reads and writes the tiles' columns with shuffles, the
+// portable copy lane by lane.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "isa.h"
+#include "threadpool.h"
+#include "winograd.h"
+#include "workspace.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define VGG_X86 1
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+// The 8-float vector helpers are always inlined, so the ABI of passing them by value never matters.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+namespace vgg {
+namespace {
+
+// B^T (6x6), written out in bt6:       G (6x3), in double:              A^T (4x6), written out in at6:
+//   1  3/2  -2   -3/2   1    0          1     0     0                    1  1   1  1   1     0
+//   0  -1  -5/2  -1/2   1    0        -1/3  -1/3  -1/3                   0  1  -1  2  -1/2   0
+//   0   1   1/2  -5/2   1    0         1/3  -1/3   1/3                   0  1   1  4   1/4   0
+//   0 -1/2  -1    1/2   1    0         1/15  2/15  4/15                  0  1  -1  8  -1/8   1
+//   0   2   -1   -2     1    0       -16/15  8/15 -4/15
+//   0   1   3/2  -2   -3/2   1          0     0     1
+constexpr double kG[6][3] = {
+    {1.0, 0.0, 0.0},
+    {-1.0 / 3, -1.0 / 3, -1.0 / 3},
+    {1.0 / 3, -1.0 / 3, 1.0 / 3},
+    {1.0 / 15, 2.0 / 15, 4.0 / 15},
+    {-16.0 / 15, 8.0 / 15, -4.0 / 15},
+    {0.0, 0.0, 1.0},
+};
+
+typedef float V8 __attribute__((vector_size(32)));
+
+__attribute__((always_inline)) inline V8 load8(const float* p) {
+  V8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+__attribute__((always_inline)) inline void store8(float* p, V8 v) { std::memcpy(p, &v, sizeof v); }
+
+// y = B^T x for the six points (kBT written out, with its common terms shared).
+__attribute__((always_inline)) inline void bt6(V8 x0, V8 x1, V8 x2, V8 x3, V8 x4, V8 x5, V8 (&y)[6]) {
+  const V8 q = x4 - x2, r = x1 - x3;
+  y[0] = (x0 - x2) + q + 1.5f * r;
+  y[1] = (x4 - 2.5f * x2) - (x1 + 0.5f * x3);
+  y[2] = (x4 - 2.5f * x3) + (x1 + 0.5f * x2);
+  y[3] = q - 0.5f * r;
+  y[4] = q + 2.0f * r;
+  y[5] = (x5 + x1) - 2.0f * x3 - 1.5f * q;
+}
+
+// o = A^T m for the four outputs (kAT written out).
+__attribute__((always_inline)) inline void at6(V8 m0, V8 m1, V8 m2, V8 m3, V8 m4, V8 m5, V8 (&o)[4]) {
+  const V8 s12 = m1 + m2, d12 = m1 - m2;
+  o[0] = (m0 + s12) + (m3 + m4);
+  o[1] = d12 + 2.0f * m3 - 0.5f * m4;
+  o[2] = s12 + 4.0f * m3 + 0.25f * m4;
+  o[3] = (d12 + 8.0f * m3 - 0.125f * m4) + m5;
+}
+
+// v[e * e_stride] for the 36 points e = (i, j) from the 6x6 patches d[row][col] (lanes = tiles).
+__attribute__((always_inline)) inline void input_math(float* v, int64_t e_stride, const V8 (&d)[6][6]) {
+  V8 t[6][6];  // t = B^T d, column by column
+  for (int c = 0; c < 6; c++) {
+    V8 out[6];
+    bt6(d[0][c], d[1][c], d[2][c], d[3][c], d[4][c], d[5][c], out);
+    for (int r = 0; r < 6; r++) t[r][c] = out[r];
+  }
+  for (int i = 0; i < 6; i++) {  // (B^T d) B, row by row
+    V8 out[6];
+    bt6(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], out);
+    for (int j = 0; j < 6; j++) store8(v + (i * 6 + j) * e_stride, out[j]);
+  }
+}
+
+// o[r][c] = (A^T M A)[r][c] + bias, then ReLU, from the 36 points at mt[e * e_stride] (lanes = tiles).
+__attribute__((always_inline)) inline void output_math(V8 (&o)[4][4], const float* mt, int64_t e_stride, float bv,
+                                                       bool relu) {
+  V8 t[4][6];  // A^T M
+  for (int c = 0; c < 6; c++) {
+    V8 out[4];
+    at6(load8(mt + c * e_stride), load8(mt + (6 + c) * e_stride), load8(mt + (12 + c) * e_stride),
+        load8(mt + (18 + c) * e_stride), load8(mt + (24 + c) * e_stride), load8(mt + (30 + c) * e_stride), out);
+    for (int r = 0; r < 4; r++) t[r][c] = out[r];
+  }
+  const V8 zero = {};
+  for (int r = 0; r < 4; r++) {
+    V8 out[4];
+    at6(t[r][0], t[r][1], t[r][2], t[r][3], t[r][4], t[r][5], out);
+    for (int c = 0; c < 4; c++) {
+      V8 value = out[c] + bv;
+      // Keeps NaN (a NaN compares false), like the other kernels' ReLU.
+      if (relu) value = value < zero ? zero : value;
+      o[r][c] = value;
+    }
+  }
+}
+
+// Eight tiles' patches: lane l of d[r][c] = p[r * row + 4 l + c]; p has 36 readable floats per row.
+__attribute__((always_inline)) inline void load_patches_portable(V8 (&d)[6][6], const float* p, int64_t row) {
+  for (int r = 0; r < 6; r++)
+    for (int c = 0; c < 6; c++)
+      for (int l = 0; l < 8; l++) d[r][c][l] = p[r * row + 4 * l + c];
+}
+
+// Eight tiles' 4x4 outputs: y[r * row + 4 l + c] = lane l of o[r][c], rows [0, rows).
+__attribute__((always_inline)) inline void store_tiles_portable(float* y, int64_t row, const V8 (&o)[4][4],
+                                                                int64_t rows) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int c = 0; c < 4; c++)
+      for (int l = 0; l < 8; l++) y[r * row + 4 * l + c] = o[r][c][l];
+}
+
+#ifdef VGG_X86
+#define VGG_AVX2 __attribute__((target("avx2,fma")))
+// Columns 4l + 0..3 of 8 tiles from the 32 floats at p: an 8x4 to 4x8 transpose.
+VGG_AVX2 inline void columns4(__m256 (&c)[4], const float* p) {
+  const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+  const __m256 e = _mm256_loadu_ps(p + 16), f = _mm256_loadu_ps(p + 24);
+  // Lanes 0-3 of each register: tiles 0-3, lanes 4-7: tiles 4-7.
+  const __m256 t0 = _mm256_permute2f128_ps(a, e, 0x20), t4 = _mm256_permute2f128_ps(a, e, 0x31);
+  const __m256 t1 = _mm256_permute2f128_ps(b, f, 0x20), t5 = _mm256_permute2f128_ps(b, f, 0x31);
+  // Now t0 = (tile 0 | tile 4), t4 = (tile 1 | tile 5), t1 = (tile 2 | tile 6), t5 = (tile 3 | tile 7).
+  const __m256 lo01 = _mm256_unpacklo_ps(t0, t4), hi01 = _mm256_unpackhi_ps(t0, t4);
+  const __m256 lo23 = _mm256_unpacklo_ps(t1, t5), hi23 = _mm256_unpackhi_ps(t1, t5);
+  c[0] = _mm256_shuffle_ps(lo01, lo23, 0x44);
+  c[1] = _mm256_shuffle_ps(lo01, lo23, 0xEE);
+  c[2] = _mm256_shuffle_ps(hi01, hi23, 0x44);
+  c[3] = _mm256_shuffle_ps(hi01, hi23, 0xEE);
+}
+
+// The inverse: 32 floats at y = columns c[0..3] of 8 tiles, 4 per tile.
+VGG_AVX2 inline void store_columns4(float* y, const __m256 (&c)[4]) {
+  const __m256 lo01 = _mm256_unpacklo_ps(c[0], c[1]), hi01 = _mm256_unpackhi_ps(c[0], c[1]);
+  const __m256 lo23 = _mm256_unpacklo_ps(c[2], c[3]), hi23 = _mm256_unpackhi_ps(c[2], c[3]);
+  const __m256 t0 = _mm256_shuffle_ps(lo01, lo23, 0x44), t4 = _mm256_shuffle_ps(lo01, lo23, 0xEE);
+  const __m256 t1 = _mm256_shuffle_ps(hi01, hi23, 0x44), t5 = _mm256_shuffle_ps(hi01, hi23, 0xEE);
+  _mm256_storeu_ps(y, _mm256_permute2f128_ps(t0, t4, 0x20));
+  _mm256_storeu_ps(y + 8, _mm256_permute2f128_ps(t1, t5, 0x20));
+  _mm256_storeu_ps(y + 16, _mm256_permute2f128_ps(t0, t4, 0x31));
+  _mm256_storeu_ps(y + 24, _mm256_permute2f128_ps(t1, t5, 0x31));
+}
+
+VGG_AVX2 void input_tiles_avx2(float* v, int64_t e_stride, const float* p, int64_t row) {
+  V8 d[6][6];
+  for (int r = 0; r < 6; r++) {
+    __m256 lo[4], hi[4];
+    columns4(lo, p + r * row);
+    columns4(hi, p + r * row + 4);
+    for (int c = 0; c < 4; c++) d[r][c] = lo[c];
+    d[r][4] = hi[0], d[r][5] = hi[1];
+  }
+  input_math(v, e_stride, d);
+}
+
+VGG_AVX2 void output_tiles_avx2(float* y, int64_t row, const float* mt, int64_t e_stride, float bv, bool relu,
+                                int64_t rows) {
+  V8 o[4][4];
+  output_math(o, mt, e_stride, bv, relu);
+  for (int64_t r = 0; r < rows; r++) {
+    const __m256 c[4] = {o[r][0], o[r][1], o[r][2], o[r][3]};
+    store_columns4(y + r * row, c);
+  }
+}
+#endif
+
+void input_tiles_portable(float* v, int64_t e_stride, const float* p, int64_t row) {
+  V8 d[6][6];
+  load_patches_portable(d, p, row);
+  input_math(v, e_stride, d);
+}
+
+void output_tiles_portable(float* y, int64_t row, const float* mt, int64_t e_stride, float bv, bool relu,
+                           int64_t rows) {
+  V8 o[4][4];
+  output_math(o, mt, e_stride, bv, relu);
+  store_tiles_portable(y, row, o, rows);
+}
+
+void input_tiles(bool avx2, float* v, int64_t e_stride, const float* p, int64_t row) {
+#ifdef VGG_X86
+  if (avx2) return input_tiles_avx2(v, e_stride, p, row);
+#endif
+  (void)avx2;
+  input_tiles_portable(v, e_stride, p, row);
+}
+
+void output_tiles(bool avx2, float* y, int64_t row, const float* mt, int64_t e_stride, float bv, bool relu,
+                  int64_t rows) {
+#ifdef VGG_X86
+  if (avx2) return output_tiles_avx2(y, row, mt, e_stride, bv, relu, rows);
+#endif
+  (void)avx2;
+  output_tiles_portable(y, row, mt, e_stride, bv, relu, rows);
+}
+
+int64_t tiles_w_of(const ConvShape& s) { return (s.out_w + 3) / 4; }
+
+// V (36, cIn, chunk) for tiles [t0, t0 + nt) (numbered image after image). The 6 input rows of a tile
+// row are first copied into a zero-padded strip, so the image's edges need no special case; a group of
+// fewer than 8 tiles is transformed into a small buffer and copied out.
+void transform_input_chunk(float* v, const float* x, const ConvShape& s, int64_t t0, int64_t nt, int64_t chunk,
+                           bool avx2) {
+  const int64_t tiles_w = tiles_w_of(s), tiles = winograd4_tiles(s), x_size = s.c_in * s.h * s.w;
+  const int64_t e_stride = s.c_in * chunk;
+  // 4 tiles_w + 2 columns are read; 36 more so the last 8-tile group (and its second load) stays inside.
+  const int64_t strip_w = 4 * tiles_w + 2 + 36;
+  float* strip = thread_scratch(4, 6 * strip_w);
+  float tmp[36 * 8];
+  for (int64_t ci = 0; ci < s.c_in; ci++) {
+    for (int64_t t = 0; t < nt;) {
+      const int64_t b = (t0 + t) / tiles, tt = (t0 + t) - b * tiles;
+      const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
+      const float* xc = x + b * x_size + ci * s.h * s.w;
+      const int64_t run = std::min(nt - t, tiles_w - tx);
+      const int64_t iy0 = 4 * ty - s.pad_h;
+      for (int r = 0; r < 6; r++) {
+        float* row = strip + r * strip_w;
+        const int64_t iy = iy0 + r;
+        // Strip column j holds x column j - padW.
+        const int64_t j0 = std::max<int64_t>(0, s.pad_w), src0 = j0 - s.pad_w;
+        const int64_t len = iy < 0 || iy >= s.h ? 0 : std::max<int64_t>(0, std::min(s.w - src0, strip_w - j0));
+        if (len == 0) {
+          std::fill(row, row + strip_w, 0.0f);
+          continue;
+        }
+        std::fill(row, row + j0, 0.0f);
+        std::copy_n(xc + iy * s.w + src0, len, row + j0);
+        std::fill(row + j0 + len, row + strip_w, 0.0f);
+      }
+      for (int64_t k = 0; k < run; k += 8) {
+        const float* p = strip + 4 * (tx + k);
+        const int64_t cnt = std::min<int64_t>(8, run - k);
+        float* dst = v + ci * chunk + t + k;
+        if (cnt == 8) {
+          input_tiles(avx2, dst, e_stride, p, strip_w);
+          continue;
+        }
+        input_tiles(avx2, tmp, 8, p, strip_w);
+        for (int e = 0; e < 36; e++)
+          for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
+      }
+      t += run;
+    }
+  }
+}
+
+}  // namespace
+
+int64_t winograd4_tiles(const ConvShape& s) { return ((s.out_h + 3) / 4) * tiles_w_of(s); }
+
+int64_t winograd4_weights_size(int64_t c_out, int64_t c_in) { return 36 * packed_a_size(c_out, c_in); }
+
+void winograd4_prepare_weights(float* packed, const float* w, int64_t c_out, int64_t c_in) {
+  const int64_t plane = c_out * c_in;
+  static thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(36 * plane));
+  float* u = scratch.data();
+  // U = G g G^T in double, rounded once: the weights' share of the error stays at float32 rounding.
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t f0, f1;
+        split_range(plane, ith, nth, 64, &f0, &f1);
+        for (int64_t f = f0; f < f1; f++) {
+          const float* g = w + f * 9;
+          double t[6][3];  // G g
+          for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 3; j++)
+              t[i][j] = kG[i][0] * g[j] + kG[i][1] * g[3 + j] + kG[i][2] * g[6 + j];
+          for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++)
+              u[(i * 6 + j) * plane + f] =
+                  static_cast<float>(t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2]);
+        }
+      },
+      (plane + 63) / 64);
+  const int64_t block = packed_a_size(c_out, c_in);
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t e0, e1;
+        split_range(36, ith, nth, 1, &e0, &e1);
+        for (int64_t e = e0; e < e1; e++) pack_a_all(packed + e * block, u + e * plane, c_in, false, c_out, c_in);
+      },
+      36);
+}
+
+void winograd4_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
+                              const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end) {
+  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const int64_t tiles_w = tiles_w_of(s), image_tiles = winograd4_tiles(s), tiles = images * image_tiles;
+  const int64_t plane = s.out_h * s.out_w;
+  // Chunk so V (36, cIn, chunk) and M (36, cOut, chunk) take about 1 MiB together (at least 32 tiles).
+  int64_t chunk = (int64_t{1} << 18) / (36 * (s.c_in + s.c_out));
+  chunk = std::max<int64_t>(32, std::min<int64_t>(512, chunk / 16 * 16));
+  float* v = thread_scratch(2, 36 * s.c_in * chunk);
+  float* m = thread_scratch(3, 36 * s.c_out * chunk + 8);  // + 8: the output transform's spare lanes
+  const int64_t last = tile_end < 0 ? tiles : std::min(tile_end, tiles);
+  const int64_t block = packed_a_size(s.c_out, s.c_in);
+  for (int64_t t0 = tile_begin; t0 < last; t0 += chunk) {
+    const int64_t nt = std::min(chunk, last - t0);
+    transform_input_chunk(v, x, s, t0, nt, chunk, avx2);
+    for (int e = 0; e < 36; e++)
+      sgemm_serial_packed_a(m + e * s.c_out * chunk, chunk, u + e * block, v + e * s.c_in * chunk, chunk, s.c_out, nt,
+                            s.c_in, 0.0f);
+    // Y = A^T M A (+ bias, ReLU) for runs of up to 8 tiles along a tile row; a run that is short or
+    // crosses the bottom/right edge goes through a 4x32 buffer (lanes past the run read M's slack).
+    for (int64_t co = 0; co < s.c_out; co++) {
+      const float bv = bias ? bias[co] : 0.0f;
+      for (int64_t t = 0; t < nt;) {
+        const int64_t b = (t0 + t) / image_tiles, tt = (t0 + t) - b * image_tiles;
+        const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
+        float* yc = y + (b * s.c_out + co) * plane;
+        const int64_t run = std::min(nt - t, tiles_w - tx);
+        const int64_t rows = std::min<int64_t>(4, s.out_h - 4 * ty);
+        for (int64_t k = 0; k < run; k += 8) {
+          const int64_t cnt = std::min<int64_t>(8, run - k);
+          const int64_t cols = std::min<int64_t>(4 * cnt, s.out_w - 4 * (tx + k));
+          float* dst = yc + 4 * ty * s.out_w + 4 * (tx + k);
+          const float* mt = m + co * chunk + t + k;
+          if (cols == 32) {
+            output_tiles(avx2, dst, s.out_w, mt, s.c_out * chunk, bv, relu, rows);
+            continue;
+          }
+          float tmp[4 * 32];
+          output_tiles(avx2, tmp, 32, mt, s.c_out * chunk, bv, relu, rows);
+          for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) dst[r * s.out_w + c] = tmp[r * 32 + c];
+        }
+        t += run;
+      }
+    }
+  }
+}
+
+}  // namespace vgg
