@@ -181,6 +181,24 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g): the pooled (kernel 2, stride 2) ReLU'd conv, or
+// false when the geometry's kernel has no pooled epilogue (nothing is written then).
+Napi::Value Conv2dReluMaxPool2dForward(const Napi::CallbackInfo& info) {
+  expect_args(info, 6);
+  Napi::Env env = info.Env();
+  const ConvShape s = conv_shape(info[5]);
+  const ConvLengths l = conv_lengths(env, s);
+  if (checked_mul(env, "y", {s.out_h, s.out_w}) > INT32_MAX)
+    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
+  const int64_t pooled = checked_mul(env, "y", {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
+  float* y = f32(info[0], "y", pooled);
+  int32_t* argmax = i32(info[1], "argmax", pooled);
+  const float* x = f32(info[2], "x", l.x);
+  const float* w = f32(info[3], "w", l.w);
+  const float* bias = f32_or_null(info[4], "bias", s.c_out);
+  return Napi::Boolean::New(env, pooled > 0 && vgg::conv2d_relu_pool_forward(y, argmax, x, w, bias, s));
+}
+
 Napi::Value Conv2dBackwardInput(const Napi::CallbackInfo& info) {
   expect_args(info, 5);
   const ConvShape s = conv_shape(info[3]);
@@ -397,6 +415,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
+  exports.Set("conv2dReluMaxPool2dForward", Napi::Function::New(env, Conv2dReluMaxPool2dForward));
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv2dBackwardInput));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
   exports.Set("maxPool2dForward", Napi::Function::New(env, MaxPool2dForward));

@@ -552,11 +552,22 @@ int64_t winograd_group(const ConvShape& s, int tile) {
   return std::max<int64_t>(1, (tile == 4 ? 128 : 256) / tiles_of(s, tile));
 }
 
-// `images` images of y = conv(x) by Winograd with this output tile, tiles [t0, t1) (-1: all).
+// `images` images of y = conv(x) by Winograd with this output tile, tiles [t0, t1) (-1: all); with
+// `pool`, max-pooled 2x2 into it instead of y.
 void winograd_images(int tile, float* y, const float* x, int64_t images, const float* u, const float* bias,
-                     const ConvShape& s, bool relu, int64_t t0 = 0, int64_t t1 = -1) {
-  if (tile == 4) return winograd4_forward_images(y, x, images, u, bias, s, relu, t0, t1);
-  winograd_forward_images(y, x, images, u, bias, s, relu, t0, t1);
+                     const ConvShape& s, bool relu, int64_t t0 = 0, int64_t t1 = -1,
+                     const PoolTarget* pool = nullptr) {
+  if (tile == 4) return winograd4_forward_images(y, x, images, u, bias, s, relu, t0, t1, pool);
+  winograd_forward_images(y, x, images, u, bias, s, relu, t0, t1, pool);
+}
+
+// The recorded (or forced) choice for this pass without measuring: 0, 2 or 4, or -1 when not measured yet.
+int known_winograd_tile(const ConvShape& s, const char* pass) {
+  if (g_algorithm == ConvAlgorithm::Direct) return 0;
+  if (g_algorithm == ConvAlgorithm::Winograd) return 2;
+  if (g_algorithm == ConvAlgorithm::Winograd4) return 4;
+  const std::string known = kernel_cache_get(key_of(s, pass));
+  return known.empty() ? -1 : tile_of_name(known);
 }
 
 // Winograd over the whole batch: each thread a contiguous run of images, a group at a time.
@@ -795,6 +806,42 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
     if (tile) winograd(tile, b);
     else direct(b);
   }
+}
+
+bool conv2d_relu_pool_forward(float* y, int32_t* argmax, const float* x, const float* w, const float* bias,
+                              const ConvShape& s) {
+  // Only where conv2d_forward would run Winograd by image groups or tile ranges, and has measured so.
+  if (s.n <= 0 || s.c_in <= 0 || use_batched(s) || direct_small_applies(s) || !winograd_applies(s)) return false;
+  const int tile = known_winograd_tile(s, kForward);
+  if (tile <= 0) return false;
+  const float* u = transformed_weights(w, s.c_out, s.c_in, tile);
+  const int64_t x_size = s.c_in * s.h * s.w, pooled = s.c_out * (s.out_h / 2) * (s.out_w / 2);
+  if (split_over_batch(s.n)) {
+    const int64_t group = winograd_group(s, tile);
+    parallel_run(
+        [&](int ith, int nth) {
+          int64_t b0, b1;
+          split_range(s.n, ith, nth, 1, &b0, &b1);
+          for (int64_t b = b0; b < b1; b += group) {
+            const PoolTarget pt{y + b * pooled, argmax + b * pooled};
+            winograd_images(tile, nullptr, x + b * x_size, std::min(group, b1 - b), u, bias, s, true, 0, -1, &pt);
+          }
+        },
+        s.n);
+    return true;
+  }
+  const int64_t tiles = tiles_of(s, tile);
+  for (int64_t b = 0; b < s.n; b++) {
+    const PoolTarget pt{y + b * pooled, argmax + b * pooled};
+    parallel_run(
+        [&](int ith, int nth) {
+          int64_t t0, t1;
+          split_range(tiles, ith, nth, 8, &t0, &t1);
+          if (t0 < t1) winograd_images(tile, nullptr, x + b * x_size, 1, u, bias, s, true, t0, t1, &pt);
+        },
+        (tiles + 7) / 8);
+  }
+  return true;
 }
 
 void conv2d_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s) {

@@ -22,6 +22,12 @@ const char* conv_weight_kernel_name(const ConvShape& s);
 
 // y is (n, cOut, outH, outW); x is (n, cIn, h, w); w is (cOut, cIn*kh*kw); bias is (cOut) or null.
 void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu);
+// y and argmax (n, cOut, outH / 2, outW / 2) = max_pool2d(relu(conv2d(x) + bias), kernel 2, stride 2) and
+// its argmax (flat index into the outH x outW plane), without writing the convolution's output, when the
+// convolution runs as Winograd (pooled in the output transform); returns false, writing nothing, otherwise
+// (including before this shape's kernel choice is measured), and the caller pools separately.
+bool conv2d_relu_pool_forward(float* y, int32_t* argmax, const float* x, const float* w, const float* bias,
+                              const ConvShape& s);
 // dx is (n, cIn, h, w), overwritten; dy is (n, cOut, outH, outW); w is (cOut, cIn*kh*kw).
 // relu_x (n, cIn, h, w) or null: the input x when it is a ReLU output; dx is then zeroed where x is not
 // > 0 (ReLU's backward fused, done per image while it is still in cache).

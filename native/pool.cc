@@ -24,16 +24,8 @@ void max_pool_2x2_row(float* yp, int32_t* ap, const float* xp, const PoolShape& 
   const float* r0 = xp + 2 * oy * s.w;
   const float* r1 = r0 + s.w;
   for (int64_t ox = ox0; ox < s.out_w; ox++) {
-      const float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
-      const bool take_b = a == a && (b > a || b != b);
-      float best = take_b ? b : a;
-      int32_t idx = take_b ? 1 : 0;
-      const bool take_c = c > best || c != c;
-      best = take_c ? c : best;
-      idx = take_c ? 2 : idx;
-      const bool take_d = c == c && (d > best || d != d);
-      best = take_d ? d : best;
-      idx = take_d ? 3 : idx;
+      int idx;
+      const float best = max_of_window(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1], &idx);
       yp[oy * s.out_w + ox] = best;
       ap[oy * s.out_w + ox] = static_cast<int32_t>((2 * oy + (idx >> 1)) * s.w + 2 * ox + (idx & 1));
   }

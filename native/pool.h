@@ -8,6 +8,22 @@ struct PoolShape {
   int64_t n, c, h, w, kh, kw, stride_h, stride_w, pad_h, pad_w, out_h, out_w;
 };
 
+// One 2x2 window (a b / c d) by the rule of max_pool2d_forward (row by row, a NaN ends its row and
+// replaces any earlier choice): its value, and which of a, b, c, d it is (0-3). Shared with the kernels
+// that pool in their epilogue (Winograd's output transforms).
+inline float max_of_window(float a, float b, float c, float d, int* which) {
+  const bool take_b = a == a && (b > a || b != b);
+  float best = take_b ? b : a;
+  int idx = take_b ? 1 : 0;
+  const bool take_c = c > best || c != c;
+  best = take_c ? c : best;
+  idx = take_c ? 2 : idx;
+  const bool take_d = c == c && (d > best || d != d);
+  best = take_d ? d : best;
+  *which = take_d ? 3 : idx;
+  return best;
+}
+
 // y and argmax are (n, c, outH, outW); x is (n, c, h, w). Padding acts as -inf; NaN propagates.
 void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolShape& s);
 // dx is (n, c, h, w), overwritten; dy and argmax are (n, c, outH, outW). Out-of-range indices are ignored.

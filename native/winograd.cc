@@ -10,6 +10,7 @@
 
 #include "gemm.h"
 #include "isa.h"
+#include "pool.h"
 #include "threadpool.h"
 #include "workspace.h"
 
@@ -258,7 +259,8 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
 }
 
 void winograd_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
-                             const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end) {
+                             const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end,
+                             const PoolTarget* pool) {
   const bool avx2 = active_isa() == Isa::Avx2Fma;
   const int64_t tiles_w = (s.out_w + 1) / 2, image_tiles = winograd_tiles(s), tiles = images * image_tiles;
   const int64_t plane = s.out_h * s.out_w;
@@ -284,6 +286,30 @@ void winograd_forward_images(float* y, const float* x, int64_t images, const flo
       for (int64_t t = 0; t < nt;) {
         const int64_t b = (t0 + t) / image_tiles, tt = (t0 + t) - b * image_tiles;
         const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
+        if (pool) {
+          // Each tile is one 2x2 window: up to 8 tiles of the row into a 2x16 buffer, then pooled.
+          const int64_t run = std::min<int64_t>(8, std::min(nt - t, tiles_w - tx));
+          const float* mt = m + co * chunk + t;
+          float tmp[2 * 16];
+          if (avx2) {
+            output_transform_8(tmp, 16, mt, s.c_out * chunk, bv, relu);
+          } else {
+            const ConvShape row16{1, s.c_in, 2, 16, s.c_out, 3, 3, 1, 1, 0, 0, 2, 16};
+            for (int64_t j = 0; j < run; j++) output_transform_1(tmp, row16, mt + j, s.c_out * chunk, bv, relu, 0, j);
+          }
+          const int64_t ph = s.out_h / 2, pw = s.out_w / 2;
+          if (ty < ph) {
+            const int64_t at = (b * s.c_out + co) * ph * pw + ty * pw;
+            for (int64_t j = 0; j < run && tx + j < pw; j++) {
+              int which;
+              pool->y[at + tx + j] = max_of_window(tmp[2 * j], tmp[2 * j + 1], tmp[16 + 2 * j], tmp[17 + 2 * j], &which);
+              pool->argmax[at + tx + j] =
+                  static_cast<int32_t>((2 * ty + (which >> 1)) * s.out_w + 2 * (tx + j) + (which & 1));
+            }
+          }
+          t += run;
+          continue;
+        }
         float* yc = y + (b * s.c_out + co) * plane;
         if (!avx2) {
           output_transform_1(yc, s, m + co * chunk + t, s.c_out * chunk, bv, relu, ty, tx);

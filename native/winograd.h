@@ -7,6 +7,14 @@
 
 namespace vgg {
 
+// A pooled epilogue's output: max_pool2d(kernel 2, stride 2) of the (bias-added, ReLU'd) convolution,
+// y and argmax (cOut, outH / 2, outW / 2) per image, image after image, argmax the flat index into the
+// outH x outW plane (as max_pool2d_forward writes it). The convolution's own output is then not written.
+struct PoolTarget {
+  float* y;
+  int32_t* argmax;
+};
+
 /** Whether the Winograd path applies to this geometry (3x3 kernel, stride 1). */
 bool winograd_applies(const ConvShape& s);
 
@@ -17,8 +25,10 @@ void winograd_forward_image(float* y, const float* x, const float* u, const floa
                             int64_t tile_begin = 0, int64_t tile_end = -1);
 // The same over `images` consecutive images (x and y advance by one image each), whose tiles are numbered
 // image after image, so the GEMMs of small images (14x14 and below) get full tile chunks.
+// With `pool`, the pooled output goes there and y is not used.
 void winograd_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
-                             const ConvShape& s, bool relu, int64_t tile_begin = 0, int64_t tile_end = -1);
+                             const ConvShape& s, bool relu, int64_t tile_begin = 0, int64_t tile_end = -1,
+                             const PoolTarget* pool = nullptr);
 /** Number of 2x2 output tiles of one image. */
 int64_t winograd_tiles(const ConvShape& s);
 /** Floats needed by winograd_prepare_weights. */
@@ -46,6 +56,7 @@ int64_t winograd4_tiles(const ConvShape& s);
 int64_t winograd4_weights_size(int64_t c_out, int64_t c_in);
 void winograd4_prepare_weights(float* u, const float* w, int64_t c_out, int64_t c_in);
 void winograd4_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
-                              const ConvShape& s, bool relu, int64_t tile_begin = 0, int64_t tile_end = -1);
+                              const ConvShape& s, bool relu, int64_t tile_begin = 0, int64_t tile_end = -1,
+                              const PoolTarget* pool = nullptr);
 
 }  // namespace vgg

@@ -17,6 +17,7 @@
 
 #include "gemm.h"
 #include "isa.h"
+#include "pool.h"
 #include "threadpool.h"
 #include "winograd.h"
 #include "workspace.h"
@@ -217,6 +218,99 @@ void output_tiles(bool avx2, float* y, int64_t row, const float* mt, int64_t e_s
 
 int64_t tiles_w_of(const ConvShape& s) { return (s.out_w + 3) / 4; }
 
+// Pooled epilogue. Each 4x4 tile holds 2x2 pooling windows: for 8 tiles at a time (lanes) the windows of
+// pooled row 2 ty + wr, column 2 (tx + lane) + wc, are taken by the rule of max_of_window as selects, with
+// the argmax as a flat index into the outH x outW plane.
+typedef int32_t I8 __attribute__((vector_size(32)));
+
+__attribute__((always_inline)) inline void pool_math(V8 (&best)[2][2], I8 (&flat)[2][2], const float* mt,
+                                                     int64_t e_stride, float bv, bool relu, int64_t ty, int64_t tx,
+                                                     int64_t out_w) {
+  V8 o[4][4];
+  output_math(o, mt, e_stride, bv, relu);
+  const I8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  for (int wr = 0; wr < 2; wr++)
+    for (int wc = 0; wc < 2; wc++) {
+      const V8 a = o[2 * wr][2 * wc], b = o[2 * wr][2 * wc + 1], c = o[2 * wr + 1][2 * wc], d = o[2 * wr + 1][2 * wc + 1];
+      const I8 take_b = (a == a) & ((b > a) | (b != b));
+      V8 v = take_b ? b : a;
+      I8 idx = take_b & 1;
+      const I8 take_c = (c > v) | (c != c);
+      v = take_c ? c : v;
+      idx = (take_c & 2) | (idx & ~take_c);
+      const I8 take_d = (c == c) & ((d > v) | (d != d));
+      best[wr][wc] = take_d ? d : v;
+      idx = (take_d & 3) | (idx & ~take_d);
+      const I8 py = static_cast<int32_t>(2 * ty + wr) + I8{};
+      const I8 px = 2 * (lane + static_cast<int32_t>(tx)) + wc;
+      flat[wr][wc] = (2 * py + (idx >> 1)) * static_cast<int32_t>(out_w) + 2 * px + (idx & 1);
+    }
+}
+
+// Stores pooled rows [.., ph) of up to cnt tiles, columns clipped to pw, lane by lane.
+__attribute__((always_inline)) inline void store_pooled_lanes(float* yp, int32_t* ap, const V8 (&best)[2][2],
+                                                              const I8 (&flat)[2][2], int64_t ty, int64_t tx,
+                                                              int64_t cnt, int64_t ph, int64_t pw) {
+  for (int wr = 0; wr < 2 && 2 * ty + wr < ph; wr++) {
+    const int64_t py = 2 * ty + wr;
+    for (int64_t l = 0; l < cnt; l++)
+      for (int wc = 0; wc < 2; wc++) {
+        const int64_t px = 2 * (tx + l) + wc;
+        if (px >= pw) break;
+        yp[py * pw + px] = best[wr][wc][l];
+        ap[py * pw + px] = flat[wr][wc][l];
+      }
+  }
+}
+
+#ifdef VGG_X86
+VGG_AVX2 void pool_tiles_avx2(float* yp, int32_t* ap, const ConvShape& s, int64_t ty, int64_t tx, int64_t cnt,
+                              const float* mt, int64_t e_stride, float bv, bool relu) {
+  const int64_t ph = s.out_h / 2, pw = s.out_w / 2;
+  V8 best[2][2];
+  I8 flat[2][2];
+  pool_math(best, flat, mt, e_stride, bv, relu, ty, tx, s.out_w);
+  if (cnt < 8 || 2 * (tx + 8) > pw) return store_pooled_lanes(yp, ap, best, flat, ty, tx, cnt, ph, pw);
+  // 8 whole tiles: interleave the even (wc = 0) and odd (wc = 1) pooled columns into 16 in a row.
+  for (int wr = 0; wr < 2 && 2 * ty + wr < ph; wr++) {
+    const int64_t at = (2 * ty + wr) * pw + 2 * tx;
+    const __m256 lo = _mm256_unpacklo_ps(best[wr][0], best[wr][1]), hi = _mm256_unpackhi_ps(best[wr][0], best[wr][1]);
+    _mm256_storeu_ps(yp + at, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(yp + at + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+    const __m256i f0 = reinterpret_cast<__m256i>(flat[wr][0]), f1 = reinterpret_cast<__m256i>(flat[wr][1]);
+    const __m256i ilo = _mm256_unpacklo_epi32(f0, f1), ihi = _mm256_unpackhi_epi32(f0, f1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ap + at), _mm256_permute2x128_si256(ilo, ihi, 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ap + at + 8), _mm256_permute2x128_si256(ilo, ihi, 0x31));
+  }
+}
+#endif
+
+void pool_tiles_portable(float* yp, int32_t* ap, const ConvShape& s, int64_t ty, int64_t tx, int64_t cnt,
+                         const float* mt, int64_t e_stride, float bv, bool relu) {
+  V8 best[2][2];
+  I8 flat[2][2];
+  pool_math(best, flat, mt, e_stride, bv, relu, ty, tx, s.out_w);
+  store_pooled_lanes(yp, ap, best, flat, ty, tx, cnt, s.out_h / 2, s.out_w / 2);
+}
+
+void pool_run(const PoolTarget& pool, const ConvShape& s, int64_t plane_index, int64_t ty, int64_t tx, int64_t run,
+              const float* mt, int64_t e_stride, float bv, bool relu, bool avx2) {
+  const int64_t pooled_plane = (s.out_h / 2) * (s.out_w / 2);
+  float* yp = pool.y + plane_index * pooled_plane;
+  int32_t* ap = pool.argmax + plane_index * pooled_plane;
+  for (int64_t k = 0; k < run; k += 8) {
+    const int64_t cnt = std::min<int64_t>(8, run - k);
+#ifdef VGG_X86
+    if (avx2) {
+      pool_tiles_avx2(yp, ap, s, ty, tx + k, cnt, mt + k, e_stride, bv, relu);
+      continue;
+    }
+#endif
+    (void)avx2;
+    pool_tiles_portable(yp, ap, s, ty, tx + k, cnt, mt + k, e_stride, bv, relu);
+  }
+}
+
 // V (36, cIn, chunk) for tiles [t0, t0 + nt) (numbered image after image). The 6 input rows of a tile
 // row are first copied into a zero-padded strip, so the image's edges need no special case; a group of
 // fewer than 8 tiles is transformed into a small buffer and copied out.
@@ -306,7 +400,8 @@ void winograd4_prepare_weights(float* packed, const float* w, int64_t c_out, int
 }
 
 void winograd4_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
-                              const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end) {
+                              const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end,
+                              const PoolTarget* pool) {
   const bool avx2 = active_isa() == Isa::Avx2Fma;
   const int64_t tiles_w = tiles_w_of(s), image_tiles = winograd4_tiles(s), tiles = images * image_tiles;
   const int64_t plane = s.out_h * s.out_w;
@@ -330,8 +425,13 @@ void winograd4_forward_images(float* y, const float* x, int64_t images, const fl
       for (int64_t t = 0; t < nt;) {
         const int64_t b = (t0 + t) / image_tiles, tt = (t0 + t) - b * image_tiles;
         const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
-        float* yc = y + (b * s.c_out + co) * plane;
         const int64_t run = std::min(nt - t, tiles_w - tx);
+        if (pool) {
+          pool_run(*pool, s, b * s.c_out + co, ty, tx, run, m + co * chunk + t, s.c_out * chunk, bv, relu, avx2);
+          t += run;
+          continue;
+        }
+        float* yc = y + (b * s.c_out + co) * plane;
         const int64_t rows = std::min<int64_t>(4, s.out_h - 4 * ty);
         for (int64_t k = 0; k < run; k += 8) {
           const int64_t cnt = std::min<int64_t>(8, run - k);

@@ -34,7 +34,7 @@ interface Case {
 
 /** Conv and pool entry points run under a random algorithm choice and thread count. */
 const kernelSetting = fc.record({
-  algorithm: fc.constantFrom("auto" as const, "direct" as const, "winograd" as const),
+  algorithm: fc.constantFrom("auto" as const, "direct" as const, "winograd" as const, "winograd4" as const),
   threads: fc.integer({ min: 1, max: 3 }),
 });
 
@@ -143,6 +143,21 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
       ],
     };
   }),
+  conv2dReluMaxPool2dForward: fc.tuple(convGeom, fc.boolean()).map(([g, bias]) => {
+    const l = convLengths(g);
+    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
+    return {
+      entry: "conv2dReluMaxPool2dForward",
+      slots: [
+        f32(pooled),
+        { kind: "i32", len: pooled, lo: 0, hi: 0 },
+        f32(l.x),
+        f32(l.w),
+        bias ? f32(g.cOut) : value(null),
+        { kind: "geom", fields: g },
+      ],
+    };
+  }),
   conv2dBackwardInput: fc.tuple(convGeom, fc.boolean()).map(([g, mask]) => {
     const l = convLengths(g);
     return {
@@ -248,7 +263,7 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
       ],
     })),
   setConvAlgorithm: fc
-    .constantFrom("direct", "winograd")
+    .constantFrom("direct", "winograd", "winograd4")
     .map((a) => ({ entry: "setConvAlgorithm", slots: [value(a)] })),
   convKernel: fc.tuple(convGeom, fc.boolean()).map(([g, backward]) => ({
     entry: "convKernel",
@@ -506,7 +521,7 @@ if (process.env.VGG_FUZZ_NATIVE_CHILD === "1") {
     t.diagnostic(`native entry points: ${total} calls in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     for (const [entry, c] of Object.entries(counts))
       t.diagnostic(`  ${entry}: ${c.ok + c.threw} calls, ${c.ok} returned, ${c.threw} threw a JS error`);
-    assert.equal(Object.keys(counts).length, 21);
+    assert.equal(Object.keys(counts).length, 22);
     // Both outcomes occur for every entry point that takes arguments: the kernels really ran.
     for (const [entry, c] of Object.entries(counts)) {
       assert.ok(c.ok > 0, `${entry} never returned`);

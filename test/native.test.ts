@@ -386,6 +386,91 @@ test("Winograd's transformed weights are reused only for equal weights (in-place
   }
 });
 
+test("the pooled Winograd epilogue equals conv2d (ReLU) then max-pool, values and argmax, on both tile sizes", () => {
+  const cases = [
+    convGeometry(4, 8, 16, 16, 12, 3, 1, 1), // batch split over the threads, groups of images
+    convGeometry(1, 5, 14, 14, 7, 3, 1, 1), // one image, its tiles split over the threads
+    convGeometry(3, 6, 13, 11, 9, 3, 1, 1), // odd sizes: the last row and column are dropped by the pool
+    convGeometry(2, 3, 40, 37, 4, 3, 1, 1), // several 8-tile groups per tile row, a short last group
+    convGeometry(2, 4, 9, 10, 5, 3, 1, 0), // no padding
+  ];
+  try {
+    for (const algorithm of ["winograd", "winograd4"] as const) {
+      native.setConvAlgorithm(algorithm);
+      for (const g of cases) {
+        const label = `${algorithm} ${convLabel(g)}`;
+        const x = randn(g.n * g.cIn * g.h * g.w);
+        const w = randn(g.cOut * g.cIn * 9);
+        const bias = randn(g.cOut);
+        const pg = {
+          n: g.n,
+          c: g.cOut,
+          h: g.outH,
+          w: g.outW,
+          kh: 2,
+          kw: 2,
+          strideH: 2,
+          strideW: 2,
+          padH: 0,
+          padW: 0,
+          outH: Math.floor(g.outH / 2),
+          outW: Math.floor(g.outW / 2),
+        };
+        const pooled = g.n * g.cOut * pg.outH * pg.outW;
+        const [y, argmax] = [randn(pooled), new Int32Array(pooled).fill(-7)];
+        assert.equal(native.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g), true, label);
+        // The same kernel unfused, then the pool: bit-identical values and argmax.
+        const conv = new Float32Array(g.n * g.cOut * g.outH * g.outW);
+        native.conv2dForward(conv, x, w, bias, g, true);
+        const [yN, aN] = [new Float32Array(pooled), new Int32Array(pooled)];
+        native.maxPool2dForward(yN, aN, conv, pg);
+        assert.deepEqual(y, yN, `values ${label}`);
+        assert.deepEqual(argmax, aN, `argmax ${label}`);
+        // And against the reference backend.
+        const convR = new Float32Array(conv.length);
+        ref.conv2dForward(convR, x, w, bias, g, true);
+        const [yR, aR] = [new Float32Array(pooled), new Int32Array(pooled)];
+        ref.maxPool2dForward(yR, aR, convR, pg);
+        close(y, yR, `reference ${label}`);
+      }
+    }
+    // Kernels without a pooled epilogue answer false and write nothing.
+    native.setConvAlgorithm("direct");
+    const g = cases[0];
+    const pooled = g.n * g.cOut * 8 * 8;
+    const y = new Float32Array(pooled).fill(3);
+    assert.equal(
+      native.conv2dReluMaxPool2dForward(
+        y,
+        new Int32Array(pooled),
+        randn(g.n * g.cIn * 256),
+        randn(g.cOut * g.cIn * 9),
+        null,
+        g,
+      ),
+      false,
+    );
+    assert.ok(y.every((v) => v === 3));
+    assert.throws(
+      () =>
+        native.conv2dReluMaxPool2dForward(
+          new Float32Array(3),
+          new Int32Array(pooled),
+          randn(g.n * g.cIn * 256),
+          randn(g.cOut * g.cIn * 9),
+          null,
+          g,
+        ),
+      {
+        name: "RangeError",
+        message: `Expected y of length ${pooled} but received length 3`,
+      },
+    );
+  } finally {
+    native.setConvAlgorithm("auto");
+  }
+});
+
 test("conv2d handles empty batches and zero channels", () => {
   for (const g of [convGeometry(0, 3, 5, 5, 4, 3, 1, 1), convGeometry(2, 0, 5, 5, 4, 3, 1, 1)]) {
     const wLen = g.cOut * g.cIn * g.kh * g.kw;

@@ -82,6 +82,21 @@ export interface Backend {
     relu: boolean,
   ): void;
   /**
+   * Optional fused kernel: y and argmax (n, cOut, floor(outH / 2), floor(outW / 2)) = max_pool2d(kernel 2,
+   * stride 2) of relu(conv(x, w) + bias) and its argmax (flat index into the (outH, outW) plane, as
+   * maxPool2dForward writes it), without writing the convolution's output. Returns false, writing
+   * nothing, where the backend has no such kernel for the geometry; callers then run conv2dForward and
+   * maxPool2dForward.
+   */
+  conv2dReluMaxPool2dForward?(
+    y: Float32Array,
+    argmax: Int32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+  ): boolean;
+  /**
    * dx = transposed convolution of dy with w (overwrites dx). dx is (n, cIn, h, w); dy is (n, cOut, outH, outW).
    * reluMask (n, cIn, h, w), when given, is the conv's input x and x is a ReLU output: dx is then zeroed
    * where reluMask is not > 0, i.e. ReLU's backward is fused (same result as reluBackward(dx, dx, x)).

@@ -59,6 +59,22 @@ export const checkArgs = {
     expectLength("w", w, len.w);
     if (bias) expectLength("bias", bias, g.cOut);
   },
+  conv2dReluMaxPool2dForward(
+    y: Float32Array,
+    argmax: Int32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+  ): void {
+    const len = checkConv(g);
+    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
+    expectLength("y", y, pooled);
+    expectLength("argmax", argmax, pooled);
+    expectLength("x", x, len.x);
+    expectLength("w", w, len.w);
+    if (bias) expectLength("bias", bias, g.cOut);
+  },
   conv2dBackwardInput(
     dx: Float32Array,
     dy: Float32Array,

@@ -45,6 +45,14 @@ export interface NativeAddon
     transB: boolean,
     beta: number,
   ): void;
+  conv2dReluMaxPool2dForward(
+    y: Float32Array,
+    argmax: Int32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+  ): boolean;
   conv2dBackwardInput(
     dx: Float32Array,
     dy: Float32Array,
@@ -173,6 +181,19 @@ export class NativeBackend implements Backend {
   ): void {
     checkArgs.conv2dForward(y, x, w, bias, g);
     this.addon.conv2dForward(y, x, w, bias, g, relu);
+  }
+
+  /** The Winograd kernels pool in their output transform; other kernels answer false. */
+  conv2dReluMaxPool2dForward(
+    y: Float32Array,
+    argmax: Int32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+  ): boolean {
+    checkArgs.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g);
+    return this.addon.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g);
   }
 
   conv2dBackwardInput(

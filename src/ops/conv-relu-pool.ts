@@ -7,7 +7,9 @@
 // and only the pooled output and its argmax are kept. Backward rebuilds the chunk's conv gradient (the
 // pooled gradient scattered to the argmax, ReLU's mask fused) in the same scratch and runs both conv
 // gradients on it. The result equals maxPool2d(conv2d(x, w, b, {relu: true})); the weight gradient is
-// summed chunk by chunk, so it agrees with the unfused one to float rounding.
+// summed chunk by chunk, so it agrees with the unfused one to float rounding. Where the backend has a
+// kernel that pools in the convolution's epilogue (the native Winograd kernels), the forward pass uses it
+// and no chunk of the convolution's output is ever written.
 import { record } from "../autograd.js";
 import type { Conv2dGeometry } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
@@ -55,9 +57,17 @@ export function conv2dReluMaxPool2d(
   const poolImage = g.cOut * pg.outH * pg.outW;
   const y = takeFloat32(g.n * poolImage);
   const argmax = takeInt32(g.n * poolImage);
-  const scratch = takeFloat32(k * convImage);
   const b = bias ? bias.data : null;
-  for (let n0 = 0; n0 < g.n; n0 += k) {
+  // A backend kernel that pools in the convolution's epilogue, where it has one for this geometry.
+  const vggWindow =
+    pg.kh === 2 && pg.kw === 2 && pg.strideH === 2 && pg.strideW === 2 && pg.padH === 0 && pg.padW === 0;
+  const fused =
+    vggWindow &&
+    imagesPerChunk === undefined &&
+    g.n > 0 &&
+    (be.conv2dReluMaxPool2dForward?.(y, argmax, x.data, weight.data, b, g) ?? false);
+  const scratch = takeFloat32(fused ? 0 : k * convImage);
+  for (let n0 = 0; n0 < (fused ? 0 : g.n); n0 += k) {
     const m = Math.min(k, g.n - n0);
     const conv = scratch.subarray(0, m * convImage);
     be.conv2dForward(
