@@ -20,8 +20,10 @@ const ort = (await import("onnxruntime-node")).default;
 async function rate(f: () => unknown, n: number): Promise<number> {
   await f();
   await f(); // warm-up, and the native backend's per-shape algorithm choice
+  // At least `runs` timed runs and at least two seconds of them, so batch-1 medians are not noise.
   const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  const start = performance.now();
+  while (times.length < runs || performance.now() - start < 2000) {
     const t0 = performance.now();
     await f();
     times.push(performance.now() - t0);
@@ -30,7 +32,7 @@ async function rate(f: () => unknown, n: number): Promise<number> {
   return n / (times[times.length >> 1] / 1000);
 }
 
-console.log(`d2l VGG-11/4 inference, ${threads} threads, images/s (median of ${runs} runs after warm-up)`);
+console.log(`d2l VGG-11/4 inference, ${threads} threads, images/s (median of at least ${runs} runs and 2 s after warm-up)`);
 console.log("size batch    vgg-ts  onnxruntime   ratio");
 for (const [size, batch] of [
   [224, 1],

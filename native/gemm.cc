@@ -4,6 +4,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -426,13 +427,17 @@ void gemv_rows(float* c, int64_t ldc, const float* a, int64_t lda, const float* 
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
            int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep) {
   if (m > 0 && m <= kGemvMaxRows && !trans_a && trans_b && !ep.row_bias && !ep.relu && k > 0) {
+    // Blocks of 64 columns handed out first come, first served: a thread that starts late (a worker waking
+    // from sleep) takes fewer, instead of the others waiting for its fixed share. Each column is summed
+    // by one thread in the same order either way.
+    constexpr int64_t kBlock = 64;
+    std::atomic<int64_t> next{0};
     parallel_run(
-        [&](int ith, int nth) {
-          int64_t j0, j1;
-          split_range(n, ith, nth, 16, &j0, &j1);
-          if (j0 < j1) gemv_rows(c, ldc, a, lda, b, ldb, m, j0, j1, k, beta);
+        [&](int, int) {
+          for (int64_t j0 = next.fetch_add(kBlock); j0 < n; j0 = next.fetch_add(kBlock))
+            gemv_rows(c, ldc, a, lda, b, ldb, m, j0, std::min(n, j0 + kBlock), k, beta);
         },
-        static_cast<double>(n) * static_cast<double>(k) < 1e5 ? 1 : (n + 15) / 16);
+        static_cast<double>(n) * static_cast<double>(k) < 1e5 ? 1 : (n + kBlock - 1) / kBlock);
     return;
   }
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
