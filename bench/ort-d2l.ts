@@ -32,7 +32,9 @@ async function rate(f: () => unknown, n: number): Promise<number> {
   return n / (times[times.length >> 1] / 1000);
 }
 
-console.log(`d2l VGG-11/4 inference, ${threads} threads, images/s (median of at least ${runs} runs and 2 s after warm-up)`);
+console.log(
+  `d2l VGG-11/4 inference, ${threads} threads, images/s (median of at least ${runs} runs and 2 s after warm-up)`,
+);
 console.log("size batch    vgg-ts  onnxruntime   ratio");
 for (const [size, batch] of [
   [224, 1],
