@@ -17,13 +17,12 @@ setBackend("native");
 setNumThreads(threads);
 const ort = (await import("onnxruntime-node")).default;
 
-async function rate(f: () => unknown, n: number): Promise<number> {
-  await f();
-  await f(); // warm-up, and the native backend's per-shape algorithm choice
-  // At least `runs` timed runs and at least two seconds of them, so batch-1 medians are not noise.
+// Images/s of f: the median of timed runs after `warm` untimed ones, running for at least `seconds`.
+async function rate(f: () => unknown, n: number, seconds: number, warm: number): Promise<number> {
+  for (let i = 0; i < warm; i++) await f();
   const times: number[] = [];
   const start = performance.now();
-  while (times.length < runs || performance.now() - start < 2000) {
+  while (times.length < 3 || performance.now() - start < seconds * 1000) {
     const t0 = performance.now();
     await f();
     times.push(performance.now() - t0);
@@ -32,8 +31,10 @@ async function rate(f: () => unknown, n: number): Promise<number> {
   return n / (times[times.length >> 1] / 1000);
 }
 
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
+
 console.log(
-  `d2l VGG-11/4 inference, ${threads} threads, images/s (median of at least ${runs} runs and 2 s after warm-up)`,
+  `d2l VGG-11/4 inference, ${threads} threads, images/s: median over ${runs} alternating rounds of about 1 s each`,
 );
 console.log("size batch    vgg-ts  onnxruntime   ratio");
 for (const [size, batch] of [
@@ -45,14 +46,26 @@ for (const [size, batch] of [
   const data = new Float32Array(batch * size * size);
   for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 0.5 + 0.5;
   const x = new Tensor(data, [batch, 1, size, size]);
-  const ours = await rate(() => noGrad(() => model.forward(x)), batch);
   const session = await ort.InferenceSession.create(exportOnnx(model), {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
   });
   const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", data, [batch, 1, size, size]) };
-  const theirs = await rate(() => session.run(feeds), batch);
+  const ours = () => noGrad(() => model.forward(x));
+  const theirs = () => session.run(feeds);
+  // Warm-up (and the native backend's per-shape algorithm choice), then rounds that alternate the two, so
+  // a drift in the machine's speed affects both alike.
+  await rate(ours, batch, 0, 2);
+  await rate(theirs, batch, 0, 2);
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    a.push(await rate(ours, batch, 1, 1));
+    b.push(await rate(theirs, batch, 1, 1));
+  }
+  const [oursRate, theirsRate] = [median(a), median(b)];
+  await session.release();
   console.log(
-    `${String(size).padStart(4)} ${String(batch).padStart(5)} ${ours.toFixed(1).padStart(9)} ${theirs.toFixed(1).padStart(12)} ${(ours / theirs).toFixed(2).padStart(6)}x`,
+    `${String(size).padStart(4)} ${String(batch).padStart(5)} ${oursRate.toFixed(1).padStart(9)} ${theirsRate.toFixed(1).padStart(12)} ${(oursRate / theirsRate).toFixed(2).padStart(6)}x`,
   );
 }

@@ -191,9 +191,9 @@ void output_transform_8(float* y, int64_t out_w, const float* mt, int64_t e_stri
 // tile goes through the 8-wide transform: the 4 input rows of a tile row are first copied into a
 // zero-padded strip (so the image's edges need no special case), and a group of fewer than 8 tiles (row
 // or chunk end) is transformed into a small buffer and copied out.
-void transform_input_chunk(float* v, const float* x, const ConvShape& s, int64_t t0, int64_t nt, int64_t chunk) {
+void transform_input_chunk(float* v, int64_t e_stride, const float* x, const ConvShape& s, int64_t t0, int64_t nt,
+                           int64_t chunk) {
   const int64_t tiles_w = (s.out_w + 1) / 2, tiles = winograd_tiles(s), x_size = s.c_in * s.h * s.w;
-  const int64_t e_stride = s.c_in * chunk;
 #ifdef VGG_X86
   if (active_isa() == Isa::Avx2Fma) {
     // 2 tiles_w + 2 columns are read; 16 more so the last 8-tile group stays inside.
@@ -267,16 +267,19 @@ void winograd_forward_images(float* y, const float* x, int64_t images, const flo
   // Chunk so V (16, cIn, chunk) and M (16, cOut, chunk) take about 1 MiB together.
   int64_t chunk = (int64_t{1} << 14) / (s.c_in + s.c_out);
   chunk = std::max<int64_t>(16, std::min<int64_t>(512, chunk / 16 * 16));
-  float* v = thread_scratch(2, 16 * s.c_in * chunk);
-  float* m = thread_scratch(3, 16 * s.c_out * chunk + 8);  // + 8: the output transform's spare lanes
+  // The 16 matrices of V and of M lie a cache line more than a multiple of their size apart: with
+  // power-of-two sizes, the 16 values of one tile would otherwise fall in the same L1 set.
+  const int64_t v_stride = s.c_in * chunk + 16, m_stride = s.c_out * chunk + 16;
+  float* v = thread_scratch(2, 16 * v_stride);
+  float* m = thread_scratch(3, 16 * m_stride + 8);  // + 8: the output transform's spare lanes
   const int64_t last = tile_end < 0 ? tiles : std::min(tile_end, tiles);
   for (int64_t t0 = tile_begin; t0 < last; t0 += chunk) {
     const int64_t nt = std::min(chunk, last - t0);
     // Input transform: V_e[ci][t] = (B^T d B)_e for the 4x4 patch at (2 ty - padH, 2 tx - padW).
-    transform_input_chunk(v, x, s, t0, nt, chunk);
+    transform_input_chunk(v, v_stride, x, s, t0, nt, chunk);
     const int64_t block = packed_a_size(s.c_out, s.c_in);
     for (int e = 0; e < 16; e++)
-      sgemm_serial_packed_a(m + e * s.c_out * chunk, chunk, u + e * block, v + e * s.c_in * chunk, chunk, s.c_out, nt,
+      sgemm_serial_packed_a(m + e * m_stride, chunk, u + e * block, v + e * v_stride, chunk, s.c_out, nt,
                             s.c_in, 0.0f);
     // Output transform: Y = A^T M A, plus bias and ReLU, clipped at the bottom/right edge. With AVX2 a
     // group of fewer than 8 tiles or one that crosses the edge goes through a 2x16 buffer (the lanes past
@@ -292,10 +295,10 @@ void winograd_forward_images(float* y, const float* x, int64_t images, const flo
           const float* mt = m + co * chunk + t;
           float tmp[2 * 16];
           if (avx2) {
-            output_transform_8(tmp, 16, mt, s.c_out * chunk, bv, relu);
+            output_transform_8(tmp, 16, mt, m_stride, bv, relu);
           } else {
             const ConvShape row16{1, s.c_in, 2, 16, s.c_out, 3, 3, 1, 1, 0, 0, 2, 16};
-            for (int64_t j = 0; j < run; j++) output_transform_1(tmp, row16, mt + j, s.c_out * chunk, bv, relu, 0, j);
+            for (int64_t j = 0; j < run; j++) output_transform_1(tmp, row16, mt + j, m_stride, bv, relu, 0, j);
           }
           const int64_t ph = s.out_h / 2, pw = s.out_w / 2;
           if (ty < ph) {
@@ -312,7 +315,7 @@ void winograd_forward_images(float* y, const float* x, int64_t images, const flo
         }
         float* yc = y + (b * s.c_out + co) * plane;
         if (!avx2) {
-          output_transform_1(yc, s, m + co * chunk + t, s.c_out * chunk, bv, relu, ty, tx);
+          output_transform_1(yc, s, m + co * chunk + t, m_stride, bv, relu, ty, tx);
           t++;
           continue;
         }
@@ -324,11 +327,11 @@ void winograd_forward_images(float* y, const float* x, int64_t images, const flo
           float* dst = yc + 2 * ty * s.out_w + 2 * (tx + k);
           const float* mt = m + co * chunk + t + k;
           if (rows == 2 && cols == 16) {
-            output_transform_8(dst, s.out_w, mt, s.c_out * chunk, bv, relu);
+            output_transform_8(dst, s.out_w, mt, m_stride, bv, relu);
             continue;
           }
           float tmp[2 * 16];
-          output_transform_8(tmp, 16, mt, s.c_out * chunk, bv, relu);
+          output_transform_8(tmp, 16, mt, m_stride, bv, relu);
           for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < cols; c++) dst[r * s.out_w + c] = tmp[r * 16 + c];
         }
@@ -400,14 +403,16 @@ void winograd_weight_grad_images(float* m, const float* dy, const float* x, int6
   // longer GEMM reductions (k = tiles), so the floor is higher than the forward pass's.
   int64_t chunk = (int64_t{1} << 14) / (s.c_in + s.c_out);
   chunk = std::max<int64_t>(256, std::min<int64_t>(512, chunk / 16 * 16));
-  float* v = thread_scratch(2, 16 * s.c_in * chunk);
-  float* g = thread_scratch(3, 16 * s.c_out * chunk);
+  // Padded strides between the 16 matrices, as in the forward pass.
+  const int64_t v_stride = s.c_in * chunk + 16, g_stride = s.c_out * chunk + 16;
+  float* v = thread_scratch(2, 16 * v_stride);
+  float* g = thread_scratch(3, 16 * g_stride);
   const int64_t dstrip_w = 2 * tiles_w + 16;
   float* dstrip = thread_scratch(5, 2 * dstrip_w);
   bool acc = accumulate;
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
     const int64_t nt = std::min(chunk, tiles - t0);
-    transform_input_chunk(v, x, s, t0, nt, chunk);
+    transform_input_chunk(v, v_stride, x, s, t0, nt, chunk);
     for (int64_t co = 0; co < s.c_out; co++) {
       for (int64_t t = 0; t < nt;) {
         const int64_t b = (t0 + t) / image_tiles, tt = (t0 + t) - b * image_tiles;
@@ -430,24 +435,24 @@ void winograd_weight_grad_images(float* m, const float* dy, const float* x, int6
             float* dst = g + co * chunk + t + k;
             const float* p = dstrip + 2 * (tx + k);
             if (cnt == 8) {
-              grad_transform_8_avx2(dst, s.c_out * chunk, p, dstrip_w);
+              grad_transform_8_avx2(dst, g_stride, p, dstrip_w);
               continue;
             }
             float tmp[16 * 8];
             grad_transform_8_avx2(tmp, 8, p, dstrip_w);
             for (int e = 0; e < 16; e++)
-              for (int64_t j = 0; j < cnt; j++) dst[e * s.c_out * chunk + j] = tmp[e * 8 + j];
+              for (int64_t j = 0; j < cnt; j++) dst[e * g_stride + j] = tmp[e * 8 + j];
           }
           t += run;
           continue;
         }
 #endif
-        grad_transform_1(g + co * chunk + t, s.c_out * chunk, dyc, s, ty, tx);
+        grad_transform_1(g + co * chunk + t, g_stride, dyc, s, ty, tx);
         t++;
       }
     }
     for (int e = 0; e < 16; e++)
-      sgemm_serial(m + e * s.c_out * s.c_in, s.c_in, g + e * s.c_out * chunk, chunk, v + e * s.c_in * chunk, chunk,
+      sgemm_serial(m + e * s.c_out * s.c_in, s.c_in, g + e * g_stride, chunk, v + e * v_stride, chunk,
                    s.c_out, s.c_in, nt, false, true, acc ? 1.0f : 0.0f);
     acc = true;
   }

@@ -314,10 +314,9 @@ void pool_run(const PoolTarget& pool, const ConvShape& s, int64_t plane_index, i
 // V (36, cIn, chunk) for tiles [t0, t0 + nt) (numbered image after image). The 6 input rows of a tile
 // row are first copied into a zero-padded strip, so the image's edges need no special case; a group of
 // fewer than 8 tiles is transformed into a small buffer and copied out.
-void transform_input_chunk(float* v, const float* x, const ConvShape& s, int64_t t0, int64_t nt, int64_t chunk,
-                           bool avx2) {
+void transform_input_chunk(float* v, int64_t e_stride, const float* x, const ConvShape& s, int64_t t0, int64_t nt,
+                           int64_t chunk, bool avx2) {
   const int64_t tiles_w = tiles_w_of(s), tiles = winograd4_tiles(s), x_size = s.c_in * s.h * s.w;
-  const int64_t e_stride = s.c_in * chunk;
   // 4 tiles_w + 2 columns are read; 36 more so the last 8-tile group (and its second load) stays inside.
   const int64_t strip_w = 4 * tiles_w + 2 + 36;
   float* strip = thread_scratch(4, 6 * strip_w);
@@ -408,15 +407,18 @@ void winograd4_forward_images(float* y, const float* x, int64_t images, const fl
   // Chunk so V (36, cIn, chunk) and M (36, cOut, chunk) take about 1 MiB together (at least 32 tiles).
   int64_t chunk = (int64_t{1} << 18) / (36 * (s.c_in + s.c_out));
   chunk = std::max<int64_t>(32, std::min<int64_t>(512, chunk / 16 * 16));
-  float* v = thread_scratch(2, 36 * s.c_in * chunk);
-  float* m = thread_scratch(3, 36 * s.c_out * chunk + 8);  // + 8: the output transform's spare lanes
+  // The 36 matrices of V and of M lie a cache line more than a multiple of their size apart: with
+  // power-of-two sizes, the 36 values of one tile would otherwise fall in the same L1 set.
+  const int64_t v_stride = s.c_in * chunk + 16, m_stride = s.c_out * chunk + 16;
+  float* v = thread_scratch(2, 36 * v_stride);
+  float* m = thread_scratch(3, 36 * m_stride + 8);  // + 8: the output transform's spare lanes
   const int64_t last = tile_end < 0 ? tiles : std::min(tile_end, tiles);
   const int64_t block = packed_a_size(s.c_out, s.c_in);
   for (int64_t t0 = tile_begin; t0 < last; t0 += chunk) {
     const int64_t nt = std::min(chunk, last - t0);
-    transform_input_chunk(v, x, s, t0, nt, chunk, avx2);
+    transform_input_chunk(v, v_stride, x, s, t0, nt, chunk, avx2);
     for (int e = 0; e < 36; e++)
-      sgemm_serial_packed_a(m + e * s.c_out * chunk, chunk, u + e * block, v + e * s.c_in * chunk, chunk, s.c_out, nt,
+      sgemm_serial_packed_a(m + e * m_stride, chunk, u + e * block, v + e * v_stride, chunk, s.c_out, nt,
                             s.c_in, 0.0f);
     // Y = A^T M A (+ bias, ReLU) for runs of up to 8 tiles along a tile row; a run that is short or
     // crosses the bottom/right edge goes through a 4x32 buffer (lanes past the run read M's slack).
@@ -427,7 +429,7 @@ void winograd4_forward_images(float* y, const float* x, int64_t images, const fl
         const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
         const int64_t run = std::min(nt - t, tiles_w - tx);
         if (pool) {
-          pool_run(*pool, s, b * s.c_out + co, ty, tx, run, m + co * chunk + t, s.c_out * chunk, bv, relu, avx2);
+          pool_run(*pool, s, b * s.c_out + co, ty, tx, run, m + co * chunk + t, m_stride, bv, relu, avx2);
           t += run;
           continue;
         }
@@ -439,11 +441,11 @@ void winograd4_forward_images(float* y, const float* x, int64_t images, const fl
           float* dst = yc + 4 * ty * s.out_w + 4 * (tx + k);
           const float* mt = m + co * chunk + t + k;
           if (cols == 32) {
-            output_tiles(avx2, dst, s.out_w, mt, s.c_out * chunk, bv, relu, rows);
+            output_tiles(avx2, dst, s.out_w, mt, m_stride, bv, relu, rows);
             continue;
           }
           float tmp[4 * 32];
-          output_tiles(avx2, tmp, 32, mt, s.c_out * chunk, bv, relu, rows);
+          output_tiles(avx2, tmp, 32, mt, m_stride, bv, relu, rows);
           for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < cols; c++) dst[r * s.out_w + c] = tmp[r * 32 + c];
         }
