@@ -127,14 +127,107 @@ void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolSha
       planes);
 }
 
+namespace {
+
+// The backward of the 2x2 stride-2 window for one plane when every argmax lies in its own window (what
+// the forward pass writes): each window's 2x2 block of dx is written once, the gradient at the argmax and
+// zeros elsewhere, instead of zeroing the plane and scattering into it. Returns false at the first argmax
+// found elsewhere; the caller then rewrites the whole plane the general way. Pooled columns [ox0, outW)
+// of row oy.
+bool max_pool_2x2_backward_row(float* dxp, const float* dyp, const int32_t* ap, const float* yp, int64_t w,
+                               int64_t out_w, int64_t oy, int64_t ox0) {
+  float* r0 = dxp + 2 * oy * w;
+  float* r1 = r0 + w;
+  const int64_t base = 2 * oy * w;
+  for (int64_t ox = ox0; ox < out_w; ox++) {
+    const int64_t p = oy * out_w + ox;
+    const float g = yp && !(yp[p] > 0.0f) ? 0.0f : dyp[p];
+    const int64_t off = ap[p] - (base + 2 * ox);
+    if (off != 0 && off != 1 && off != w && off != w + 1) return false;
+    r0[2 * ox] = off == 0 ? g : 0.0f;
+    r0[2 * ox + 1] = off == 1 ? g : 0.0f;
+    r1[2 * ox] = off == w ? g : 0.0f;
+    r1[2 * ox + 1] = off == w + 1 ? g : 0.0f;
+  }
+  return true;
+}
+
+#ifdef VGG_X86
+// 8 windows at a time: the four candidate offsets as lane masks, the blocks interleaved back into rows.
+__attribute__((target("avx2,fma"))) bool max_pool_2x2_backward_row_avx2(float* dxp, const float* dyp,
+                                                                        const int32_t* ap, const float* yp,
+                                                                        int64_t w, int64_t out_w, int64_t oy) {
+  float* r0 = dxp + 2 * oy * w;
+  float* r1 = r0 + w;
+  const __m256i lane2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i one = _mm256_set1_epi32(1), wv = _mm256_set1_epi32(static_cast<int32_t>(w));
+  const __m256i w1 = _mm256_set1_epi32(static_cast<int32_t>(w + 1));
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t ox = 0;
+  for (; ox + 8 <= out_w; ox += 8) {
+    const int64_t p = oy * out_w + ox;
+    __m256 g = _mm256_loadu_ps(dyp + p);
+    if (yp) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(yp + p), zero, _CMP_GT_OQ));
+    const __m256i start = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(2 * oy * w + 2 * ox)), lane2);
+    const __m256i off = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap + p)), start);
+    const __m256 m00 = _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, _mm256_setzero_si256()));
+    const __m256 m01 = _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, one));
+    const __m256 m10 = _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, wv));
+    const __m256 m11 = _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, w1));
+    const __m256 any = _mm256_or_ps(_mm256_or_ps(m00, m01), _mm256_or_ps(m10, m11));
+    if (_mm256_movemask_ps(any) != 0xFF) return false;
+    const __m256 a = _mm256_and_ps(m00, g), b = _mm256_and_ps(m01, g);
+    const __m256 c = _mm256_and_ps(m10, g), d = _mm256_and_ps(m11, g);
+    const __m256 ab_lo = _mm256_unpacklo_ps(a, b), ab_hi = _mm256_unpackhi_ps(a, b);
+    const __m256 cd_lo = _mm256_unpacklo_ps(c, d), cd_hi = _mm256_unpackhi_ps(c, d);
+    _mm256_storeu_ps(r0 + 2 * ox, _mm256_permute2f128_ps(ab_lo, ab_hi, 0x20));
+    _mm256_storeu_ps(r0 + 2 * ox + 8, _mm256_permute2f128_ps(ab_lo, ab_hi, 0x31));
+    _mm256_storeu_ps(r1 + 2 * ox, _mm256_permute2f128_ps(cd_lo, cd_hi, 0x20));
+    _mm256_storeu_ps(r1 + 2 * ox + 8, _mm256_permute2f128_ps(cd_lo, cd_hi, 0x31));
+  }
+  return max_pool_2x2_backward_row(dxp, dyp, ap, yp, w, out_w, oy, ox);
+}
+#endif
+
+bool max_pool_2x2_backward_plane(float* dxp, const float* dyp, const int32_t* ap, const float* yp,
+                                 const PoolShape& s) {
+  const int64_t w = s.w, out_w = s.out_w;
+#ifdef VGG_X86
+  const bool avx2 = active_isa() == Isa::Avx2Fma && w + 1 <= INT32_MAX / 2;
+#endif
+  for (int64_t oy = 0; oy < s.out_h; oy++) {
+#ifdef VGG_X86
+    if (avx2) {
+      if (!max_pool_2x2_backward_row_avx2(dxp, dyp, ap, yp, w, out_w, oy)) return false;
+    } else
+#endif
+        if (!max_pool_2x2_backward_row(dxp, dyp, ap, yp, w, out_w, oy, 0)) {
+      return false;
+    }
+    // Columns in no window (an odd width's last).
+    float* r0 = dxp + 2 * oy * w;
+    for (int64_t c = 2 * out_w; c < w; c++) r0[c] = r0[w + c] = 0.0f;
+  }
+  // Rows below the last window (an odd height).
+  std::memset(dxp + 2 * s.out_h * w, 0, (s.h - 2 * s.out_h) * w * sizeof(float));
+  return true;
+}
+
+}  // namespace
+
 void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, const float* relu_y, const PoolShape& s) {
   const int64_t planes = s.n * s.c, in_plane = s.h * s.w, out_plane = s.out_h * s.out_w;
+  const bool vgg_window = s.kh == 2 && s.kw == 2 && s.stride_h == 2 && s.stride_w == 2 && s.pad_h == 0 &&
+                          s.pad_w == 0 && 2 * s.out_h <= s.h && 2 * s.out_w <= s.w;
   parallel_run(
       [&](int ith, int nth) {
         int64_t p0, p1;
         split_range(planes, ith, nth, 1, &p0, &p1);
         for (int64_t pl = p0; pl < p1; pl++) {
           float* dxp = dx + pl * in_plane;
+          if (vgg_window && max_pool_2x2_backward_plane(dxp, dy + pl * out_plane, argmax + pl * out_plane,
+                                                        relu_y ? relu_y + pl * out_plane : nullptr, s))
+            continue;
           std::memset(dxp, 0, in_plane * sizeof(float));
           const float* dyp = dy + pl * out_plane;
           const float* yp = relu_y ? relu_y + pl * out_plane : nullptr;

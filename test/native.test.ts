@@ -507,6 +507,8 @@ test("max-pool forward/backward match the reference (padding, NaN, odd sizes)", 
     { n: 1, c: 1, h: 1, w: 1, kh: 1, kw: 1, strideH: 1, strideW: 1, padH: 0, padW: 0, outH: 1, outW: 1 },
     { n: 2, c: 3, h: 9, w: 7, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 4, outW: 3 },
     { n: 3, c: 5, h: 18, w: 37, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 9, outW: 18 },
+    // Fewer windows than fit (a caller's geometry): rows and columns outside every window get no gradient.
+    { n: 1, c: 2, h: 8, w: 10, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 3, outW: 2 },
   ];
   for (const g of cases) {
     const x = randn(g.n * g.c * g.h * g.w);
@@ -531,6 +533,14 @@ test("max-pool forward/backward match the reference (padding, NaN, odd sizes)", 
     native.maxPool2dBackward(dxN, dy, bad, g);
     ref.maxPool2dBackward(dxR, dy, bad, g);
     close(dxN, dxR, "max-pool backward with bad indices", 0);
+    // An index inside the plane but outside its own window (the 2x2 kernel's block writes do not apply).
+    if (yLen > 1) {
+      const moved = aN.slice();
+      moved[0] = aN[1];
+      native.maxPool2dBackward(dxN, dy, moved, g);
+      ref.maxPool2dBackward(dxR, dy, moved, g);
+      close(dxN, dxR, "max-pool backward with an index in another window", 0);
+    }
   }
 });
 
