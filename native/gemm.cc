@@ -20,7 +20,7 @@ namespace vgg {
 namespace {
 
 constexpr int64_t MR = 6, NR = kGemmNR;
-constexpr int64_t KC = 256, MC = 144, NC = 3072;
+constexpr int64_t KC = 384, MC = 240, NC = 3072;
 
 // The micro-kernel: c (MR, NR) row stride ldc = pa (kc, MR) packed x pb (kc, NR) packed, added to c when
 // `accumulate`, then bias (MR) and ReLU when given.
@@ -240,7 +240,7 @@ void scale_and_epilogue(float* c, int64_t ldc, int64_t m, int64_t n, float beta,
 
 namespace {
 
-// k is cut into equal blocks of at most KC (288 = 144 + 144, not 256 + 32: a thin block wastes C traffic).
+// k is cut into equal blocks of at most KC (400 = 200 + 200, not 384 + 16: a thin block wastes C traffic).
 int64_t k_step_of(int64_t k) {
   if (k <= 0) return 1;
   const int64_t blocks = (k + KC - 1) / KC;
