@@ -130,13 +130,15 @@ const linears: [number, number][] = [
 ];
 
 const short = (kernel: string) =>
-  kernel.startsWith("winograd")
-    ? "wino"
-    : kernel.startsWith("im2col+gemm")
-      ? "gemm"
-      : kernel.startsWith("direct")
-        ? "direct"
-        : kernel;
+  kernel.startsWith("winograd F(4x4")
+    ? "wino4"
+    : kernel.startsWith("winograd")
+      ? "wino2"
+      : kernel.startsWith("im2col+gemm")
+        ? "gemm"
+        : kernel.startsWith("direct")
+          ? "direct"
+          : kernel;
 
 interface Row {
   name: string;
