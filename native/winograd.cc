@@ -26,6 +26,34 @@ bool winograd_applies(const ConvShape& s) {
          s.out_w == s.w + 2 * s.pad_w - 2 && s.out_h > 0 && s.out_w > 0;
 }
 
+void fill_strip(float* strip, int64_t strip_w, int rows, const float* xc, const ConvShape& s, int64_t iy0) {
+  // Strip column j holds x column j - padW; only the columns outside the image are zeroed.
+  const int64_t j0 = std::max<int64_t>(0, s.pad_w), src0 = j0 - s.pad_w;
+  for (int r = 0; r < rows; r++) {
+    float* row = strip + r * strip_w;
+    const int64_t iy = iy0 + r;
+    const int64_t len = iy < 0 || iy >= s.h ? 0 : std::max<int64_t>(0, std::min(s.w - src0, strip_w - j0));
+    if (len == 0) {
+      std::fill(row, row + strip_w, 0.0f);
+      continue;
+    }
+    std::fill(row, row + j0, 0.0f);
+    std::copy_n(xc + iy * s.w + src0, len, row + j0);
+    std::fill(row + j0 + len, row + strip_w, 0.0f);
+  }
+}
+
+void pack_transformed_weights(float* packed, const float* u, int points, int64_t c_out, int64_t c_in) {
+  const int64_t block = packed_a_size(c_out, c_in), plane = c_out * c_in;
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t e0, e1;
+        split_range(points, ith, nth, 1, &e0, &e1);
+        for (int64_t e = e0; e < e1; e++) pack_a_all(packed + e * block, u + e * plane, c_in, false, c_out, c_in);
+      },
+      points);
+}
+
 int64_t winograd_weights_size(int64_t c_out, int64_t c_in) { return 16 * packed_a_size(c_out, c_in); }
 
 void winograd_prepare_weights(float* packed, const float* w, int64_t c_out, int64_t c_in) {
@@ -56,14 +84,7 @@ void winograd_prepare_weights(float* packed, const float* w, int64_t c_out, int6
         }
       },
       (plane + 63) / 64);
-  const int64_t block = packed_a_size(c_out, c_in);
-  parallel_run(
-      [&](int ith, int nth) {
-        int64_t e0, e1;
-        split_range(16, ith, nth, 1, &e0, &e1);
-        for (int64_t e = e0; e < e1; e++) pack_a_all(packed + e * block, u + e * plane, c_in, false, c_out, c_in);
-      },
-      16);
+  pack_transformed_weights(packed, u, 16, c_out, c_in);
 }
 
 namespace {
@@ -208,20 +229,7 @@ void transform_input_chunk(float* v, int64_t e_stride, const float* x, const Con
         const float* xc = x + b * x_size + ci * s.h * s.w;
         const int64_t run = std::min(nt - t, tiles_w - tx);
         const int64_t iy0 = 2 * ty - s.pad_h;
-        for (int r = 0; r < 4; r++) {
-          float* row = strip + r * strip_w;
-          const int64_t iy = iy0 + r;
-          // strip column j holds x column j - padW; only the columns outside the image are zeroed.
-          const int64_t j0 = std::max<int64_t>(0, s.pad_w), src0 = j0 - s.pad_w;
-          const int64_t len = iy < 0 || iy >= s.h ? 0 : std::max<int64_t>(0, std::min(s.w - src0, strip_w - j0));
-          if (len == 0) {
-            std::fill(row, row + strip_w, 0.0f);
-            continue;
-          }
-          std::fill(row, row + j0, 0.0f);
-          std::copy_n(xc + iy * s.w + src0, len, row + j0);
-          std::fill(row + j0 + len, row + strip_w, 0.0f);
-        }
+        fill_strip(strip, strip_w, 4, xc, s, iy0);
         for (int64_t k = 0; k < run; k += 8) {
           const float* p = strip + 2 * (tx + k);
           const int64_t cnt = std::min<int64_t>(8, run - k);

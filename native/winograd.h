@@ -15,6 +15,12 @@ struct PoolTarget {
   int32_t* argmax;
 };
 
+// Shared by the transforms of both tile sizes: `rows` rows of one input plane xc, from row iy0 on, into a
+// strip of rows strip_w wide whose column j holds x column j - padW, zeros outside the image.
+void fill_strip(float* strip, int64_t strip_w, int rows, const float* xc, const ConvShape& s, int64_t iy0);
+// packed = the `points` matrices U_e (cOut, cIn) of u, each packed once for the GEMM (in parallel).
+void pack_transformed_weights(float* packed, const float* u, int points, int64_t c_out, int64_t c_in);
+
 /** Whether the Winograd path applies to this geometry (3x3 kernel, stride 1). */
 bool winograd_applies(const ConvShape& s);
 

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import type { Conv2dGeometry, Pool2dGeometry, SgdOptions } from "../src/backend/backend.js";
 import { loadNativeAddon, type NativeAddon, NativeBackend, nativeInfo } from "../src/backend/native.js";
 import { ReferenceBackend } from "../src/backend/reference.js";
+import { maxPool2dGeometry } from "../src/ops/pool.js";
 
 const isChild = process.env.VGG_NATIVE_ISA === "portable";
 const loaded = loadNativeAddon();
@@ -409,20 +410,7 @@ test("the pooled Winograd epilogue equals conv2d (ReLU) then max-pool, values an
         const x = randn(g.n * g.cIn * g.h * g.w);
         const w = randn(g.cOut * g.cIn * 9);
         const bias = randn(g.cOut);
-        const pg = {
-          n: g.n,
-          c: g.cOut,
-          h: g.outH,
-          w: g.outW,
-          kh: 2,
-          kw: 2,
-          strideH: 2,
-          strideW: 2,
-          padH: 0,
-          padW: 0,
-          outH: Math.floor(g.outH / 2),
-          outW: Math.floor(g.outW / 2),
-        };
+        const pg = maxPool2dGeometry([g.n, g.cOut, g.outH, g.outW], { kernelSize: 2 });
         const pooled = g.n * g.cOut * pg.outH * pg.outW;
         const [y, argmax] = [randn(pooled), new Int32Array(pooled).fill(-7)];
         assert.equal(native.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g), true, label);

@@ -24,6 +24,20 @@ export function checkConv(g: Conv2dGeometry): { x: number; w: number; y: number 
   };
 }
 
+/** Validates a conv geometry and a forward pass's inputs; returns the buffer lengths. */
+function checkConvInputs(
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  g: Conv2dGeometry,
+): { x: number; w: number; y: number } {
+  const len = checkConv(g);
+  expectLength("x", x, len.x);
+  expectLength("w", w, len.w);
+  if (bias) expectLength("bias", bias, g.cOut);
+  return len;
+}
+
 /** Validates a pooling geometry and returns the buffer lengths it implies. */
 export function checkPool(g: Pool2dGeometry): { x: number; y: number } {
   for (const key of ["n", "c", "h", "w", "kh", "kw", "padH", "padW", "outH", "outW"] as const)
@@ -53,11 +67,7 @@ export const checkArgs = {
     bias: Float32Array | null,
     g: Conv2dGeometry,
   ): void {
-    const len = checkConv(g);
-    expectLength("y", y, len.y);
-    expectLength("x", x, len.x);
-    expectLength("w", w, len.w);
-    if (bias) expectLength("bias", bias, g.cOut);
+    expectLength("y", y, checkConvInputs(x, w, bias, g).y);
   },
   conv2dReluMaxPool2dForward(
     y: Float32Array,
@@ -67,13 +77,10 @@ export const checkArgs = {
     bias: Float32Array | null,
     g: Conv2dGeometry,
   ): void {
-    const len = checkConv(g);
+    checkConvInputs(x, w, bias, g);
     const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
     expectLength("y", y, pooled);
     expectLength("argmax", argmax, pooled);
-    expectLength("x", x, len.x);
-    expectLength("w", w, len.w);
-    if (bias) expectLength("bias", bias, g.cOut);
   },
   conv2dBackwardInput(
     dx: Float32Array,
