@@ -43,6 +43,16 @@ void fill_strip(float* strip, int64_t strip_w, int rows, const float* xc, const 
   }
 }
 
+void for_filter_ranges(int64_t plane, const std::function<void(int64_t f0, int64_t f1)>& fn) {
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t f0, f1;
+        split_range(plane, ith, nth, 64, &f0, &f1);
+        if (f0 < f1) fn(f0, f1);
+      },
+      (plane + 63) / 64);
+}
+
 void pack_transformed_weights(float* packed, const float* u, int points, int64_t c_out, int64_t c_in) {
   const int64_t block = packed_a_size(c_out, c_in), plane = c_out * c_in;
   parallel_run(
@@ -62,28 +72,24 @@ void winograd_prepare_weights(float* packed, const float* w, int64_t c_out, int6
   scratch.resize(static_cast<size_t>(16 * plane));
   float* u = scratch.data();
   // Filters split over the threads, then the 16 matrices: each output float is written by one thread.
-  parallel_run(
-      [&](int ith, int nth) {
-        int64_t f0, f1;
-        split_range(plane, ith, nth, 64, &f0, &f1);
-        for (int64_t f = f0; f < f1; f++) {
-          const float* g = w + f * 9;
-          float t[4][3];  // G g: (4, 3)
-          for (int j = 0; j < 3; j++) {
-            t[0][j] = g[j];
-            t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-            t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-            t[3][j] = g[6 + j];
-          }
-          for (int i = 0; i < 4; i++) {  // (G g) G^T: (4, 4)
-            u[(i * 4 + 0) * plane + f] = t[i][0];
-            u[(i * 4 + 1) * plane + f] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-            u[(i * 4 + 2) * plane + f] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-            u[(i * 4 + 3) * plane + f] = t[i][2];
-          }
-        }
-      },
-      (plane + 63) / 64);
+  for_filter_ranges(plane, [&](int64_t f0, int64_t f1) {
+    for (int64_t f = f0; f < f1; f++) {
+      const float* g = w + f * 9;
+      float t[4][3];  // G g: (4, 3)
+      for (int j = 0; j < 3; j++) {
+        t[0][j] = g[j];
+        t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+        t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+        t[3][j] = g[6 + j];
+      }
+      for (int i = 0; i < 4; i++) {  // (G g) G^T: (4, 4)
+        u[(i * 4 + 0) * plane + f] = t[i][0];
+        u[(i * 4 + 1) * plane + f] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+        u[(i * 4 + 2) * plane + f] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+        u[(i * 4 + 3) * plane + f] = t[i][2];
+      }
+    }
+  });
   pack_transformed_weights(packed, u, 16, c_out, c_in);
 }
 
@@ -216,37 +222,8 @@ void transform_input_chunk(float* v, int64_t e_stride, const float* x, const Con
                            int64_t chunk) {
   const int64_t tiles_w = (s.out_w + 1) / 2, tiles = winograd_tiles(s), x_size = s.c_in * s.h * s.w;
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) {
-    // 2 tiles_w + 2 columns are read; 16 more so the last 8-tile group stays inside.
-    const int64_t strip_w = 2 * tiles_w + 2 + 16;
-    float* strip = thread_scratch(4, 4 * strip_w);
-    float tmp[16 * 8];
-    for (int64_t ci = 0; ci < s.c_in; ci++) {
-      for (int64_t t = 0; t < nt;) {
-        // Tile t0 + t is tile tt of image b; a run stays inside one tile row of one image.
-        const int64_t b = (t0 + t) / tiles, tt = (t0 + t) - b * tiles;
-        const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
-        const float* xc = x + b * x_size + ci * s.h * s.w;
-        const int64_t run = std::min(nt - t, tiles_w - tx);
-        const int64_t iy0 = 2 * ty - s.pad_h;
-        fill_strip(strip, strip_w, 4, xc, s, iy0);
-        for (int64_t k = 0; k < run; k += 8) {
-          const float* p = strip + 2 * (tx + k);
-          const int64_t cnt = std::min<int64_t>(8, run - k);
-          float* dst = v + ci * chunk + t + k;
-          if (cnt == 8) {
-            input_transform_8(dst, e_stride, p, strip_w);
-            continue;
-          }
-          input_transform_8(tmp, 8, p, strip_w);
-          for (int e = 0; e < 16; e++)
-            for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
-        }
-        t += run;
-      }
-    }
-    return;
-  }
+  if (active_isa() == Isa::Avx2Fma)
+    return transform_input_tiles<2, 16>(v, e_stride, x, s, t0, nt, chunk, tiles_w, tiles, input_transform_8);
 #endif
   for (int64_t ci = 0; ci < s.c_in; ci++)
     for (int64_t t = 0; t < nt; t++) {

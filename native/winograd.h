@@ -1,7 +1,11 @@
 // Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: 16 multiplies per 2x2 output tile and channel pair
 // instead of 36, as 16 GEMMs between transformed weights and transformed input tiles.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <functional>
+
+#include "workspace.h"
 
 #include "conv2d.h"
 
@@ -20,6 +24,47 @@ struct PoolTarget {
 void fill_strip(float* strip, int64_t strip_w, int rows, const float* xc, const ConvShape& s, int64_t iy0);
 // packed = the `points` matrices U_e (cOut, cIn) of u, each packed once for the GEMM (in parallel).
 void pack_transformed_weights(float* packed, const float* u, int points, int64_t c_out, int64_t c_in);
+// fn(f0, f1) over ranges of the `plane` filters (cOut * cIn), split over the threads: the weight
+// transforms, each filter written by one thread.
+void for_filter_ranges(int64_t plane, const std::function<void(int64_t f0, int64_t f1)>& fn);
+
+// The input transform's loop for output tiles kTile x kTile (F(kTile x kTile, 3x3)): for every input
+// channel and every run of tiles along a tile row among tiles [t0, t0 + nt) (numbered image after image,
+// each image `tiles` tiles, `tiles_w` to a row), the kTile + 2 input rows go into a zero-padded strip
+// (thread scratch slot 4), then transform8(dst, e_stride, p, strip_w) writes kPoints values of 8
+// adjacent tiles whose patches start at p; a group of fewer than 8 goes through a small buffer.
+// V is (kPoints, cIn, chunk) with stride e_stride between points.
+template <int kTile, int kPoints, typename Transform8>
+void transform_input_tiles(float* v, int64_t e_stride, const float* x, const ConvShape& s, int64_t t0, int64_t nt,
+                           int64_t chunk, int64_t tiles_w, int64_t tiles, Transform8&& transform8) {
+  const int64_t x_size = s.c_in * s.h * s.w;
+  // kTile tiles_w + 2 columns are read; 8 kTile + 4 more so the last 8-tile group stays inside.
+  const int64_t strip_w = kTile * tiles_w + 2 + 8 * kTile + 4;
+  float* strip = thread_scratch(4, (kTile + 2) * strip_w);
+  float tmp[kPoints * 8];
+  for (int64_t ci = 0; ci < s.c_in; ci++) {
+    for (int64_t t = 0; t < nt;) {
+      // Tile t0 + t is tile tt of image b; a run stays inside one tile row of one image.
+      const int64_t b = (t0 + t) / tiles, tt = (t0 + t) - b * tiles;
+      const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
+      const int64_t run = std::min(nt - t, tiles_w - tx);
+      fill_strip(strip, strip_w, kTile + 2, x + b * x_size + ci * s.h * s.w, s, kTile * ty - s.pad_h);
+      for (int64_t k = 0; k < run; k += 8) {
+        const float* p = strip + kTile * (tx + k);
+        const int64_t cnt = std::min<int64_t>(8, run - k);
+        float* dst = v + ci * chunk + t + k;
+        if (cnt == 8) {
+          transform8(dst, e_stride, p, strip_w);
+          continue;
+        }
+        transform8(tmp, 8, p, strip_w);
+        for (int e = 0; e < kPoints; e++)
+          for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
+      }
+      t += run;
+    }
+  }
+}
 
 /** Whether the Winograd path applies to this geometry (3x3 kernel, stride 1). */
 bool winograd_applies(const ConvShape& s);

@@ -311,39 +311,13 @@ void pool_run(const PoolTarget& pool, const ConvShape& s, int64_t plane_index, i
   }
 }
 
-// V (36, cIn, chunk) for tiles [t0, t0 + nt) (numbered image after image). The 6 input rows of a tile
-// row are first copied into a zero-padded strip, so the image's edges need no special case; a group of
-// fewer than 8 tiles is transformed into a small buffer and copied out.
+// V (36, cIn, chunk) for tiles [t0, t0 + nt) (numbered image after image), 8 tiles at a time.
 void transform_input_chunk(float* v, int64_t e_stride, const float* x, const ConvShape& s, int64_t t0, int64_t nt,
                            int64_t chunk, bool avx2) {
-  const int64_t tiles_w = tiles_w_of(s), tiles = winograd4_tiles(s), x_size = s.c_in * s.h * s.w;
-  // 4 tiles_w + 2 columns are read; 36 more so the last 8-tile group (and its second load) stays inside.
-  const int64_t strip_w = 4 * tiles_w + 2 + 36;
-  float* strip = thread_scratch(4, 6 * strip_w);
-  float tmp[36 * 8];
-  for (int64_t ci = 0; ci < s.c_in; ci++) {
-    for (int64_t t = 0; t < nt;) {
-      const int64_t b = (t0 + t) / tiles, tt = (t0 + t) - b * tiles;
-      const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
-      const float* xc = x + b * x_size + ci * s.h * s.w;
-      const int64_t run = std::min(nt - t, tiles_w - tx);
-      const int64_t iy0 = 4 * ty - s.pad_h;
-      fill_strip(strip, strip_w, 6, xc, s, iy0);
-      for (int64_t k = 0; k < run; k += 8) {
-        const float* p = strip + 4 * (tx + k);
-        const int64_t cnt = std::min<int64_t>(8, run - k);
-        float* dst = v + ci * chunk + t + k;
-        if (cnt == 8) {
-          input_tiles(avx2, dst, e_stride, p, strip_w);
-          continue;
-        }
-        input_tiles(avx2, tmp, 8, p, strip_w);
-        for (int e = 0; e < 36; e++)
-          for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
-      }
-      t += run;
-    }
-  }
+  transform_input_tiles<4, 36>(v, e_stride, x, s, t0, nt, chunk, tiles_w_of(s), winograd4_tiles(s),
+                               [avx2](float* dst, int64_t stride, const float* p, int64_t strip_w) {
+                                 input_tiles(avx2, dst, stride, p, strip_w);
+                               });
 }
 
 }  // namespace
@@ -358,23 +332,18 @@ void winograd4_prepare_weights(float* packed, const float* w, int64_t c_out, int
   scratch.resize(static_cast<size_t>(36 * plane));
   float* u = scratch.data();
   // U = G g G^T in double, rounded once: the weights' share of the error stays at float32 rounding.
-  parallel_run(
-      [&](int ith, int nth) {
-        int64_t f0, f1;
-        split_range(plane, ith, nth, 64, &f0, &f1);
-        for (int64_t f = f0; f < f1; f++) {
-          const float* g = w + f * 9;
-          double t[6][3];  // G g
-          for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 3; j++)
-              t[i][j] = kG[i][0] * g[j] + kG[i][1] * g[3 + j] + kG[i][2] * g[6 + j];
-          for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++)
-              u[(i * 6 + j) * plane + f] =
-                  static_cast<float>(t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2]);
-        }
-      },
-      (plane + 63) / 64);
+  for_filter_ranges(plane, [&](int64_t f0, int64_t f1) {
+    for (int64_t f = f0; f < f1; f++) {
+      const float* g = w + f * 9;
+      double t[6][3];  // G g
+      for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 3; j++) t[i][j] = kG[i][0] * g[j] + kG[i][1] * g[3 + j] + kG[i][2] * g[6 + j];
+      for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 6; j++)
+          u[(i * 6 + j) * plane + f] =
+              static_cast<float>(t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2]);
+    }
+  });
   pack_transformed_weights(packed, u, 36, c_out, c_in);
 }
 
