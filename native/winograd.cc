@@ -43,18 +43,20 @@ void fill_strip(float* strip, int64_t strip_w, int rows, const float* xc, const 
   }
 }
 
-void for_filter_ranges(int64_t plane, const std::function<void(int64_t f0, int64_t f1)>& fn) {
+void transform_weights(float* packed, const float* w, int64_t c_out, int64_t c_in, int points,
+                       void (*filter)(const float* g, float* u, int64_t plane)) {
+  const int64_t plane = c_out * c_in, block = packed_a_size(c_out, c_in);
+  static thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(points * plane));
+  float* u = scratch.data();
+  // Filters split over the threads, then the matrices: each output float is written by one thread.
   parallel_run(
       [&](int ith, int nth) {
         int64_t f0, f1;
         split_range(plane, ith, nth, 64, &f0, &f1);
-        if (f0 < f1) fn(f0, f1);
+        for (int64_t f = f0; f < f1; f++) filter(w + f * 9, u + f, plane);
       },
       (plane + 63) / 64);
-}
-
-void pack_transformed_weights(float* packed, const float* u, int points, int64_t c_out, int64_t c_in) {
-  const int64_t block = packed_a_size(c_out, c_in), plane = c_out * c_in;
   parallel_run(
       [&](int ith, int nth) {
         int64_t e0, e1;
@@ -67,30 +69,21 @@ void pack_transformed_weights(float* packed, const float* u, int points, int64_t
 int64_t winograd_weights_size(int64_t c_out, int64_t c_in) { return 16 * packed_a_size(c_out, c_in); }
 
 void winograd_prepare_weights(float* packed, const float* w, int64_t c_out, int64_t c_in) {
-  const int64_t plane = c_out * c_in;
-  static thread_local std::vector<float> scratch;
-  scratch.resize(static_cast<size_t>(16 * plane));
-  float* u = scratch.data();
-  // Filters split over the threads, then the 16 matrices: each output float is written by one thread.
-  for_filter_ranges(plane, [&](int64_t f0, int64_t f1) {
-    for (int64_t f = f0; f < f1; f++) {
-      const float* g = w + f * 9;
-      float t[4][3];  // G g: (4, 3)
-      for (int j = 0; j < 3; j++) {
-        t[0][j] = g[j];
-        t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-        t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-        t[3][j] = g[6 + j];
-      }
-      for (int i = 0; i < 4; i++) {  // (G g) G^T: (4, 4)
-        u[(i * 4 + 0) * plane + f] = t[i][0];
-        u[(i * 4 + 1) * plane + f] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-        u[(i * 4 + 2) * plane + f] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-        u[(i * 4 + 3) * plane + f] = t[i][2];
-      }
+  transform_weights(packed, w, c_out, c_in, 16, [](const float* g, float* u, int64_t plane) {
+    float t[4][3];  // G g: (4, 3)
+    for (int j = 0; j < 3; j++) {
+      t[0][j] = g[j];
+      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+      t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; i++) {  // (G g) G^T: (4, 4)
+      u[(i * 4 + 0) * plane] = t[i][0];
+      u[(i * 4 + 1) * plane] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+      u[(i * 4 + 2) * plane] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+      u[(i * 4 + 3) * plane] = t[i][2];
     }
   });
-  pack_transformed_weights(packed, u, 16, c_out, c_in);
 }
 
 namespace {

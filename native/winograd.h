@@ -3,7 +3,6 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <functional>
 
 #include "workspace.h"
 
@@ -22,11 +21,11 @@ struct PoolTarget {
 // Shared by the transforms of both tile sizes: `rows` rows of one input plane xc, from row iy0 on, into a
 // strip of rows strip_w wide whose column j holds x column j - padW, zeros outside the image.
 void fill_strip(float* strip, int64_t strip_w, int rows, const float* xc, const ConvShape& s, int64_t iy0);
-// packed = the `points` matrices U_e (cOut, cIn) of u, each packed once for the GEMM (in parallel).
-void pack_transformed_weights(float* packed, const float* u, int points, int64_t c_out, int64_t c_in);
-// fn(f0, f1) over ranges of the `plane` filters (cOut * cIn), split over the threads: the weight
-// transforms, each filter written by one thread.
-void for_filter_ranges(int64_t plane, const std::function<void(int64_t f0, int64_t f1)>& fn);
+// packed = the `points` transformed matrices U_e (cOut, cIn) of the 3x3 filters w (cOut, cIn, 3, 3), each
+// packed once for the GEMMs: filter(g, u, plane) writes one filter's points at u[e * plane], then the
+// matrices are packed. Both steps are split over the threads.
+void transform_weights(float* packed, const float* w, int64_t c_out, int64_t c_in, int points,
+                       void (*filter)(const float* g, float* u, int64_t plane));
 
 // The input transform's loop for output tiles kTile x kTile (F(kTile x kTile, 3x3)): for every input
 // channel and every run of tiles along a tile row among tiles [t0, t0 + nt) (numbered image after image,

@@ -327,24 +327,15 @@ int64_t winograd4_tiles(const ConvShape& s) { return ((s.out_h + 3) / 4) * tiles
 int64_t winograd4_weights_size(int64_t c_out, int64_t c_in) { return 36 * packed_a_size(c_out, c_in); }
 
 void winograd4_prepare_weights(float* packed, const float* w, int64_t c_out, int64_t c_in) {
-  const int64_t plane = c_out * c_in;
-  static thread_local std::vector<float> scratch;
-  scratch.resize(static_cast<size_t>(36 * plane));
-  float* u = scratch.data();
   // U = G g G^T in double, rounded once: the weights' share of the error stays at float32 rounding.
-  for_filter_ranges(plane, [&](int64_t f0, int64_t f1) {
-    for (int64_t f = f0; f < f1; f++) {
-      const float* g = w + f * 9;
-      double t[6][3];  // G g
-      for (int i = 0; i < 6; i++)
-        for (int j = 0; j < 3; j++) t[i][j] = kG[i][0] * g[j] + kG[i][1] * g[3 + j] + kG[i][2] * g[6 + j];
-      for (int i = 0; i < 6; i++)
-        for (int j = 0; j < 6; j++)
-          u[(i * 6 + j) * plane + f] =
-              static_cast<float>(t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2]);
-    }
+  transform_weights(packed, w, c_out, c_in, 36, [](const float* g, float* u, int64_t plane) {
+    double t[6][3];  // G g
+    for (int i = 0; i < 6; i++)
+      for (int j = 0; j < 3; j++) t[i][j] = kG[i][0] * g[j] + kG[i][1] * g[3 + j] + kG[i][2] * g[6 + j];
+    for (int i = 0; i < 6; i++)
+      for (int j = 0; j < 6; j++)
+        u[(i * 6 + j) * plane] = static_cast<float>(t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2]);
   });
-  pack_transformed_weights(packed, u, 36, c_out, c_in);
 }
 
 void winograd4_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
