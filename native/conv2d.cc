@@ -7,10 +7,12 @@
 #include "conv2d.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -481,6 +483,178 @@ bool use_batched(const ConvShape& s) {
   return g_algorithm != ConvAlgorithm::Winograd && g_algorithm != ConvAlgorithm::Winograd4 && batched_small_planes(s);
 }
 
+// Matrices derived from a layer's weights (Winograd's transformed weights, the dense matrix of a tiny
+// plane), kept for the weights they came from. Inference calls each layer with the same weights again and
+// again, and deriving them (a transform, a repack) costs as much as a batch-1 convolution of a 14x14
+// plane; a training step derives them once for the forward pass and again for the input gradient. An
+// entry is found by its key (what is derived, for which shape) and by comparing the weights themselves,
+// not their address, so weights updated in place (an optimiser step) always miss, and a miss costs one
+// extra copy of the weights. Each JS thread calling the addon has its own cache; a returned pointer stays
+// valid until that thread's next call.
+using DerivedKey = std::array<int64_t, 10>;
+struct DerivedWeights {
+  DerivedKey key;
+  std::vector<float> w, u;
+  uint64_t last_use;
+};
+constexpr size_t kDerivedCacheEntries = 32;
+constexpr int64_t kDerivedCacheFloats = int64_t{1} << 26;  // 256 MiB of weights and derived floats per thread
+
+// The derived matrix for (key, w[0, w_size)): from the cache, or make(u) fills `floats` new ones.
+const float* derived_weights(const DerivedKey& key, const float* w, int64_t w_size, int64_t floats,
+                             const std::function<void(float* u)>& make) {
+  static thread_local std::vector<DerivedWeights> cache;
+  static thread_local uint64_t clock = 0;
+  for (DerivedWeights& e : cache)
+    if (e.key == key && static_cast<int64_t>(e.w.size()) == w_size &&
+        std::memcmp(e.w.data(), w, w_size * sizeof(float)) == 0) {
+      e.last_use = ++clock;
+      return e.u.data();
+    }
+  const int64_t entry_floats = w_size + floats;
+  int64_t held = 0;
+  for (const DerivedWeights& e : cache) held += static_cast<int64_t>(e.w.size() + e.u.size());
+  // Evict the least recently used entries until this one fits (it may replace an entry of its own shape).
+  while (!cache.empty() && (cache.size() >= kDerivedCacheEntries || held + entry_floats > kDerivedCacheFloats)) {
+    auto oldest = std::min_element(cache.begin(), cache.end(), [](const DerivedWeights& a, const DerivedWeights& b) {
+      return a.last_use < b.last_use;
+    });
+    held -= static_cast<int64_t>(oldest->w.size() + oldest->u.size());
+    cache.erase(oldest);
+  }
+  DerivedWeights e{key, std::vector<float>(w, w + w_size), std::vector<float>(static_cast<size_t>(floats)), ++clock};
+  make(e.u.data());
+  if (entry_floats > kDerivedCacheFloats) {
+    // Too large to keep: hand out a buffer that lives until the next call.
+    static thread_local std::vector<float> uncached;
+    uncached.swap(e.u);
+    return uncached.data();
+  }
+  cache.push_back(std::move(e));
+  return cache.back().u.data();
+}
+
+// Winograd's transformed weights for output tiles `tile` (2 or 4), of the filters or (flipped) of the
+// input gradient's filters: (cIn, cOut, 3, 3), each turned by 180 degrees.
+const float* transformed_weights_of(const float* w, int64_t c_out, int64_t c_in, bool flipped, int tile) {
+  const int64_t w_size = 9 * c_out * c_in;
+  const int64_t rows = flipped ? c_in : c_out, cols = flipped ? c_out : c_in;
+  const int64_t floats = tile == 4 ? winograd4_weights_size(rows, cols) : winograd_weights_size(rows, cols);
+  const DerivedKey key{tile, flipped ? 1 : 0, c_out, c_in};
+  return derived_weights(key, w, w_size, floats, [&](float* u) {
+    const float* g = w;
+    std::vector<float> turned;
+    if (flipped) {
+      turned.resize(static_cast<size_t>(w_size));
+      for (int64_t co = 0; co < c_out; co++)
+        for (int64_t ci = 0; ci < c_in; ci++)
+          for (int k = 0; k < 9; k++) turned[(ci * c_out + co) * 9 + (8 - k)] = w[(co * c_in + ci) * 9 + k];
+      g = turned.data();
+    }
+    if (tile == 4) return winograd4_prepare_weights(u, g, rows, cols);
+    winograd_prepare_weights(u, g, rows, cols);
+  });
+}
+
+// ---- Tiny planes: the convolution as one dense matrix. ----
+// With at most 4 input and 4 output pixels per image (the 2x2 and 1x1 maps of a 32x32 input), a
+// convolution is a small linear map from an image's cIn x Q inputs to its cOut x P outputs: the matrix D
+// ((cIn, Q), (cOut, P)) holds each filter tap at the (input, output) pixel pair it connects and zeros
+// where a tap falls in the padding. NCHW images are already the rows of X (n, cIn Q) and Y (n, cOut P),
+// so the whole batch is one GEMM per pass with no im2col: Y = X D, dX = dY D^T, dD = X^T dY (folded back
+// onto the taps). On a 2x2 map D has 4/9 of im2col's multiplies (the padding's are skipped), and no
+// transforms; on 1x1 it keeps only the centre tap.
+constexpr int64_t kDenseMaxPlane = 4;
+constexpr int64_t kDenseMaxFloats = int64_t{1} << 24;
+
+bool dense_applies(const ConvShape& s) {
+  return g_algorithm == ConvAlgorithm::Auto && s.n > 0 && s.c_in > 0 && s.c_out > 0 && s.h * s.w <= kDenseMaxPlane &&
+         plane_of(s) <= kDenseMaxPlane && s.c_in * s.h * s.w * s.c_out * plane_of(s) <= kDenseMaxFloats;
+}
+
+// The (input pixel q, output pixel p, tap k) triples of the geometry: D's entry for channels (ci, co) at
+// row ci Q + q, column co P + p is w's tap k of filter (co, ci). Each (q, p) pair meets through at most
+// one tap.
+struct DenseLinks {
+  struct Link {
+    int64_t q, p, k;
+  };
+  Link link[kDenseMaxPlane * kDenseMaxPlane];
+  int count = 0;
+};
+
+DenseLinks dense_links(const ConvShape& s) {
+  DenseLinks links;
+  for (int64_t oy = 0; oy < s.out_h; oy++)
+    for (int64_t ox = 0; ox < s.out_w; ox++)
+      for (int64_t ki = 0; ki < s.kh; ki++) {
+        const int64_t iy = oy * s.stride_h - s.pad_h + ki;
+        if (iy < 0 || iy >= s.h) continue;
+        for (int64_t kj = 0; kj < s.kw; kj++) {
+          const int64_t ix = ox * s.stride_w - s.pad_w + kj;
+          if (ix >= 0 && ix < s.w) links.link[links.count++] = {iy * s.w + ix, oy * s.out_w + ox, ki * s.kw + kj};
+        }
+      }
+  return links;
+}
+
+// D ((cIn Q), (cOut P)) from w (kept in the derived-weights cache), written along its rows.
+const float* dense_matrix(const float* w, const ConvShape& s) {
+  const int64_t q_size = s.h * s.w, p_size = plane_of(s), cols = s.c_out * p_size, taps = s.kh * s.kw;
+  const DerivedKey key{0, 2, s.c_out, s.c_in, s.h, s.w, s.kh * 8 + s.kw, s.stride_h * 8 + s.stride_w, s.pad_h * 8 + s.pad_w,
+                       p_size};
+  return derived_weights(key, w, s.c_out * s.c_in * taps, s.c_in * q_size * cols, [&](float* d) {
+    const DenseLinks links = dense_links(s);
+    // Every (q, p) pair is linked on a 2x2 map with padding 1; otherwise the unlinked entries are zeros.
+    if (links.count < q_size * p_size) std::fill(d, d + s.c_in * q_size * cols, 0.0f);
+    for (int64_t ci = 0; ci < s.c_in; ci++)
+      for (int l = 0; l < links.count; l++) {
+        float* row = d + (ci * q_size + links.link[l].q) * cols + links.link[l].p;
+        const float* taps_of = w + ci * taps + links.link[l].k;
+        for (int64_t co = 0; co < s.c_out; co++) row[co * p_size] = taps_of[co * s.c_in * taps];
+      }
+  });
+}
+
+void dense_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
+  const int64_t rows = s.c_in * s.h * s.w, cols = s.c_out * plane_of(s), plane = plane_of(s);
+  sgemm(y, cols, x, rows, dense_matrix(w, s), cols, s.n, cols, rows, false, false, 0.0f);
+  if (!bias && !relu) return;
+  for (int64_t b = 0; b < s.n; b++)
+    for (int64_t co = 0; co < s.c_out; co++) {
+      float* yc = y + b * cols + co * plane;
+      const float bv = bias ? bias[co] : 0.0f;
+      for (int64_t p = 0; p < plane; p++) {
+        const float v = yc[p] + bv;
+        yc[p] = relu && v < 0.0f ? 0.0f : v;
+      }
+    }
+}
+
+void dense_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s) {
+  const int64_t rows = s.c_in * s.h * s.w, cols = s.c_out * plane_of(s);
+  sgemm(dx, rows, dy, cols, dense_matrix(w, s), cols, s.n, rows, cols, false, true, 0.0f);
+  if (relu_x) mask_by_relu(dx, relu_x, 0, s.n * rows);
+}
+
+void dense_backward_weight(float* dw, const float* dy, const float* x, const ConvShape& s) {
+  const int64_t rows = s.c_in * s.h * s.w, cols = s.c_out * plane_of(s);
+  static thread_local std::vector<float> dd;
+  dd.resize(static_cast<size_t>(rows * cols));
+  sgemm(dd.data(), cols, x, rows, dy, cols, rows, cols, s.n, true, false, 0.0f);
+  // Each tap sums its (q, p) pairs in the links' order.
+  std::memset(dw, 0, s.c_out * kdim_of(s) * sizeof(float));
+  const int64_t q_size = s.h * s.w, p_size = plane_of(s), taps = s.kh * s.kw;
+  const DenseLinks links = dense_links(s);
+  for (int64_t ci = 0; ci < s.c_in; ci++)
+    for (int l = 0; l < links.count; l++) {
+      const float* row = dd.data() + (ci * q_size + links.link[l].q) * cols + links.link[l].p;
+      float* taps_of = dw + ci * taps + links.link[l].k;
+      for (int64_t co = 0; co < s.c_out; co++) taps_of[co * s.c_in * taps] += row[co * p_size];
+    }
+}
+
+
 // Part of every kernel-cache key: 2 = Winograd weight gradient, vector transforms at the image edges;
 // 3 = vector output and gradient transforms at the edges too; 4 = several small images per Winograd call;
 // 5 = choices timed on a group of images, longer weight-gradient tile chunks; 6 = F(4x4,3x3) a third choice; 7 = Winograd buffers
@@ -603,73 +777,6 @@ void winograd_backward_input_batch(int tile, float* dx, const float* dy, const f
       s.n);
 }
 
-// Transformed Winograd weights, kept for the weights they came from. Inference calls each layer with the
-// same weights again and again, and the transform (16/9 as many floats as the weights, packed for the
-// GEMMs) costs as much as a batch-1 convolution of a 14x14 plane. An entry is found by comparing the
-// weights themselves, not their address, so weights updated in place (a training step) always miss, and a
-// miss costs one extra copy of the weights. Each JS thread calling the addon has its own cache; a returned
-// pointer stays valid until that thread's next call.
-struct TransformedWeights {
-  int tile;
-  bool flipped;
-  int64_t c_out, c_in;
-  std::vector<float> w, u;
-  uint64_t last_use;
-};
-constexpr size_t kTransformCacheEntries = 32;
-constexpr int64_t kTransformCacheFloats = int64_t{1} << 26;  // 256 MiB of weights and transforms per thread
-
-const float* transformed_weights_of(const float* w, int64_t c_out, int64_t c_in, bool flipped, int tile) {
-  static thread_local std::vector<TransformedWeights> cache;
-  static thread_local uint64_t clock = 0;
-  const int64_t w_size = 9 * c_out * c_in;
-  for (TransformedWeights& e : cache)
-    if (e.tile == tile && e.flipped == flipped && e.c_out == c_out && e.c_in == c_in &&
-        std::memcmp(e.w.data(), w, w_size * sizeof(float)) == 0) {
-      e.last_use = ++clock;
-      return e.u.data();
-    }
-  auto size_of = [tile](int64_t rows, int64_t cols) {
-    return tile == 4 ? winograd4_weights_size(rows, cols) : winograd_weights_size(rows, cols);
-  };
-  auto prepare = [tile](float* u, const float* g, int64_t rows, int64_t cols) {
-    if (tile == 4) return winograd4_prepare_weights(u, g, rows, cols);
-    winograd_prepare_weights(u, g, rows, cols);
-  };
-  const int64_t entry_floats = w_size + size_of(c_out, c_in);
-  int64_t held = 0;
-  for (const TransformedWeights& e : cache) held += static_cast<int64_t>(e.w.size() + e.u.size());
-  // Evict the least recently used entries until this one fits (it may replace an entry of its own shape).
-  while (!cache.empty() && (cache.size() >= kTransformCacheEntries || held + entry_floats > kTransformCacheFloats)) {
-    auto oldest = std::min_element(cache.begin(), cache.end(), [](const TransformedWeights& a,
-                                                                  const TransformedWeights& b) {
-      return a.last_use < b.last_use;
-    });
-    held -= static_cast<int64_t>(oldest->w.size() + oldest->u.size());
-    cache.erase(oldest);
-  }
-  TransformedWeights e{tile, flipped, c_out, c_in, std::vector<float>(w, w + w_size), {}, ++clock};
-  e.u.resize(static_cast<size_t>(size_of(flipped ? c_in : c_out, flipped ? c_out : c_in)));
-  if (flipped) {
-    // The input gradient's filters: (cIn, cOut, 3, 3), each one turned by 180 degrees.
-    std::vector<float> turned(static_cast<size_t>(w_size));
-    for (int64_t co = 0; co < c_out; co++)
-      for (int64_t ci = 0; ci < c_in; ci++)
-        for (int k = 0; k < 9; k++) turned[(ci * c_out + co) * 9 + (8 - k)] = w[(co * c_in + ci) * 9 + k];
-    prepare(e.u.data(), turned.data(), c_in, c_out);
-  } else {
-    prepare(e.u.data(), w, c_out, c_in);
-  }
-  if (entry_floats > kTransformCacheFloats) {
-    // Too large to keep: hand out a buffer that lives until the next call.
-    static thread_local std::vector<float> uncached;
-    uncached.swap(e.u);
-    return uncached.data();
-  }
-  cache.push_back(std::move(e));
-  return cache.back().u.data();
-}
-
 const float* transformed_weights(const float* w, int64_t c_out, int64_t c_in, int tile) {
   return transformed_weights_of(w, c_out, c_in, false, tile);
 }
@@ -694,6 +801,7 @@ bool winograd_backward_applies(const ConvShape& s) {
 void set_conv_algorithm(ConvAlgorithm a) { g_algorithm = a; }
 
 const char* conv_kernel_name(const ConvShape& s, bool backward) {
+  if (dense_applies(s)) return "dense (tiny plane)";
   if (use_batched(s)) {
     const bool applies = (backward ? winograd_backward_applies(s) : winograd_applies(s)) && split_over_batch(s.n);
     if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm (batch)";
@@ -719,6 +827,7 @@ const char* conv_kernel_name(const ConvShape& s, bool backward) {
 
 const char* conv_weight_kernel_name(const ConvShape& s) {
   // The same order of choices as conv2d_backward_weight.
+  if (dense_applies(s)) return "dense (tiny plane)";
   if (use_batched(s)) return "im2col+gemm (batch)";
   if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim &&
       g_algorithm != ConvAlgorithm::Direct) {
@@ -738,6 +847,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   const bool pointwise = is_pointwise(s);
   const GemmEpilogue ep{bias, relu};
   auto u_of = [&](int tile) { return transformed_weights(w, s.c_out, s.c_in, tile); };
+  if (dense_applies(s)) return dense_forward(y, x, w, bias, s, relu);
   if (use_batched(s)) {
     // Small planes: the whole batch as one GEMM, or Winograd over groups of images, as measured.
     if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n)) {
@@ -850,6 +960,7 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
   const bool pointwise = is_pointwise(s);
   auto u_of = [&](int tile) { return flipped_transformed_weights(w, s.c_out, s.c_in, tile); };
   const ConvShape st = transposed_shape(s);
+  if (dense_applies(s)) return dense_backward_input(dx, dy, w, relu_x, s);
   if (use_batched(s)) {
     if (s.n > 0 && winograd_backward_applies(s) && split_over_batch(s.n)) {
       const int tile = winograd_tile(
@@ -941,7 +1052,9 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const int64_t w_size = s.c_out * kdim;
   const bool pointwise = is_pointwise(s);
-  if (use_batched(s)) {
+  if (dense_applies(s)) {
+    dense_backward_weight(dw, dy, x, s);
+  } else if (use_batched(s)) {
     batched_backward_weight(dw, dy, x, s);
   } else if (use_winograd_weight(s, dy, x)) {
     // Winograd: each thread sums its images' tiles into a private Winograd-domain M (16, cOut, cIn); the

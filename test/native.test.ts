@@ -252,6 +252,7 @@ test("small planes run as one GEMM over the whole batch and match the reference"
               "im2col+gemm (batch)",
               "winograd F(2x2,3x3) (image groups)",
               "winograd F(4x4,3x3) (image groups)",
+              "dense (tiny plane)",
             ].includes(after),
             after,
           );
@@ -265,6 +266,52 @@ test("small planes run as one GEMM over the whole batch and match the reference"
   // One image, or more than 32 output pixels: the per-image paths.
   assert.notEqual(native.convKernel(convGeometry(1, 7, 4, 4, 9, 3, 1, 1), "forward"), "im2col+gemm (batch)");
   assert.notEqual(native.convKernel(convGeometry(4, 7, 9, 9, 9, 3, 1, 1), "forward"), "im2col+gemm (batch)");
+});
+
+test("tiny planes (at most 4 pixels in and out) run as one dense GEMM per pass, match the reference and do not depend on the thread count", () => {
+  const cases = [
+    convGeometry(5, 7, 2, 2, 9, 3, 1, 1), // 2x2, the last block of a 32x32 input
+    convGeometry(3, 130, 2, 2, 20, 3, 1, 1),
+    convGeometry(4, 6, 1, 1, 5, 3, 1, 1), // 1x1: the centre tap only
+    convGeometry(2, 3, 1, 2, 4, 3, 1, 1),
+    convGeometry(3, 4, 2, 1, 6, 1, 1, 0),
+    convGeometry(2, 5, 4, 4, 3, 3, 2, 1), // 16 pixels in: not tiny, im2col or Winograd as measured
+  ];
+  for (const g of cases) {
+    const tiny = g.h * g.w <= 4;
+    for (const pass of ["forward", "backward", "weight"] as const) {
+      const kernel = native.convKernel(g, pass);
+      if (tiny) assert.equal(kernel, "dense (tiny plane)", `${convLabel(g)} ${pass}`);
+      else assert.notEqual(kernel, "dense (tiny plane)", `${convLabel(g)} ${pass}`);
+    }
+    checkConv(g);
+    // The same bits on 1, 2 and 3 threads: every output of each GEMM is summed in one order.
+    const x = randn(g.n * g.cIn * g.h * g.w);
+    const w = randn(g.cOut * g.cIn * g.kh * g.kw);
+    const dy = randn(g.n * g.cOut * g.outH * g.outW);
+    const runs = [1, 2, 3].map((t) => {
+      native.setNumThreads(t);
+      const y = new Float32Array(dy.length);
+      const dx = new Float32Array(x.length);
+      const dw = new Float32Array(w.length);
+      native.conv2dForward(y, x, w, null, g, true);
+      native.conv2dBackwardInput(dx, dy, w, g, x);
+      native.conv2dBackwardWeight(dw, null, dy, x, g);
+      return [y, dx, dw];
+    });
+    native.setNumThreads(2);
+    if (tiny) {
+      assert.deepEqual(runs[1], runs[0], `${convLabel(g)}: 2 threads`);
+      assert.deepEqual(runs[2], runs[0], `${convLabel(g)}: 3 threads`);
+    }
+  }
+  // Forced algorithms keep their own kernels.
+  try {
+    native.setConvAlgorithm("direct");
+    assert.equal(native.convKernel(cases[0], "forward"), "im2col+gemm (batch)");
+  } finally {
+    native.setConvAlgorithm("auto");
+  }
 });
 
 test("the direct forward for few taps per filter matches the reference (row blocks, vector and scalar tails)", () => {
@@ -316,6 +363,7 @@ test("Winograd F(2x2,3x3) and F(4x4,3x3) forward and input gradient match the re
               "im2col+gemm (batch)",
               "winograd F(2x2,3x3) (image groups)",
               "winograd F(4x4,3x3) (image groups)",
+              "dense (tiny plane)",
             ].includes(kernel),
             kernel,
           );
