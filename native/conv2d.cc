@@ -491,7 +491,7 @@ bool use_batched(const ConvShape& s) {
 // not their address, so weights updated in place (an optimiser step) always miss, and a miss costs one
 // extra copy of the weights. Each JS thread calling the addon has its own cache; a returned pointer stays
 // valid until that thread's next call.
-using DerivedKey = std::array<int64_t, 10>;
+using DerivedKey = std::array<int64_t, 14>;
 struct DerivedWeights {
   DerivedKey key;
   std::vector<float> w, u;
@@ -601,8 +601,8 @@ DenseLinks dense_links(const ConvShape& s) {
 // D ((cIn Q), (cOut P)) from w (kept in the derived-weights cache), written along its rows.
 const float* dense_matrix(const float* w, const ConvShape& s) {
   const int64_t q_size = s.h * s.w, p_size = plane_of(s), cols = s.c_out * p_size, taps = s.kh * s.kw;
-  const DerivedKey key{0, 2, s.c_out, s.c_in, s.h, s.w, s.kh * 8 + s.kw, s.stride_h * 8 + s.stride_w, s.pad_h * 8 + s.pad_w,
-                       p_size};
+  const DerivedKey key{0,  2,          s.c_out,    s.c_in,   s.h,      s.w,       s.kh,
+                       s.kw, s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.out_h, s.out_w};
   return derived_weights(key, w, s.c_out * s.c_in * taps, s.c_in * q_size * cols, [&](float* d) {
     const DenseLinks links = dense_links(s);
     // Every (q, p) pair is linked on a 2x2 map with padding 1; otherwise the unlinked entries are zeros.
@@ -692,6 +692,18 @@ constexpr const char* kWinograd2Name = "winograd";
 constexpr const char* kWinograd4Name = "winograd4";
 int tile_of_name(const std::string& name) { return name == kWinograd4Name ? 4 : name == kWinograd2Name ? 2 : 0; }
 
+// The forced or recorded way for this pass without measuring: 0, 2 or 4 (2 where `four` is false, i.e. the
+// pass has no F(4x4) kernel), or -1 when Auto has not measured it yet.
+int known_winograd_tile(const ConvShape& s, const char* pass, const char* mode = nullptr, bool four = true) {
+  if (g_algorithm == ConvAlgorithm::Direct) return 0;
+  if (g_algorithm == ConvAlgorithm::Winograd) return 2;
+  if (g_algorithm == ConvAlgorithm::Winograd4) return four ? 4 : 2;
+  const std::string known = kernel_cache_get(key_of(s, pass, mode));
+  if (known.empty()) return -1;
+  const int tile = tile_of_name(known);
+  return four || tile != 4 ? tile : 2;
+}
+
 // Which way this pass runs: 0 (im2col/direct), 2 (Winograd F(2x2,3x3)) or 4 (F(4x4,3x3), when `four`).
 // In Auto mode, unless the cache already knows, the first call times every way (each run five times,
 // interleaved, keeping the fastest: the choice is kept for good, so it must survive a busy machine);
@@ -700,12 +712,8 @@ int tile_of_name(const std::string& name) { return name == kWinograd4Name ? 4 : 
 template <typename D, typename W>
 int winograd_tile(const ConvShape& s, const char* pass, D&& direct, W&& winograd, const char* mode = nullptr,
                   bool four = true) {
-  if (g_algorithm == ConvAlgorithm::Direct) return 0;
-  if (g_algorithm == ConvAlgorithm::Winograd) return 2;
-  if (g_algorithm == ConvAlgorithm::Winograd4) return four ? 4 : 2;
-  const std::string key = key_of(s, pass, mode);
-  const std::string known = kernel_cache_get(key);
-  if (!known.empty()) return four || tile_of_name(known) != 4 ? tile_of_name(known) : 2;
+  const int known = known_winograd_tile(s, pass, mode, four);
+  if (known >= 0) return known;
   // The first runs also warm caches and workspaces.
   double td = seconds(direct), t2 = seconds([&] { winograd(2); }), t4 = four ? seconds([&] { winograd(4); }) : 0.0;
   for (int i = 0; i < 4; i++) {
@@ -715,7 +723,7 @@ int winograd_tile(const ConvShape& s, const char* pass, D&& direct, W&& winograd
   }
   const char* best = t2 < td ? kWinograd2Name : kDirectName;
   if (four && t4 < std::min(td, t2)) best = kWinograd4Name;
-  return tile_of_name(kernel_cache_put(key, best));
+  return tile_of_name(kernel_cache_put(key_of(s, pass, mode), best));
 }
 
 int64_t tiles_of(const ConvShape& s, int tile) { return tile == 4 ? winograd4_tiles(s) : winograd_tiles(s); }
@@ -736,27 +744,44 @@ void winograd_images(int tile, float* y, const float* x, int64_t images, const f
   winograd_forward_images(y, x, images, u, bias, s, relu, t0, t1, pool);
 }
 
-// The recorded (or forced) choice for this pass without measuring: 0, 2 or 4, or -1 when not measured yet.
-int known_winograd_tile(const ConvShape& s, const char* pass) {
-  if (g_algorithm == ConvAlgorithm::Direct) return 0;
-  if (g_algorithm == ConvAlgorithm::Winograd) return 2;
-  if (g_algorithm == ConvAlgorithm::Winograd4) return 4;
-  const std::string known = kernel_cache_get(key_of(s, pass));
-  return known.empty() ? -1 : tile_of_name(known);
+// Where image b's output goes: y, or with `pool` its pooled outputs (cOut, outH / 2, outW / 2).
+PoolTarget pooled_image(const PoolTarget* pool, const ConvShape& s, int64_t b) {
+  const int64_t pooled = s.c_out * (s.out_h / 2) * (s.out_w / 2);
+  return PoolTarget{pool->y + b * pooled, pool->argmax + b * pooled};
 }
 
-// Winograd over the whole batch: each thread a contiguous run of images, a group at a time.
+// Winograd over the whole batch: each thread a contiguous run of images, a group at a time; with `pool`,
+// max-pooled 2x2 into it instead of y.
 void winograd_forward_batch(int tile, float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
-                            bool relu) {
+                            bool relu, const PoolTarget* pool = nullptr) {
   const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w, group = winograd_group(s, tile);
   parallel_run(
       [&](int ith, int nth) {
         int64_t b0, b1;
         split_range(s.n, ith, nth, 1, &b0, &b1);
-        for (int64_t b = b0; b < b1; b += group)
-          winograd_images(tile, y + b * s.c_out * plane, x + b * x_size, std::min(group, b1 - b), u, bias, s, relu);
+        for (int64_t b = b0; b < b1; b += group) {
+          const PoolTarget pb = pool ? pooled_image(pool, s, b) : PoolTarget{};
+          winograd_images(tile, pool ? nullptr : y + b * s.c_out * plane, x + b * x_size, std::min(group, b1 - b), u,
+                          bias, s, relu, 0, -1, pool ? &pb : nullptr);
+        }
       },
       s.n);
+}
+
+// Image b alone, its tiles split over the threads (an uneven batch); with `pool`, pooled into it.
+void winograd_one_image(int tile, float* y, const float* x, int64_t b, const float* u, const float* bias,
+                        const ConvShape& s, bool relu, const PoolTarget* pool = nullptr) {
+  const int64_t tiles = tiles_of(s, tile);
+  const PoolTarget pb = pool ? pooled_image(pool, s, b) : PoolTarget{};
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t t0, t1;
+        split_range(tiles, ith, nth, 8, &t0, &t1);
+        if (t0 < t1)
+          winograd_images(tile, pool ? nullptr : y + b * s.c_out * plane_of(s), x + b * s.c_in * s.h * s.w, 1, u,
+                          bias, s, relu, t0, t1, pool ? &pb : nullptr);
+      },
+      (tiles + 7) / 8);
 }
 
 // The input gradient the same way (st: the transposed shape; u: flipped, transformed weights), with
@@ -804,11 +829,10 @@ const char* conv_kernel_name(const ConvShape& s, bool backward) {
   if (dense_applies(s)) return "dense (tiny plane)";
   if (use_batched(s)) {
     const bool applies = (backward ? winograd_backward_applies(s) : winograd_applies(s)) && split_over_batch(s.n);
-    if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm (batch)";
-    const std::string known = kernel_cache_get(key_of(s, backward ? kBackwardInput : kForward, kSmallPlanes));
-    if (known.empty()) return "not measured yet";
-    const int tile = tile_of_name(known);
-    return tile == 4   ? "winograd F(4x4,3x3) (image groups)"
+    if (!applies) return "im2col+gemm (batch)";
+    const int tile = known_winograd_tile(s, backward ? kBackwardInput : kForward, kSmallPlanes);
+    return tile < 0     ? "not measured yet"
+           : tile == 4 ? "winograd F(4x4,3x3) (image groups)"
            : tile == 2 ? "winograd F(2x2,3x3) (image groups)"
                        : "im2col+gemm (batch)";
   }
@@ -816,26 +840,22 @@ const char* conv_kernel_name(const ConvShape& s, bool backward) {
   if (!backward && is_pointwise(s)) return "gemm (1x1)";
   // The input gradient of one image at a time (uneven batches) always runs as GEMM + col2im.
   const bool applies = backward ? winograd_backward_applies(s) && split_over_batch(s.n) : winograd_applies(s);
-  if (!applies || g_algorithm == ConvAlgorithm::Direct) return "im2col+gemm";
-  if (g_algorithm == ConvAlgorithm::Winograd) return "winograd F(2x2,3x3)";
-  if (g_algorithm == ConvAlgorithm::Winograd4) return "winograd F(4x4,3x3)";
-  const std::string known = kernel_cache_get(key_of(s, backward ? kBackwardInput : kForward));
-  if (known.empty()) return "not measured yet";
-  const int tile = tile_of_name(known);
-  return tile == 4 ? "winograd F(4x4,3x3)" : tile == 2 ? "winograd F(2x2,3x3)" : "im2col+gemm";
+  if (!applies) return "im2col+gemm";
+  const int tile = known_winograd_tile(s, backward ? kBackwardInput : kForward);
+  return tile < 0     ? "not measured yet"
+         : tile == 4 ? "winograd F(4x4,3x3)"
+         : tile == 2 ? "winograd F(2x2,3x3)"
+                     : "im2col+gemm";
 }
 
 const char* conv_weight_kernel_name(const ConvShape& s) {
   // The same order of choices as conv2d_backward_weight.
   if (dense_applies(s)) return "dense (tiny plane)";
   if (use_batched(s)) return "im2col+gemm (batch)";
-  if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim &&
-      g_algorithm != ConvAlgorithm::Direct) {
-    if (g_algorithm == ConvAlgorithm::Winograd || g_algorithm == ConvAlgorithm::Winograd4)
-      return "winograd F(2x2,3x3)";
-    const std::string known = kernel_cache_get(key_of(s, kBackwardWeight));
-    if (known.empty()) return "not measured yet";
-    if (known == "winograd") return "winograd F(2x2,3x3)";
+  if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim) {
+    const int tile = known_winograd_tile(s, kBackwardWeight, nullptr, false);
+    if (tile < 0) return "not measured yet";
+    if (tile == 2) return "winograd F(2x2,3x3)";
   }
   if (!split_over_batch(s.n)) return "im2col+gemm";
   if (is_pointwise(s)) return "gemm (1x1)";
@@ -863,16 +883,17 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
     int tile = 0;
     if (s.n > 0 && winograd_applies(s)) {
       // Timed on one group of images (what a Winograd call gets), on the calling thread.
+      const int64_t g = std::min(winograd_group(s, 2), s.n);
       tile = winograd_tile(
           s, kForward,
           [&] {
-            for (int64_t b = 0; b < std::min(winograd_group(s, 2), s.n); b++) {
+            for (int64_t b = 0; b < g; b++) {
               const ImageB ib{x + b * x_size, &s};
               sgemm_serial_source(y + b * s.c_out * plane, plane, w, kdim, false, BSource{pack_cols, &ib}, s.c_out,
                                   plane, kdim, 0.0f, ep);
             }
           },
-          [&](int t) { winograd_images(t, y, x, std::min(winograd_group(s, 2), s.n), u_of(t), bias, s, relu); });
+          [&](int t) { winograd_images(t, y, x, g, u_of(t), bias, s, relu); });
     }
     if (tile) return winograd_forward_batch(tile, y, x, u_of(tile), bias, s, relu);
     parallel_run(
@@ -899,17 +920,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
     sgemm(y + b * s.c_out * plane, plane, w, kdim, pointwise ? xb : cols, plane, s.c_out, plane, kdim, false, false,
           0.0f, ep);
   };
-  auto winograd = [&](int tile, int64_t b) {
-    const float* u = u_of(tile);
-    const int64_t tiles = tiles_of(s, tile);
-    parallel_run(
-        [&](int ith, int nth) {
-          int64_t t0, t1;
-          split_range(tiles, ith, nth, 8, &t0, &t1);
-          if (t0 < t1) winograd_images(tile, y + b * s.c_out * plane, x + b * x_size, 1, u, bias, s, relu, t0, t1);
-        },
-        (tiles + 7) / 8);
-  };
+  auto winograd = [&](int tile, int64_t b) { winograd_one_image(tile, y, x, b, u_of(tile), bias, s, relu); };
   const int tile = s.n > 0 && winograd_applies(s)
                        ? winograd_tile(s, kForward, [&] { direct(0); }, [&](int t) { winograd(t, 0); })
                        : 0;
@@ -926,32 +937,12 @@ bool conv2d_relu_pool_forward(float* y, int32_t* argmax, const float* x, const f
   const int tile = known_winograd_tile(s, kForward);
   if (tile <= 0) return false;
   const float* u = transformed_weights(w, s.c_out, s.c_in, tile);
-  const int64_t x_size = s.c_in * s.h * s.w, pooled = s.c_out * (s.out_h / 2) * (s.out_w / 2);
+  const PoolTarget pool{y, argmax};
   if (split_over_batch(s.n)) {
-    const int64_t group = winograd_group(s, tile);
-    parallel_run(
-        [&](int ith, int nth) {
-          int64_t b0, b1;
-          split_range(s.n, ith, nth, 1, &b0, &b1);
-          for (int64_t b = b0; b < b1; b += group) {
-            const PoolTarget pt{y + b * pooled, argmax + b * pooled};
-            winograd_images(tile, nullptr, x + b * x_size, std::min(group, b1 - b), u, bias, s, true, 0, -1, &pt);
-          }
-        },
-        s.n);
+    winograd_forward_batch(tile, nullptr, x, u, bias, s, true, &pool);
     return true;
   }
-  const int64_t tiles = tiles_of(s, tile);
-  for (int64_t b = 0; b < s.n; b++) {
-    const PoolTarget pt{y + b * pooled, argmax + b * pooled};
-    parallel_run(
-        [&](int ith, int nth) {
-          int64_t t0, t1;
-          split_range(tiles, ith, nth, 8, &t0, &t1);
-          if (t0 < t1) winograd_images(tile, nullptr, x + b * x_size, 1, u, bias, s, true, t0, t1, &pt);
-        },
-        (tiles + 7) / 8);
-  }
+  for (int64_t b = 0; b < s.n; b++) winograd_one_image(tile, nullptr, x, b, u, bias, s, true, &pool);
   return true;
 }
 

@@ -231,11 +231,6 @@ void transform_input_chunk(float* v, int64_t e_stride, const float* x, const Con
 
 int64_t winograd_tiles(const ConvShape& s) { return ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2); }
 
-void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s,
-                            bool relu, int64_t tile_begin, int64_t tile_end) {
-  winograd_forward_images(y, x, 1, u, bias, s, relu, tile_begin, tile_end);
-}
-
 void winograd_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
                              const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end,
                              const PoolTarget* pool) {
@@ -283,7 +278,8 @@ void winograd_forward_images(float* y, const float* x, int64_t images, const flo
             const int64_t at = (b * s.c_out + co) * ph * pw + ty * pw;
             for (int64_t j = 0; j < run && tx + j < pw; j++) {
               int which;
-              pool->y[at + tx + j] = max_of_window(tmp[2 * j], tmp[2 * j + 1], tmp[16 + 2 * j], tmp[17 + 2 * j], &which);
+              pool->y[at + tx + j] =
+                  max_of_window(tmp[2 * j], tmp[2 * j + 1], tmp[16 + 2 * j], tmp[17 + 2 * j], &which);
               pool->argmax[at + tx + j] =
                   static_cast<int32_t>((2 * ty + (which >> 1)) * s.out_w + 2 * (tx + j) + (which & 1));
             }
@@ -366,10 +362,6 @@ VGG_AVX2 void grad_transform_8_avx2(float* w, int64_t e_stride, const float* p, 
 #endif
 
 }  // namespace
-
-void winograd_weight_grad_image(float* m, const float* dy, const float* x, const ConvShape& s, bool accumulate) {
-  winograd_weight_grad_images(m, dy, x, 1, s, accumulate);
-}
 
 void winograd_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
                                  bool accumulate) {

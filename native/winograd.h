@@ -68,13 +68,11 @@ void transform_input_tiles(float* v, int64_t e_stride, const float* x, const Con
 /** Whether the Winograd path applies to this geometry (3x3 kernel, stride 1). */
 bool winograd_applies(const ConvShape& s);
 
-// One image: y (cOut, outH, outW) = conv(x (cIn, h, w), w) + bias, then ReLU when `relu`. u holds the
-// weights from winograd_prepare_weights; runs on the calling thread. Only the 2x2 output tiles
-// [tile_begin, tile_end) (row-major over the tile grid; -1 = all) are written, so threads can share an image.
-void winograd_forward_image(float* y, const float* x, const float* u, const float* bias, const ConvShape& s, bool relu,
-                            int64_t tile_begin = 0, int64_t tile_end = -1);
-// The same over `images` consecutive images (x and y advance by one image each), whose tiles are numbered
-// image after image, so the GEMMs of small images (14x14 and below) get full tile chunks.
+// `images` consecutive images (x and y advance by one image each): y (cOut, outH, outW) = conv(x (cIn, h,
+// w), w) + bias, then ReLU when `relu`. u holds the weights from winograd_prepare_weights; runs on the
+// calling thread. Tiles are numbered image after image, so the GEMMs of small images (14x14 and below) get
+// full tile chunks; only the 2x2 output tiles [tile_begin, tile_end) (-1 = all) are written, so threads
+// can share an image.
 // With `pool`, the pooled output goes there and y is not used.
 void winograd_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
                              const ConvShape& s, bool relu, int64_t tile_begin = 0, int64_t tile_end = -1,
@@ -92,10 +90,8 @@ void winograd_prepare_weights(float* u, const float* w, int64_t c_out, int64_t c
 // M_e (cOut, cIn) += (A dY A^T)_e (cOut, tiles) x (B^T d B)_e (cIn, tiles)^T, then one G^T M G per filter.
 /** Floats of the Winograd-domain accumulator M (16, cOut, cIn). */
 int64_t winograd_weight_acc_size(int64_t c_out, int64_t c_in);
-// One image: m (16, cOut, cIn) = (accumulate ? m : 0) + its tiles' sum; dy (cOut, outH, outW), x (cIn, h, w).
-// Runs on the calling thread.
-void winograd_weight_grad_image(float* m, const float* dy, const float* x, const ConvShape& s, bool accumulate);
-// The same over `images` consecutive images of dy and x, their tiles in one numbering.
+// m (16, cOut, cIn) = (accumulate ? m : 0) + the tiles' sum over `images` consecutive images of dy (cOut,
+// outH, outW) and x (cIn, h, w), their tiles in one numbering. Runs on the calling thread.
 void winograd_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
                                  bool accumulate);
 // dw filters [f0, f1) of (cOut * cIn), each (3, 3), = G^T M G, from m (16, cOut, cIn).

@@ -231,7 +231,8 @@ __attribute__((always_inline)) inline void pool_math(V8 (&best)[2][2], I8 (&flat
   const I8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
   for (int wr = 0; wr < 2; wr++)
     for (int wc = 0; wc < 2; wc++) {
-      const V8 a = o[2 * wr][2 * wc], b = o[2 * wr][2 * wc + 1], c = o[2 * wr + 1][2 * wc], d = o[2 * wr + 1][2 * wc + 1];
+      const V8 a = o[2 * wr][2 * wc], b = o[2 * wr][2 * wc + 1];
+      const V8 c = o[2 * wr + 1][2 * wc], d = o[2 * wr + 1][2 * wc + 1];
       const I8 take_b = (a == a) & ((b > a) | (b != b));
       V8 v = take_b ? b : a;
       I8 idx = take_b & 1;
