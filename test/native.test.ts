@@ -1041,12 +1041,20 @@ test("fused ReLU backward through the autograd equals the unfused graph, also wh
   setBackend("native");
 });
 
-test("fused conv2d + ReLU + max-pool equals the three ops, in any chunking, on both backends", async () => {
+test("fused conv2d + ReLU + max-pool equals the three ops, in any chunking and with the pooled epilogue, on both backends", async () => {
   const { conv2d, conv2dReluMaxPool2d, maxPool2d, mul, relu, sum } = await import("../src/ops/index.js");
   const { Tensor } = await import("../src/tensor.js");
   const { setBackend } = await import("../src/backend/index.js");
-  for (const name of ["native", "reference"] as const) {
+  // Native runs under each forced Winograd tile size too, where the default chunking becomes the kernel
+  // that pools in its output transform (forward and, through its argmax, backward).
+  for (const [name, algorithm] of [
+    ["native", "auto"],
+    ["native", "winograd"],
+    ["native", "winograd4"],
+    ["reference", "auto"],
+  ] as const) {
     setBackend(name);
+    native.setConvAlgorithm(algorithm);
     for (const [n, cIn, h, w, cOut, pad] of [
       [5, 3, 12, 10, 6, 1],
       [3, 1, 9, 9, 4, 1],
@@ -1055,7 +1063,7 @@ test("fused conv2d + ReLU + max-pool equals the three ops, in any chunking, on b
       const xs = randn(n * cIn * h * w);
       const ws = randn(cOut * cIn * 9);
       const bs = randn(cOut);
-      const run = (chunk: number | null) => {
+      const run = (chunk: number | null | undefined) => {
         // x is the output of a ReLU, so the input gradient's fused mask is exercised too.
         const x0 = new Tensor(xs.slice(), [n, cIn, h, w], { requiresGrad: true });
         const x = relu(x0);
@@ -1070,16 +1078,18 @@ test("fused conv2d + ReLU + max-pool equals the three ops, in any chunking, on b
         return [y.data, x0.grad!.data, wt.grad!.data, bt.grad!.data];
       };
       const plain = run(null);
-      for (const chunk of [1, 2, n]) {
+      for (const chunk of [1, 2, n, undefined]) {
         const fused = run(chunk);
         // A chunk's image count can pick another kernel (per-image vs batch-split): float rounding only.
-        close(fused[0], plain[0], `${name} y (chunk ${chunk})`, name === "reference" ? 0 : 1e-5);
-        close(fused[1], plain[1], `${name} dx (chunk ${chunk})`, name === "reference" ? 0 : 1e-5);
-        close(fused[2], plain[2], `${name} dw (chunk ${chunk})`, 1e-5);
-        close(fused[3], plain[3], `${name} db (chunk ${chunk})`, 1e-5);
+        const label = `${name} ${algorithm} (chunk ${chunk ?? "default"})`;
+        close(fused[0], plain[0], `y ${label}`, name === "reference" ? 0 : 1e-5);
+        close(fused[1], plain[1], `dx ${label}`, name === "reference" ? 0 : 1e-5);
+        close(fused[2], plain[2], `dw ${label}`, 1e-5);
+        close(fused[3], plain[3], `db ${label}`, 1e-5);
       }
     }
   }
+  native.setConvAlgorithm("auto");
   setBackend("native");
 });
 

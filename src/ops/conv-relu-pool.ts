@@ -66,26 +66,28 @@ export function conv2dReluMaxPool2d(
     imagesPerChunk === undefined &&
     g.n > 0 &&
     (be.conv2dReluMaxPool2dForward?.(y, argmax, x.data, weight.data, b, g) ?? false);
-  const scratch = takeFloat32(fused ? 0 : k * convImage);
-  for (let n0 = 0; n0 < (fused ? 0 : g.n); n0 += k) {
-    const m = Math.min(k, g.n - n0);
-    const conv = scratch.subarray(0, m * convImage);
-    be.conv2dForward(
-      conv,
-      x.data.subarray(n0 * xImage, (n0 + m) * xImage),
-      weight.data,
-      b,
-      { ...g, n: m },
-      true,
-    );
-    be.maxPool2dForward(
-      y.subarray(n0 * poolImage, (n0 + m) * poolImage),
-      argmax.subarray(n0 * poolImage, (n0 + m) * poolImage),
-      conv,
-      { ...pg, n: m },
-    );
+  if (!fused) {
+    const scratch = takeFloat32(k * convImage);
+    for (let n0 = 0; n0 < g.n; n0 += k) {
+      const m = Math.min(k, g.n - n0);
+      const conv = scratch.subarray(0, m * convImage);
+      be.conv2dForward(
+        conv,
+        x.data.subarray(n0 * xImage, (n0 + m) * xImage),
+        weight.data,
+        b,
+        { ...g, n: m },
+        true,
+      );
+      be.maxPool2dForward(
+        y.subarray(n0 * poolImage, (n0 + m) * poolImage),
+        argmax.subarray(n0 * poolImage, (n0 + m) * poolImage),
+        conv,
+        { ...pg, n: m },
+      );
+    }
+    give(scratch);
   }
-  give(scratch);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   // When x is itself a ReLU output, that ReLU's backward is fused into the input gradient (see activation.ts).
   const reluMask = isReluOutput(x) ? x.data : null;
