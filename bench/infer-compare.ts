@@ -6,6 +6,7 @@ import { noGrad } from "../src/autograd.js";
 import { backend, setBackend } from "../src/backend/index.js";
 import { exportOnnx } from "../src/interop/onnx.js";
 import { vggNamed } from "../src/models/vgg.js";
+import { prepackForInference } from "../src/nn/layers.js";
 import { Tensor } from "../src/tensor.js";
 
 const runs = Number(process.argv[process.argv.indexOf("--runs") + 1]) || 2;
@@ -30,7 +31,7 @@ try {
 } catch (e) {
   console.error(`native backend unavailable (${(e as Error).message}); timing the reference backend`);
 }
-const model = vggNamed("vgg16").eval();
+const model = prepackForInference(vggNamed("vgg16"));
 results[`vgg-ts (${backend().name})`] = {};
 for (const n of batches) {
   const x = input(n);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 
@@ -165,6 +166,46 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   const float* a = f32(info[1], "A", checked_mul(env, "A", {m, k}));
   const float* b = f32(info[2], "B", checked_mul(env, "B", {k, n}));
   vgg::sgemm(c, n, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, static_cast<float>(beta));
+  return env.Undefined();
+}
+
+// gemmPackB(b, n, k, transB): op(B) (k, n) packed for gemmPackedB, in a new 64-byte aligned Float32Array
+// that the addon allocates (the kernel's aligned loads need it) and frees when it is collected.
+Napi::Value GemmPackB(const Napi::CallbackInfo& info) {
+  expect_args(info, 4);
+  Napi::Env env = info.Env();
+  const int64_t n = size_arg(info[1], "n"), k = size_arg(info[2], "k");
+  const bool tb = bool_arg(info[3], "transB");
+  const float* b = f32(info[0], "B", checked_mul(env, "B", {k, n}));
+  const int64_t size = vgg::packed_b_size(n, k);
+  checked_mul(env, "the packed B", {size, 4});
+  const size_t bytes = (static_cast<size_t>(size) * sizeof(float) + 63) / 64 * 64;
+  float* packed = static_cast<float*>(std::aligned_alloc(64, bytes == 0 ? 64 : bytes));
+  if (!packed) range_error(env, "Expected memory for a packed B of " + std::to_string(size) + " floats but the allocation failed");
+  vgg::pack_b_all(packed, b, tb ? k : n, tb, n, k);
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, packed, static_cast<size_t>(size) * sizeof(float),
+                                                    [bytes](Napi::Env e, void* data) {
+                                                      std::free(data);
+                                                      Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(bytes));
+                                                    });
+  return Napi::Float32Array::New(env, static_cast<size_t>(size), buffer, 0);
+}
+
+// gemmPackedB(c, a, packed, m, n, k, beta): C = A x B + beta * C with B as packed by gemmPackB(.., n, k, ..).
+Napi::Value GemmPackedB(const Napi::CallbackInfo& info) {
+  expect_args(info, 7);
+  Napi::Env env = info.Env();
+  const int64_t m = size_arg(info[3], "m"), n = size_arg(info[4], "n"), k = size_arg(info[5], "k");
+  const double beta = number_arg(info[6], "beta");
+  if (beta != 0.0 && beta != 1.0) range_error(env, "Expected beta to be 0 or 1 but received " + num(beta));
+  float* c = f32(info[0], "C", checked_mul(env, "C", {m, n}));
+  const float* a = f32(info[1], "A", checked_mul(env, "A", {m, k}));
+  checked_mul(env, "the packed B", {(n + vgg::kGemmNR - 1) / vgg::kGemmNR * vgg::kGemmNR, k});
+  const float* packed = f32(info[2], "packed", vgg::packed_b_size(n, k));
+  if (reinterpret_cast<uintptr_t>(packed) % 32 != 0)
+    range_error(env, "Expected packed to be a 32-byte aligned array made by gemmPackB but received one at a misaligned address");
+  vgg::sgemm_packed_b(c, n, a, k, packed, m, n, k, static_cast<float>(beta));
   return env.Undefined();
 }
 
@@ -414,6 +455,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("gemmPackB", Napi::Function::New(env, GemmPackB));
+  exports.Set("gemmPackedB", Napi::Function::New(env, GemmPackedB));
   exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
   exports.Set("conv2dReluMaxPool2dForward", Napi::Function::New(env, Conv2dReluMaxPool2dForward));
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv2dBackwardInput));

@@ -91,7 +91,54 @@ __attribute__((target("avx2,fma"))) void micro_avx2(float* c, int64_t ldc, const
     _mm256_storeu_ps(cr, v0), _mm256_storeu_ps(cr + 8, v1);
   }
 }
+
+// The micro-kernel for the last rows < MR of a block (a batch of 128 ends in a 2-row tile): the same sums
+// in the same order as micro_avx2 for those rows, without the FMAs of the padding rows.
+template <int Rows>
+__attribute__((target("avx2,fma"))) void micro_avx2_rows(float* c, int64_t ldc, const float* pa, const float* pb,
+                                                         int64_t kc, bool accumulate, const float* bias, bool relu) {
+  __m256 acc[Rows][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < Rows; r++) acc[r][0] = _mm256_setzero_ps(), acc[r][1] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; p++) {
+    const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < Rows; r++) {
+      const __m256 a = _mm256_broadcast_ss(pa + r);
+      acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]), acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+    }
+    pa += MR;
+    pb += NR;
+  }
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 6
+  for (int r = 0; r < Rows; r++) {
+    float* cr = c + r * ldc;
+    __m256 v0 = acc[r][0], v1 = acc[r][1];
+    if (accumulate) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr)), v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
+    if (bias) {
+      const __m256 bv = _mm256_set1_ps(bias[r]);
+      v0 = _mm256_add_ps(v0, bv), v1 = _mm256_add_ps(v1, bv);
+    }
+    if (relu) v0 = _mm256_max_ps(zero, v0), v1 = _mm256_max_ps(zero, v1);
+    _mm256_storeu_ps(cr, v0), _mm256_storeu_ps(cr + 8, v1);
+  }
+}
 #endif
+
+// The kernel for a full-width tile of `rows` < MR rows, or null where the edge path below serves.
+MicroKernel micro_kernel_rows(int64_t rows) {
+#ifdef VGG_X86
+  if (active_isa() == Isa::Avx2Fma) {
+    static constexpr MicroKernel kernels[MR] = {nullptr, micro_avx2_rows<1>, micro_avx2_rows<2>,
+                                                micro_avx2_rows<3>, micro_avx2_rows<4>, micro_avx2_rows<5>};
+    return kernels[rows];
+  }
+#endif
+  (void)rows;
+  return nullptr;
+}
 
 MicroKernel micro_kernel() {
 #ifdef VGG_X86
@@ -252,7 +299,7 @@ void drive(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, con
            int64_t m, int64_t n, int64_t k, float beta, GemmEpilogue ep) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) return scale_and_epilogue(c, ldc, m, n, beta, ep);
-  const MicroKernel kernel = micro_kernel();
+  const MicroKernel kernel = micro_kernel(), rows_kernel = micro_kernel_rows(m % MR);
   PackBuffers& buf = pack_buffers();
   alignas(64) float edge[MR * NR];
   const int64_t k_step = k_step_of(k), m_padded = (m + MR - 1) / MR * MR;
@@ -263,14 +310,18 @@ void drive(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, con
       const int64_t kc = std::min(k_step, k - pc);
       const bool accumulate = pc > 0 || beta != 0.0f;
       const bool last = pc + kc >= k;
-      b.pack(b.ctx, buf.b, pc, jc, kc, nc);
+      const float* block_b = buf.b;
+      if (b.packed)
+        block_b = b.packed + pc * b.packed_n + (b.packed_j0 + jc) * kc;
+      else
+        b.pack(b.ctx, buf.b, pc, jc, kc, nc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic);
         const float* block_a = packed_a ? packed_a + pc * m_padded + ic * kc : buf.a;
         if (!packed_a) pack_a(buf.a, a, lda, trans_a, ic, pc, mc, kc);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int64_t cols = std::min(NR, nc - jr);
-          const float* pb = buf.b + jr * kc;
+          const float* pb = block_b + jr * kc;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t rows = std::min(MR, mc - ir);
             const float* pa = block_a + ir * kc;
@@ -279,6 +330,10 @@ void drive(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, con
             const bool relu = last && ep.relu;
             if (rows == MR && cols == NR) {
               kernel(ct, ldc, pa, pb, kc, accumulate, bias, relu);
+              continue;
+            }
+            if (cols == NR && rows_kernel) {
+              rows_kernel(ct, ldc, pa, pb, kc, accumulate, bias, relu);
               continue;
             }
             // Edge tile: compute the full 6x16 tile into a scratch buffer, then store only the valid part.
@@ -461,6 +516,50 @@ void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, i
           if (sub.row_bias) sub.row_bias += begin;
           sgemm_serial(c + begin * ldc, ldc, ai, lda, b, ldb, end - begin, n, k, trans_a, trans_b, beta, sub);
         }
+      },
+      (total + align - 1) / align);
+}
+
+int64_t packed_b_size(int64_t n, int64_t k) { return (n + NR - 1) / NR * NR * k; }
+
+void pack_b_all(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t n, int64_t k) {
+  if (n <= 0 || k <= 0) return;
+  const int64_t k_step = k_step_of(k), panels = (n + NR - 1) / NR, blocks = (k + k_step - 1) / k_step;
+  const int64_t n_padded = panels * NR;
+  // One task per (k block, panel), handed out first come, first served; each writes its own panel.
+  std::atomic<int64_t> next{0};
+  parallel_run(
+      [&](int, int) {
+        for (int64_t t = next.fetch_add(1); t < blocks * panels; t = next.fetch_add(1)) {
+          const int64_t pc = t / panels * k_step, j = t % panels * NR;
+          const int64_t kc = std::min(k_step, k - pc);
+          pack_b(dst + pc * n_padded + j * kc, b, ldb, trans_b, pc, j, kc, std::min(NR, n - j));
+        }
+      },
+      static_cast<double>(n) * static_cast<double>(k) < 1e5 ? 1 : blocks * panels);
+}
+
+void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const float* packed_b, int64_t m, int64_t n,
+                    int64_t k, float beta) {
+  const int64_t n_padded = (n + NR - 1) / NR * NR;
+  auto run = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    BSource src{nullptr, nullptr, packed_b, n_padded, j0};
+    sgemm_serial_source(c + i0 * ldc + j0, ldc, a + i0 * lda, lda, false, src, i1 - i0, j1 - j0, k, beta);
+  };
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  if (num_threads() == 1 || flops < 2e6) return run(0, m, 0, n);
+  // The same split as sgemm's: disjoint slices of the larger output dimension, in multiples of the tile.
+  const bool split_n = n >= m;
+  const int64_t total = split_n ? n : m, align = split_n ? NR : MR;
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t begin, end;
+        split_range(total, ith, nth, align, &begin, &end);
+        if (begin >= end) return;
+        if (split_n)
+          run(0, m, begin, end);
+        else
+          run(begin, end, 0, n);
       },
       (total + align - 1) / align);
 }

@@ -16,6 +16,10 @@ constexpr int64_t kGemmNR = 16;
 struct BSource {
   void (*pack)(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t kc, int64_t nc);
   const void* ctx;
+  // Or op(B) already packed by pack_b_all (pack is then unused): the driver reads its panels in place,
+  // those of column packed_j0 + j for the driver's column j; packed_n is the padded width it was packed at.
+  const float* packed = nullptr;
+  int64_t packed_n = 0, packed_j0 = 0;
 };
 
 /**
@@ -46,6 +50,15 @@ void pack_a_all(float* dst, const float* a, int64_t lda, bool trans_a, int64_t m
 // c (m, n) = packed_a (m, k) x b (k, n) row stride ldb + beta * c.
 void sgemm_serial_packed_a(float* c, int64_t ldc, const float* packed_a, const float* b, int64_t ldb, int64_t m,
                            int64_t n, int64_t k, float beta);
+// op(B) (k, n) packed once into the layout the driver reads (each k block in turn, cut into NR-column
+// panels), for many GEMMs with the same B, e.g. an inference layer's weights: packed_b_size floats, which
+// must be 32-byte aligned; pack_b_all runs on the thread pool. sgemm_packed_b computes
+// c (m, n) = a (m, k) row stride lda x packed B + beta * c, bit for bit what sgemm gives with the B it was
+// packed from (above the GEMV rows, i.e. for m > 4).
+int64_t packed_b_size(int64_t n, int64_t k);
+void pack_b_all(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t n, int64_t k);
+void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const float* packed_b, int64_t m, int64_t n,
+                    int64_t k, float beta);
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
            int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep = {});
 

@@ -35,6 +35,12 @@ export class Tensor {
   private gradient: Tensor | null = null;
   /** The op that produced this tensor while recording; cleared by backward(). */
   node: GradNode | null = null;
+  /**
+   * Counts the in-place changes the library makes to `data` (initialisers, loadStateDict, optimiser
+   * steps), as torch's `_version`; copies derived from the values (a Linear's prepacked weight) compare
+   * it. Code that writes `data` itself calls markModified().
+   */
+  version = 0;
 
   constructor(data: Float32Array, shape: Shape, options: TensorOptions = {}) {
     this.shape = checkShape(shape);
@@ -93,6 +99,12 @@ export class Tensor {
   /** Backpropagates from this tensor (a scalar, or with an explicit upstream gradient). */
   backward(gradient?: Tensor): void {
     runBackward(this, gradient);
+  }
+
+  /** Records an in-place change of `data` (bumps `version`) and returns this tensor. */
+  markModified(): this {
+    this.version++;
+    return this;
   }
 
   /** A tensor sharing this one's data, cut from the graph. */

@@ -25,6 +25,7 @@ type Slot =
   | { kind: "f32"; len: number; nullable?: boolean }
   | { kind: "i32"; len: number; lo: number; hi: number }
   | { kind: "value"; value: unknown }
+  | { kind: "packed"; n: number; k: number }
   | { kind: "geom"; fields: Record<string, number> };
 
 interface Case {
@@ -106,6 +107,21 @@ function convLengths(g: Record<string, number>) {
 
 /** Valid calls of every entry point, as slots. */
 const validCases: Record<string, fc.Arbitrary<Case>> = {
+  gemmPackB: fc
+    .record({ n: small(40), k: small(40), tb: fc.boolean() })
+    .map(({ n, k, tb }) => ({ entry: "gemmPackB", slots: [f32(k * n), value(n), value(k), value(tb)] })),
+  // k up to 800 crosses the GEMM's k blocks; the packed B comes from gemmPackB (see materialise).
+  gemmPackedB: fc
+    .record({
+      m: small(20),
+      n: small(40),
+      k: fc.oneof(small(40), fc.integer({ min: 380, max: 800 })),
+      beta: fc.constantFrom(0, 1),
+    })
+    .map(({ m, n, k, beta }) => ({
+      entry: "gemmPackedB",
+      slots: [f32(m * n), f32(m * k), { kind: "packed", n, k }, value(m), value(n), value(k), value(beta)],
+    })),
   gemm: fc
     .record({
       m: small(20),
@@ -387,6 +403,11 @@ function retype(len: number, to: string): unknown {
   }
 }
 
+/** Packs a random B (k, n) for a "packed" slot: set by runChild from the addon under test. */
+let packB: (b: Float32Array, n: number, k: number, transB: boolean) => Float32Array = () => {
+  throw new Error("packB is set by runChild");
+};
+
 function materialise(c: Case, mutations: Mutation[], seed: number): { args: unknown[]; guards: Guarded[] } {
   let s = seed >>> 0 || 1;
   const rand = () => {
@@ -432,6 +453,15 @@ function materialise(c: Case, mutations: Mutation[], seed: number): { args: unkn
     else if (slot.kind === "f32") args.push(makeF32(slot.len, rand, guards));
     else if (slot.kind === "i32") args.push(makeI32(slot.len, slot.lo, slot.hi, rand, guards));
     else if (slot.kind === "geom") args.push(slot.fields);
+    else if (slot.kind === "packed")
+      args.push(
+        packB(
+          Float32Array.from({ length: slot.n * slot.k }, () => rand() - 0.5),
+          slot.n,
+          slot.k,
+          rand() < 0.5,
+        ),
+      );
     else args.push(slot.value);
   }
   return { args, guards };
@@ -456,6 +486,7 @@ function runChild(runs: number): Record<string, { ok: number; threw: number }> {
   const addon = loadNativeAddon();
   if (addon instanceof Error) throw addon;
   const fns = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
+  packB = (b, n, k, transB) => addon.gemmPackB(b, n, k, transB);
   assert.deepEqual(Object.keys(validCases).sort(), Object.keys(addon).sort(), "every addon export is fuzzed");
   const counts: Record<string, { ok: number; threw: number }> = {};
   let entryIndex = 0;
@@ -521,7 +552,7 @@ if (process.env.VGG_FUZZ_NATIVE_CHILD === "1") {
     t.diagnostic(`native entry points: ${total} calls in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     for (const [entry, c] of Object.entries(counts))
       t.diagnostic(`  ${entry}: ${c.ok + c.threw} calls, ${c.ok} returned, ${c.threw} threw a JS error`);
-    assert.equal(Object.keys(counts).length, 22);
+    assert.equal(Object.keys(counts).length, 24);
     // Both outcomes occur for every entry point that takes arguments: the kernels really ran.
     for (const [entry, c] of Object.entries(counts)) {
       assert.ok(c.ok > 0, `${entry} never returned`);

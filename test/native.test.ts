@@ -6,10 +6,16 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { noGrad } from "../src/autograd.js";
 import type { Conv2dGeometry, Pool2dGeometry, SgdOptions } from "../src/backend/backend.js";
+import { backend, setBackend } from "../src/backend/index.js";
 import { loadNativeAddon, type NativeAddon, NativeBackend, nativeInfo } from "../src/backend/native.js";
 import { ReferenceBackend } from "../src/backend/reference.js";
+import * as nn from "../src/nn/index.js";
+import { crossEntropy } from "../src/ops/loss.js";
 import { maxPool2dGeometry } from "../src/ops/pool.js";
+import { SGD } from "../src/optim/sgd.js";
+import { Tensor } from "../src/tensor.js";
 
 const isChild = process.env.VGG_NATIVE_ISA === "portable";
 const loaded = loadNativeAddon();
@@ -200,6 +206,115 @@ test("gemm is the same on 1, 2 and 3 threads", () => {
   const cR = new Float32Array(m * n);
   ref.gemm(cR, a, b, m, n, k, false, false, 0);
   for (const c of results) close(c, cR, "threaded gemm", 1e-4);
+});
+
+test("gemm with a prepacked B equals gemm bit for bit (panel and k-block edges, both layouts, 1-3 threads)", () => {
+  const shapes: [number, number, number][] = [
+    [5, 1, 1],
+    [6, 16, 384],
+    [7, 17, 385],
+    [130, 1000, 777], // a 4-row tail tile, a 8-column tail panel, 3 k blocks
+    [128, 64, 300], // a 2-row tail tile
+    [300, 10, 50], // more rows than columns: the threads split the rows
+    [9, 0, 5],
+    [9, 4, 0],
+  ];
+  try {
+    for (const threads of [1, 2, 3]) {
+      native.setNumThreads(threads);
+      for (const [m, n, k] of shapes)
+        for (const transB of [false, true])
+          for (const beta of [0, 1] as const) {
+            const label = `${m}x${n}x${k} tB=${transB} beta=${beta} threads=${threads}`;
+            const a = randn(m * k);
+            const b = randn(k * n);
+            const c0 = randn(m * n);
+            const packed = native.gemmPackB(b, n, k, transB);
+            assert.equal(packed.length, Math.ceil(n / 16) * 16 * k, label);
+            const [cP, cG, cR] = [c0.slice(), c0.slice(), c0.slice()];
+            native.gemmPackedB(cP, a, packed, m, n, k, beta);
+            native.gemm(cG, a, b, m, n, k, false, transB, beta);
+            ref.gemm(cR, a, b, m, n, k, false, transB, beta);
+            assert.deepEqual(cP, cG, label);
+            close(cP, cR, label, 1e-5 * Math.sqrt(k + 1));
+          }
+    }
+  } finally {
+    native.setNumThreads(2);
+  }
+  // A packed B for other sizes, or a view of one at a misaligned address, is refused.
+  const packed = native.gemmPackB(randn(4 * 32), 32, 4, false);
+  assert.throws(
+    () => native.gemmPackedB(new Float32Array(6 * 16), randn(6 * 4), packed, 6, 16, 4, 0),
+    /Expected packed of length 64 but received length 128/,
+  );
+  const view = new Float32Array(packed.buffer, 4, 64);
+  assert.throws(
+    () => addon.gemmPackedB(new Float32Array(6 * 16), randn(6 * 4), view, 6, 16, 4, 0),
+    /Expected packed to be a 32-byte aligned array made by gemmPackB/,
+  );
+});
+
+test("prepackForInference: Linear outputs are unchanged bit for bit and follow every change of the weights", () => {
+  const previous = backend().name;
+  setBackend("native");
+  const be = backend();
+  const packedGemm = be.gemmPackedB;
+  assert.ok(packedGemm, "the native backend has a packed GEMM");
+  let packedCalls = 0;
+  be.gemmPackedB = (...args) => {
+    packedCalls++;
+    return packedGemm.apply(be, args);
+  };
+  try {
+    const build = () => new nn.Sequential(new nn.Linear(37, 70), new nn.ReLU(), new nn.Linear(70, 5));
+    const net = build();
+    const x = new Tensor(randn(9 * 37), [9, 37]);
+    const outputs = (m: nn.Module, input = x) => noGrad(() => m.forward(input)).data.slice();
+    const x4 = new Tensor(x.data.slice(0, 4 * 37), [4, 37]);
+    const plain = outputs(net.eval());
+    const plain4 = outputs(net, x4);
+    assert.equal(nn.prepackForInference(net.train()), net);
+    assert.equal(net.training, false, "prepackForInference puts the model in eval mode");
+    assert.deepEqual(outputs(net), plain);
+    assert.equal(packedCalls, 2, "both layers ran on their packed weights");
+    // Batch <= 4 reads the weights directly (GEMV), as does a forward that records gradients.
+    packedCalls = 0;
+    assert.deepEqual(outputs(net, x4), plain4);
+    assert.equal(packedCalls, 0);
+    const y = net.forward(x);
+    assert.equal(packedCalls, 0);
+    assert.deepEqual(y.data, plain);
+    // An optimiser step (in eval mode here) changes the weights in place: the next forward repacks.
+    const opt = new SGD(net.parameters(), { lr: 0.1 });
+    crossEntropy(
+      y,
+      Int32Array.from({ length: 9 }, (_, i) => i % 5),
+    ).backward();
+    opt.step();
+    const fresh = build();
+    fresh.loadStateDict(net.stateDict());
+    const stepped = outputs(fresh.eval());
+    assert.notDeepEqual(stepped, plain);
+    assert.deepEqual(outputs(net), stepped);
+    // So does loadStateDict, and a direct write followed by markModified().
+    net.loadStateDict(build().stateDict());
+    fresh.loadStateDict(net.stateDict());
+    assert.deepEqual(outputs(net), outputs(fresh));
+    const first = net.modules()[1] as nn.Linear;
+    first.weight.data[0] += 1;
+    first.weight.markModified();
+    fresh.loadStateDict(net.stateDict());
+    assert.deepEqual(outputs(net), outputs(fresh));
+    // prepack(false) goes back to the plain GEMM.
+    packedCalls = 0;
+    for (const m of net.modules()) if (m instanceof nn.Linear) m.prepack(false);
+    assert.deepEqual(outputs(net), outputs(fresh));
+    assert.equal(packedCalls, 0);
+  } finally {
+    be.gemmPackedB = packedGemm;
+    setBackend(previous);
+  }
 });
 
 test("the batch <= 4 GEMV gives bit-identical results on 1, 2 and 3 threads", () => {

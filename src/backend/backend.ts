@@ -72,6 +72,25 @@ export interface Backend {
     beta: 0 | 1,
   ): void;
 
+  /**
+   * Optional: op(B) (k, n) packed once into the GEMM kernel's own layout, for gemmPackedB (what
+   * onnxruntime does with constant weights when a session starts). Backends without it leave it out.
+   */
+  gemmPackB?(b: Float32Array, n: number, k: number, transB: boolean): Float32Array;
+  /**
+   * Optional: C (m, n) = A (m, k) * B + beta * C with B as returned by gemmPackB(b, n, k, transB); the
+   * values are those of gemm(c, a, b, m, n, k, false, transB, beta) bit for bit when m > 4.
+   */
+  gemmPackedB?(
+    c: Float32Array,
+    a: Float32Array,
+    packed: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    beta: 0 | 1,
+  ): void;
+
   /** y = conv(x, w) + bias, then ReLU when `relu` is set. y is (n, cOut, outH, outW); x is (n, cIn, h, w). */
   conv2dForward(
     y: Float32Array,

@@ -6,6 +6,11 @@ export function expectLength(what: string, a: ArrayLike<number>, n: number): voi
   if (a.length !== n) throw new RangeError(`Expected ${what} of length ${n} but received length ${a.length}`);
 }
 
+/** Floats in a B (k, n) packed by gemmPackB: k rows of n rounded up to the kernel's 16-column panels. */
+export function packedGemmBSize(n: number, k: number): number {
+  return Math.ceil(n / 16) * 16 * k;
+}
+
 export function expectSize(what: string, v: number, min = 0): void {
   if (!Number.isInteger(v) || v < min || v > 2147483647)
     throw new RangeError(`Expected ${what} to be an integer >= ${min} but received ${v}`);
@@ -59,6 +64,14 @@ export const checkArgs = {
     expectLength("C", c, m * n);
     expectLength("A", a, m * k);
     expectLength("B", b, k * n);
+  },
+  gemmPackedB(c: Float32Array, a: Float32Array, packed: Float32Array, m: number, n: number, k: number): void {
+    expectSize("m", m);
+    expectSize("n", n);
+    expectSize("k", k);
+    expectLength("C", c, m * n);
+    expectLength("A", a, m * k);
+    expectLength("packed", packed, packedGemmBSize(n, k));
   },
   conv2dForward(
     y: Float32Array,

@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
-import { checkArgs, checkConv, expectSize } from "./checks.js";
+import { checkArgs, checkConv, expectLength, expectSize } from "./checks.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
@@ -53,6 +53,16 @@ export interface NativeAddon
     bias: Float32Array | null,
     g: Conv2dGeometry,
   ): boolean;
+  gemmPackB(b: Float32Array, n: number, k: number, transB: boolean): Float32Array;
+  gemmPackedB(
+    c: Float32Array,
+    a: Float32Array,
+    packed: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    beta: number,
+  ): void;
   conv2dBackwardInput(
     dx: Float32Array,
     dy: Float32Array,
@@ -170,6 +180,27 @@ export class NativeBackend implements Backend {
   ): void {
     checkArgs.gemm(c, a, b, m, n, k);
     this.addon.gemm(c, a, b, m, n, k, transA, transB, beta);
+  }
+
+  /** The packed copy lives in memory the addon allocates 64-byte aligned; it is freed when collected. */
+  gemmPackB(b: Float32Array, n: number, k: number, transB: boolean): Float32Array {
+    expectSize("n", n);
+    expectSize("k", k);
+    expectLength("B", b, k * n);
+    return this.addon.gemmPackB(b, n, k, transB);
+  }
+
+  gemmPackedB(
+    c: Float32Array,
+    a: Float32Array,
+    packed: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    beta: 0 | 1,
+  ): void {
+    checkArgs.gemmPackedB(c, a, packed, m, n, k);
+    this.addon.gemmPackedB(c, a, packed, m, n, k, beta);
   }
 
   conv2dForward(

@@ -3,6 +3,7 @@ import { Command } from "commander";
 import { type BackendName, setBackend, setNumThreads } from "../backend/index.js";
 import { FASHION_MNIST_CLASSES, loadFashionMnist } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
+import { prepackForInference } from "../nn/layers.js";
 import { evaluate } from "../train/trainer.js";
 import { classList, selectClasses } from "./classes.js";
 import { addModelOptions, type ModelFlags, positiveInt } from "./model-options.js";
@@ -64,7 +65,7 @@ export function evalCommand(): Command {
           : null;
       let m: Awaited<ReturnType<typeof evaluate>>;
       try {
-        m = await evaluate(model, loader.batches(0), model.config.numClasses);
+        m = await evaluate(prepackForInference(model), loader.batches(0), model.config.numClasses);
       } finally {
         await loader.close();
       }

@@ -8,6 +8,7 @@ export {
   Flatten,
   Linear,
   MaxPool2d,
+  prepackForInference,
   ReLU,
 } from "./layers.js";
 export { Module } from "./module.js";

@@ -32,17 +32,17 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
 
 export function uniform_(t: Tensor, low = 0, high = 1): Tensor {
   for (let i = 0; i < t.size; i++) t.data[i] = defaultGenerator.uniform(low, high);
-  return t;
+  return t.markModified();
 }
 
 export function normal_(t: Tensor, mean = 0, std = 1): Tensor {
   for (let i = 0; i < t.size; i++) t.data[i] = mean + std * defaultGenerator.normal();
-  return t;
+  return t.markModified();
 }
 
 export function constant_(t: Tensor, value: number): Tensor {
   t.data.fill(value);
-  return t;
+  return t.markModified();
 }
 
 export function zeros_(t: Tensor): Tensor {

@@ -100,7 +100,9 @@ export abstract class Module {
       );
     for (const [key, t] of own) {
       const src = state.get(key);
-      if (src) t.data.set(src.data);
+      if (!src) continue;
+      t.data.set(src.data);
+      t.markModified();
     }
     return { missingKeys, unexpectedKeys };
   }

@@ -1,5 +1,6 @@
 // linear (y = x W^T + b) and matmul, both one GEMM forward and two backward.
-import { record } from "../autograd.js";
+import { needsGrad, record } from "../autograd.js";
+import type { Backend } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
 import { adopt, takeFloat32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
@@ -23,11 +24,60 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   });
 }
 
+/** A Linear weight packed once into the backend's GEMM layout (see packLinearWeight). */
+export interface PackedLinearWeight {
+  readonly packed: Float32Array;
+  /** What it was packed from: the weight's array, its version and the backend. */
+  readonly source: Float32Array;
+  readonly version: number;
+  readonly backend: Backend;
+}
+
+/**
+ * The weight (out, in) packed for the backend's gemmPackedB, as onnxruntime packs constant weights
+ * when a session starts; `previous` is returned as it is while it was packed from the same array at the
+ * same version on the same backend. Null when the backend has no packed GEMM.
+ */
+export function packLinearWeight(
+  weight: Tensor,
+  previous: PackedLinearWeight | null = null,
+): PackedLinearWeight | null {
+  const be = backend();
+  if (!be.gemmPackB || !be.gemmPackedB || weight.ndim !== 2) return null;
+  if (
+    previous &&
+    previous.source === weight.data &&
+    previous.version === weight.version &&
+    previous.backend === be
+  )
+    return previous;
+  const [out, inF] = weight.shape;
+  return {
+    packed: be.gemmPackB(weight.data, out, inF, true),
+    source: weight.data,
+    version: weight.version,
+    backend: be,
+  };
+}
+
+/** Whether `packed` still holds `weight`'s current values for the current backend. */
+function packedIsCurrent(weight: Tensor, packed: PackedLinearWeight): boolean {
+  return packed.source === weight.data && packed.version === weight.version && packed.backend === backend();
+}
+
 /**
  * Fully connected layer: x (..., in) times weight (out, in) transposed, plus bias (out).
  * Backward: dx = dy W, dW = dy^T x, db = sum of dy over rows.
+ * `packed` (from packLinearWeight) is used, for the same values bit for bit, where nothing needs a
+ * gradient, the batch has more than 4 rows (fewer run as a matrix-vector product that reads the weight
+ * directly) and it still matches the weight.
  */
-export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+export function linear(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null = null,
+  packed: PackedLinearWeight | null = null,
+): Tensor {
   if (weight.ndim !== 2)
     throw new RangeError(`Expected a weight of shape [out, in] but received ${formatShape(weight.shape)}`);
   const [out, inF] = weight.shape;
@@ -42,7 +92,10 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   const rows = x.size / inF;
   // gemm with beta 0 writes every element, so the output may come from the buffer pool (memory.ts).
   const y = takeFloat32(rows * out);
-  backend().gemm(y, x.data, weight.data, rows, out, inF, false, true, 0);
+  const be = backend();
+  if (packed && rows > 4 && be.gemmPackedB && !needsGrad(x, weight, bias) && packedIsCurrent(weight, packed))
+    be.gemmPackedB(y, x.data, packed.packed, rows, out, inF, 0);
+  else be.gemm(y, x.data, weight.data, rows, out, inF, false, true, 0);
   if (bias) backend().addRowBias(y, bias.data, rows, out);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record(adopt(new Tensor(y, [...x.shape.slice(0, -1), out])), "linear", inputs, (dy) => {

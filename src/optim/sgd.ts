@@ -57,6 +57,7 @@ export class SGD {
         nesterov: this.nesterov,
         firstStep,
       });
+      p.markModified();
     });
   }
 
