@@ -312,9 +312,102 @@ void pool_run(const PoolTarget& pool, const ConvShape& s, int64_t plane_index, i
   }
 }
 
+// Maps of one or two tiles across (8x8 and smaller) would leave most of the 8 lanes idle if they took
+// tiles of one tile row: there the lanes take any 8 consecutive tiles (of several rows or images)
+// instead, gathered and scattered one by one. (From 3 tiles across, measured, the strips win.) The
+// arithmetic per lane is the same, so are the results, bit for bit.
+bool gathers_lanes(const ConvShape& s) { return tiles_w_of(s) <= 2; }
+
+// Where tile `index` (numbered image after image) lies: image b, tile row ty, tile column tx.
+struct TilePos {
+  int64_t b, ty, tx;
+};
+inline TilePos tile_pos(int64_t index, int64_t image_tiles, int64_t tiles_w) {
+  const int64_t b = index / image_tiles, tt = index - b * image_tiles;
+  return {b, tt / tiles_w, tt % tiles_w};
+}
+
+// V's 36 points of tiles [t, t + cnt) of channel ci (cnt <= 8) at dst, each tile's 6x6 patch gathered.
+void input_tiles_gathered(float* dst, int64_t e_stride, const float* x, const ConvShape& s, int64_t ci, int64_t t,
+                          int64_t cnt) {
+  const int64_t tiles_w = tiles_w_of(s), image_tiles = winograd4_tiles(s), x_size = s.c_in * s.h * s.w;
+  V8 d[6][6] = {};
+  for (int64_t l = 0; l < cnt; l++) {
+    const TilePos at = tile_pos(t + l, image_tiles, tiles_w);
+    const float* xc = x + at.b * x_size + ci * s.h * s.w;
+    const int64_t iy0 = 4 * at.ty - s.pad_h, ix0 = 4 * at.tx - s.pad_w;
+    if (iy0 >= 0 && ix0 >= 0 && iy0 + 6 <= s.h && ix0 + 6 <= s.w) {
+      const float* p = xc + iy0 * s.w + ix0;
+      for (int r = 0; r < 6; r++)
+        for (int c = 0; c < 6; c++) d[r][c][l] = p[r * s.w + c];
+      continue;
+    }
+    for (int r = 0; r < 6; r++) {
+      const int64_t iy = iy0 + r;
+      if (iy < 0 || iy >= s.h) continue;
+      for (int c = 0; c < 6; c++) {
+        const int64_t ix = ix0 + c;
+        if (ix >= 0 && ix < s.w) d[r][c][l] = xc[iy * s.w + ix];
+      }
+    }
+  }
+  if (cnt == 8) return input_math(dst, e_stride, d);
+  float tmp[36 * 8];
+  input_math(tmp, 8, d);
+  for (int e = 0; e < 36; e++)
+    for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
+}
+
+// Y's 4x4 tiles [t, t + cnt) of output channel co from M's points at mt (lanes = tiles), each tile stored
+// to its own image and position (clipped at the bottom and right edges).
+void output_tiles_gathered(float* y, const ConvShape& s, int64_t co, int64_t t, int64_t cnt, const float* mt,
+                           int64_t e_stride, float bv, bool relu) {
+  const int64_t tiles_w = tiles_w_of(s), image_tiles = winograd4_tiles(s), plane = s.out_h * s.out_w;
+  V8 o[4][4];
+  output_math(o, mt, e_stride, bv, relu);
+  for (int64_t l = 0; l < cnt; l++) {
+    const TilePos at = tile_pos(t + l, image_tiles, tiles_w);
+    float* dst = y + (at.b * s.c_out + co) * plane + 4 * at.ty * s.out_w + 4 * at.tx;
+    const int64_t rows = std::min<int64_t>(4, s.out_h - 4 * at.ty), cols = std::min<int64_t>(4, s.out_w - 4 * at.tx);
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t c = 0; c < cols; c++) dst[r * s.out_w + c] = o[r][c][l];
+  }
+}
+
+// The pooled epilogue of the same: pool_math with every lane placed as tile (0, 0) of a 32-wide plane,
+// whose window choices are then moved to each tile's own position.
+void pool_tiles_gathered(const PoolTarget& pool, const ConvShape& s, int64_t co, int64_t t, int64_t cnt,
+                         const float* mt, int64_t e_stride, float bv, bool relu) {
+  const int64_t tiles_w = tiles_w_of(s), image_tiles = winograd4_tiles(s);
+  const int64_t ph = s.out_h / 2, pw = s.out_w / 2;
+  V8 best[2][2];
+  I8 flat[2][2];
+  pool_math(best, flat, mt, e_stride, bv, relu, 0, 0, 32);
+  for (int64_t l = 0; l < cnt; l++) {
+    const TilePos at = tile_pos(t + l, image_tiles, tiles_w);
+    float* yp = pool.y + (at.b * s.c_out + co) * ph * pw;
+    int32_t* ap = pool.argmax + (at.b * s.c_out + co) * ph * pw;
+    for (int wr = 0; wr < 2 && 2 * at.ty + wr < ph; wr++)
+      for (int wc = 0; wc < 2 && 2 * at.tx + wc < pw; wc++) {
+        // flat = row * 32 + column in the lane's placement, where lane l's tile starts at column 4 l.
+        const int32_t f = flat[wr][wc][l];
+        const int64_t row = 4 * at.ty + f / 32, col = 4 * at.tx + f % 32 - 4 * l;
+        const int64_t i = (2 * at.ty + wr) * pw + 2 * at.tx + wc;
+        yp[i] = best[wr][wc][l];
+        ap[i] = static_cast<int32_t>(row * s.out_w + col);
+      }
+  }
+}
+
 // V (36, cIn, chunk) for tiles [t0, t0 + nt) (numbered image after image), 8 tiles at a time.
 void transform_input_chunk(float* v, int64_t e_stride, const float* x, const ConvShape& s, int64_t t0, int64_t nt,
                            int64_t chunk, bool avx2) {
+  if (gathers_lanes(s)) {
+    for (int64_t ci = 0; ci < s.c_in; ci++)
+      for (int64_t t = 0; t < nt; t += 8)
+        input_tiles_gathered(v + ci * chunk + t, e_stride, x, s, ci, t0 + t, std::min<int64_t>(8, nt - t));
+    return;
+  }
   transform_input_tiles<4, 36>(v, e_stride, x, s, t0, nt, chunk, tiles_w_of(s), winograd4_tiles(s),
                                [avx2](float* dst, int64_t stride, const float* p, int64_t strip_w) {
                                  input_tiles(avx2, dst, stride, p, strip_w);
@@ -363,6 +456,20 @@ void winograd4_forward_images(float* y, const float* x, int64_t images, const fl
                             s.c_in, 0.0f);
     // Y = A^T M A (+ bias, ReLU) for runs of up to 8 tiles along a tile row; a run that is short or
     // crosses the bottom/right edge goes through a 4x32 buffer (lanes past the run read M's slack).
+    if (gathers_lanes(s)) {
+      for (int64_t co = 0; co < s.c_out; co++) {
+        const float bv = bias ? bias[co] : 0.0f;
+        for (int64_t t = 0; t < nt; t += 8) {
+          const int64_t cnt = std::min<int64_t>(8, nt - t);
+          const float* mt = m + co * chunk + t;
+          if (pool)
+            pool_tiles_gathered(*pool, s, co, t0 + t, cnt, mt, m_stride, bv, relu);
+          else
+            output_tiles_gathered(y, s, co, t0 + t, cnt, mt, m_stride, bv, relu);
+        }
+      }
+      continue;
+    }
     for (int64_t co = 0; co < s.c_out; co++) {
       const float bv = bias ? bias[co] : 0.0f;
       for (int64_t t = 0; t < nt;) {

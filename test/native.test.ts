@@ -460,6 +460,10 @@ test("Winograd F(2x2,3x3) and F(4x4,3x3) forward and input gradient match the re
     // Batch 1 and 3 on 2 threads: one image at a time, its tiles split over the threads.
     convGeometry(1, 8, 18, 22, 9, 3, 1, 1),
     convGeometry(3, 5, 20, 37, 11, 3, 1, 1),
+    // Maps of 1 or 2 F(4x4) tiles across: the 8 lanes take tiles of several rows and images.
+    convGeometry(9, 6, 4, 4, 5, 3, 1, 1),
+    convGeometry(5, 7, 8, 6, 9, 3, 1, 1),
+    convGeometry(11, 3, 3, 5, 4, 3, 1, 0),
   ];
   try {
     for (const algorithm of ["winograd", "winograd4", "auto"] as const) {
@@ -564,6 +568,9 @@ test("the pooled Winograd epilogue equals conv2d (ReLU) then max-pool, values an
     convGeometry(3, 6, 13, 11, 9, 3, 1, 1), // odd sizes: the last row and column are dropped by the pool
     convGeometry(2, 3, 40, 37, 4, 3, 1, 1), // several 8-tile groups per tile row, a short last group
     convGeometry(2, 4, 9, 10, 5, 3, 1, 0), // no padding
+    convGeometry(5, 6, 8, 8, 7, 3, 1, 1), // 8x8 and 4x4 maps: F(4x4)'s lanes take tiles of several images
+    convGeometry(9, 4, 4, 4, 5, 3, 1, 1),
+    convGeometry(3, 5, 6, 7, 3, 3, 1, 1), // odd width, 2 tiles across
   ];
   try {
     for (const algorithm of ["winograd", "winograd4"] as const) {
