@@ -658,8 +658,9 @@ void dense_backward_weight(float* dw, const float* dy, const float* x, const Con
 // Part of every kernel-cache key: 2 = Winograd weight gradient, vector transforms at the image edges;
 // 3 = vector output and gradient transforms at the edges too; 4 = several small images per Winograd call;
 // 5 = choices timed on a group of images, longer weight-gradient tile chunks; 6 = F(4x4,3x3) a third
-// choice; 7 = Winograd buffers without cache-set aliasing; 8 = GEMM blocks of KC 384, MC 240.
-constexpr int kKernelRevision = 8;
+// choice; 7 = Winograd buffers without cache-set aliasing; 8 = GEMM blocks of KC 384, MC 240; 9 = F(4x4)
+// lanes over several images on maps of 1-2 tiles across.
+constexpr int kKernelRevision = 9;
 
 // The passes, as named in the kernel cache.
 constexpr const char* kForward = "forward";
