@@ -44,6 +44,7 @@ std::string describe(const Napi::Value& v) {
       case napi_float64_array: return "Float64Array";
       case napi_int32_array: return "Int32Array";
       case napi_uint8_array: return "Uint8Array";
+      case napi_uint32_array: return "Uint32Array";
       default: return "another typed array";
     }
   }
@@ -319,6 +320,19 @@ Napi::Value Mul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// dropoutMask(mask, p, keep, state): state is the generator's 4-word Uint32Array, advanced in place.
+Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
+  expect_args(info, 4);
+  Napi::Env env = info.Env();
+  auto mask = f32_any(info[0], "mask");
+  const double p = number_arg(info[1], "p"), keep = number_arg(info[2], "keep");
+  if (!(p >= 0.0 && p <= 1.0)) range_error(env, "Expected p to be a probability in [0, 1] but received " + num(p));
+  if (!std::isfinite(keep)) range_error(env, "Expected keep to be a finite number but received " + num(keep));
+  uint32_t* state = typed<uint32_t, napi_uint32_array>(info[3], "state", "Uint32Array", 4);
+  vgg::dropout_mask(mask.Data(), static_cast<int64_t>(mask.ElementLength()), p, static_cast<float>(keep), state);
+  return env.Undefined();
+}
+
 Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
   expect_args(info, 2);
   auto y = f32_any(info[0], "y");
@@ -466,6 +480,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("relu", Napi::Function::New(env, Relu));
   exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
   exports.Set("mul", Napi::Function::New(env, Mul));
+  exports.Set("dropoutMask", Napi::Function::New(env, DropoutMask));
   exports.Set("addInPlace", Napi::Function::New(env, AddInPlace));
   exports.Set("addRowBias", Napi::Function::New(env, AddRowBias));
   exports.Set("softmaxCrossEntropy", Napi::Function::New(env, SoftmaxCrossEntropy));

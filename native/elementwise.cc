@@ -54,6 +54,23 @@ void mul(float* y, const float* x, const float* mask, int64_t len) {
   });
 }
 
+void dropout_mask(float* mask, int64_t len, double p, float keep, uint32_t* state) {
+  uint32_t s0 = state[0], s1 = state[1], s2 = state[2], s3 = state[3];
+  auto rotl = [](uint32_t x, int k) { return (x << k) | (x >> (32 - k)); };
+  for (int64_t i = 0; i < len; i++) {
+    const uint32_t result = rotl(s1 * 5u, 7) * 9u;
+    const uint32_t t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = rotl(s3, 11);
+    mask[i] = static_cast<double>(result) / 4294967296.0 >= p ? keep : 0.0f;
+  }
+  state[0] = s0, state[1] = s1, state[2] = s2, state[3] = s3;
+}
+
 void add_inplace(float* y, const float* x, int64_t len) {
   for_chunks(len, [=](int64_t i0, int64_t i1) {
 #pragma GCC ivdep

@@ -87,6 +87,14 @@ export class Generator {
     return p;
   }
 
+  /**
+   * The live xoshiro128** state words (not a copy): a kernel that draws this generator's numbers in its
+   * place (the native dropout mask) advances them exactly as as many nextUint32() calls would.
+   */
+  stateWords(): Uint32Array {
+    return this.s;
+  }
+
   /** The full state, for checkpoints. */
   getState(): (number | null)[] {
     return [...this.s, Number.isNaN(this.spare) ? null : this.spare];

@@ -217,6 +217,10 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
   relu: small(40).map((n) => ({ entry: "relu", slots: [f32(n), f32(n)] })),
   reluBackward: small(40).map((n) => ({ entry: "reluBackward", slots: [f32(n), f32(n), f32(n)] })),
   mul: small(40).map((n) => ({ entry: "mul", slots: [f32(n), f32(n), f32(n)] })),
+  dropoutMask: fc.tuple(small(40), fc.constantFrom(0, 0.3, 0.5, 1)).map(([n, p]) => ({
+    entry: "dropoutMask",
+    slots: [f32(n), value(p), value(p === 1 ? 0 : 1 / (1 - p)), value(Uint32Array.of(1, 2, 3, 4))],
+  })),
   addInPlace: small(40).map((n) => ({ entry: "addInPlace", slots: [f32(n), f32(n)] })),
   addRowBias: fc.tuple(small(8), small(8)).map(([rows, cols]) => ({
     entry: "addRowBias",
@@ -552,7 +556,7 @@ if (process.env.VGG_FUZZ_NATIVE_CHILD === "1") {
     t.diagnostic(`native entry points: ${total} calls in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     for (const [entry, c] of Object.entries(counts))
       t.diagnostic(`  ${entry}: ${c.ok + c.threw} calls, ${c.ok} returned, ${c.threw} threw a JS error`);
-    assert.equal(Object.keys(counts).length, 24);
+    assert.equal(Object.keys(counts).length, 25);
     // Both outcomes occur for every entry point that takes arguments: the kernels really ran.
     for (const [entry, c] of Object.entries(counts)) {
       assert.ok(c.ok > 0, `${entry} never returned`);

@@ -12,9 +12,11 @@ import { backend, setBackend } from "../src/backend/index.js";
 import { loadNativeAddon, type NativeAddon, NativeBackend, nativeInfo } from "../src/backend/native.js";
 import { ReferenceBackend } from "../src/backend/reference.js";
 import * as nn from "../src/nn/index.js";
+import * as F from "../src/ops/index.js";
 import { crossEntropy } from "../src/ops/loss.js";
 import { maxPool2dGeometry } from "../src/ops/pool.js";
 import { SGD } from "../src/optim/sgd.js";
+import { Generator } from "../src/rng.js";
 import { Tensor } from "../src/tensor.js";
 
 const isChild = process.env.VGG_NATIVE_ISA === "portable";
@@ -313,6 +315,51 @@ test("prepackForInference: Linear outputs are unchanged bit for bit and follow e
     assert.equal(packedCalls, 0);
   } finally {
     be.gemmPackedB = packedGemm;
+    setBackend(previous);
+  }
+});
+
+test("the native dropout mask draws the generator's stream exactly (mask, state, and the dropout op on both backends)", () => {
+  for (const [len, p] of [
+    [0, 0.5],
+    [1, 0.5],
+    [1000, 0.5],
+    [4097, 0.1],
+    [333, 0],
+    [333, 1],
+  ] as const) {
+    const keep = p === 1 ? 0 : 1 / (1 - p);
+    const [gN, gJ] = [new Generator(7), new Generator(7)];
+    const mask = new Float32Array(len);
+    native.dropoutMask(mask, p, keep, gN.stateWords());
+    const expected = Float32Array.from({ length: len }, () => (gJ.random() >= p ? keep : 0));
+    assert.deepEqual(mask, expected, `len ${len}, p ${p}`);
+    assert.deepEqual(gN.getState(), gJ.getState(), "the state advances by one draw per element");
+  }
+  assert.throws(
+    () => native.dropoutMask(new Float32Array(3), 1.5, 2, new Uint32Array(4)),
+    /Expected p to be a probability/,
+  );
+  assert.throws(
+    () => native.dropoutMask(new Float32Array(3), 0.5, 2, new Uint32Array(3)),
+    /Expected state of length 4/,
+  );
+  assert.throws(
+    () => addon.dropoutMask(new Float32Array(3), 0.5, 2, new Int32Array(4) as unknown as Uint32Array),
+    /Expected state to be a Uint32Array but received Int32Array/,
+  );
+  // The dropout op gives the same output and gradient on both backends from the same seed.
+  const previous = backend().name;
+  try {
+    const outputs = (name: "native" | "reference") => {
+      setBackend(name);
+      const x = new Tensor(randnSeeded(5 * 300), [5, 300], { requiresGrad: true });
+      const y = F.dropout(x, 0.3, true, new Generator(11));
+      y.backward(new Tensor(new Float32Array(y.size).fill(1), y.shape));
+      return [y.data.slice(), x.grad?.data.slice()];
+    };
+    assert.deepEqual(outputs("native"), outputs("reference"));
+  } finally {
     setBackend(previous);
   }
 });

@@ -158,6 +158,12 @@ export interface Backend {
 
   /** y = x * mask, element-wise (dropout forward with a pre-scaled mask, and its backward). */
   mul(y: Float32Array, x: Float32Array, mask: Float32Array): void;
+  /**
+   * Optional: dropout's mask, mask[i] = u >= p ? keep : 0 for the next uniform draws u of the xoshiro128**
+   * generator whose 4 state words are `state` (advanced in place): what a loop over Generator.random()
+   * gives, draw for draw.
+   */
+  dropoutMask?(mask: Float32Array, p: number, keep: number, state: Uint32Array): void;
   /** y += x, element-wise (gradient accumulation, residual adds). */
   addInPlace(y: Float32Array, x: Float32Array): void;
 

@@ -54,6 +54,7 @@ export interface NativeAddon
     g: Conv2dGeometry,
   ): boolean;
   gemmPackB(b: Float32Array, n: number, k: number, transB: boolean): Float32Array;
+  dropoutMask(mask: Float32Array, p: number, keep: number, state: Uint32Array): void;
   gemmPackedB(
     c: Float32Array,
     a: Float32Array,
@@ -274,6 +275,13 @@ export class NativeBackend implements Backend {
   reluBackward(dx: Float32Array, dy: Float32Array, y: Float32Array): void {
     checkArgs.reluBackward(dx, dy, y);
     this.addon.reluBackward(dx, dy, y);
+  }
+
+  dropoutMask(mask: Float32Array, p: number, keep: number, state: Uint32Array): void {
+    if (!(p >= 0 && p <= 1))
+      throw new RangeError(`Expected p to be a probability in [0, 1] but received ${p}`);
+    expectLength("state", state, 4);
+    this.addon.dropoutMask(mask, p, keep, state);
   }
 
   mul(y: Float32Array, x: Float32Array, mask: Float32Array): void {

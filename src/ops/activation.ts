@@ -53,7 +53,9 @@ export function dropout(
   if (!training || p === 0) return x;
   const mask = takeFloat32(x.size);
   const keep = p === 1 ? 0 : 1 / (1 - p);
-  for (let i = 0; i < mask.length; i++) mask[i] = generator.random() >= p ? keep : 0;
+  const be = backend();
+  if (be.dropoutMask) be.dropoutMask(mask, p, keep, generator.stateWords());
+  else for (let i = 0; i < mask.length; i++) mask[i] = generator.random() >= p ? keep : 0;
   const y = takeFloat32(x.size);
   backend().mul(y, x.data, mask);
   const out = record(adopt(new Tensor(y, x.shape)), "dropout", [x], (dy) => {
