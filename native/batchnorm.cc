@@ -1,11 +1,66 @@
-// Parallel over channels; sums accumulate in double (per row in float, then added in double).
+// Parallel over channels. Each channel's rows are streamed a few times (statistics, then the output):
+// sums run in 8 float lanes over blocks of 256 values, and the blocks are added in double, so the loops
+// vectorise and the error does not grow with the 6.4M values a channel has at 224x224, batch 128.
 #include "batchnorm.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "threadpool.h"
 
 namespace vgg {
+namespace {
+
+constexpr int64_t kBlock = 256;
+constexpr int kLanes = 8;
+
+// Adds sum(x[p] - shift) to *s1 and, with `squares`, sum((x[p] - shift)^2) to *s2, over one row.
+void row_sums(const float* x, int64_t len, float shift, bool squares, double* s1, double* s2) {
+  for (int64_t p0 = 0; p0 < len; p0 += kBlock) {
+    const int64_t p1 = std::min(len, p0 + kBlock);
+    float a[kLanes] = {}, b[kLanes] = {};
+    int64_t p = p0;
+    for (; p + kLanes <= p1; p += kLanes)
+      for (int l = 0; l < kLanes; l++) {
+        const float d = x[p + l] - shift;
+        a[l] += d;
+        b[l] += d * d;
+      }
+    double t1 = 0.0, t2 = 0.0;
+    for (int l = 0; l < kLanes; l++) t1 += a[l], t2 += b[l];
+    for (; p < p1; p++) {
+      const double d = static_cast<double>(x[p]) - shift;
+      t1 += d;
+      t2 += d * d;
+    }
+    *s1 += t1;
+    if (squares) *s2 += t2;
+  }
+}
+
+// Adds sum(g[p]) to *s1 and sum(g[p] * (x[p] - mean)) to *s2, over one row.
+void grad_sums(const float* g, const float* x, int64_t len, float mean, double* s1, double* s2) {
+  for (int64_t p0 = 0; p0 < len; p0 += kBlock) {
+    const int64_t p1 = std::min(len, p0 + kBlock);
+    float a[kLanes] = {}, b[kLanes] = {};
+    int64_t p = p0;
+    for (; p + kLanes <= p1; p += kLanes)
+      for (int l = 0; l < kLanes; l++) {
+        a[l] += g[p + l];
+        b[l] += g[p + l] * (x[p + l] - mean);
+      }
+    double t1 = 0.0, t2 = 0.0;
+    for (int l = 0; l < kLanes; l++) t1 += a[l], t2 += b[l];
+    for (; p < p1; p++) {
+      t1 += g[p];
+      t2 += static_cast<double>(g[p]) * (static_cast<double>(x[p]) - mean);
+    }
+    *s1 += t1;
+    *s2 += t2;
+  }
+}
+
+}  // namespace
 
 void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, const float* x, const float* gamma,
                               const float* beta, int64_t n, int64_t c, int64_t hw, double eps) {
@@ -15,29 +70,25 @@ void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, c
         int64_t c0, c1;
         split_range(c, ith, nth, 1, &c0, &c1);
         for (int64_t ch = c0; ch < c1; ch++) {
-          double sum = 0.0;
-          for (int64_t b = 0; b < n; b++) {
-            const float* row = x + (b * c + ch) * hw;
-            for (int64_t p = 0; p < hw; p++) sum += row[p];
-          }
+          // Two passes: the mean, then the squared deviations from it (no cancellation when |mean| >> std).
+          double sum = 0.0, unused = 0.0;
+          for (int64_t b = 0; b < n; b++) row_sums(x + (b * c + ch) * hw, hw, 0.0f, false, &sum, &unused);
           const double mean = sum / count;
-          double sq = 0.0;
-          for (int64_t b = 0; b < n; b++) {
-            const float* row = x + (b * c + ch) * hw;
-            for (int64_t p = 0; p < hw; p++) {
-              const double d = row[p] - mean;
-              sq += d * d;
-            }
-          }
-          const double inv_std = 1.0 / std::sqrt(sq / count + eps);
-          save_mean[ch] = static_cast<float>(mean);
+          const float mean_f = static_cast<float>(mean);
+          double dev = 0.0, sq = 0.0;
+          for (int64_t b = 0; b < n; b++) row_sums(x + (b * c + ch) * hw, hw, mean_f, true, &dev, &sq);
+          // The deviations were taken from mean rounded to float: remove that offset's share exactly.
+          const double var = std::max(0.0, sq / count - (dev / count) * (dev / count));
+          const double inv_std = 1.0 / std::sqrt(var + eps);
+          save_mean[ch] = mean_f;
           save_inv_std[ch] = static_cast<float>(inv_std);
-          // (x - mean) * scale + beta in double: x * scale + shift would cancel badly when the variance is small.
-          const double scale = gamma[ch] * inv_std, shift = beta[ch];
+          // (x - mean) * scale + beta: x * scale + shift would cancel badly when the variance is small.
+          const float scale = static_cast<float>(gamma[ch] * inv_std), shift = beta[ch];
           for (int64_t b = 0; b < n; b++) {
             const float* row = x + (b * c + ch) * hw;
             float* out = y + (b * c + ch) * hw;
-            for (int64_t p = 0; p < hw; p++) out[p] = static_cast<float>((row[p] - mean) * scale + shift);
+#pragma GCC ivdep
+            for (int64_t p = 0; p < hw; p++) out[p] = (row[p] - mean_f) * scale + shift;
           }
         }
       },
@@ -52,27 +103,23 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
         int64_t c0, c1;
         split_range(c, ith, nth, 1, &c0, &c1);
         for (int64_t ch = c0; ch < c1; ch++) {
-          const float mean = save_mean[ch], inv_std = save_inv_std[ch];
-          double sum_dy = 0.0, sum_dy_xhat = 0.0;
-          for (int64_t b = 0; b < n; b++) {
-            const float* g = dy + (b * c + ch) * hw;
-            const float* row = x + (b * c + ch) * hw;
-            for (int64_t p = 0; p < hw; p++) {
-              sum_dy += g[p];
-              sum_dy_xhat += static_cast<double>(g[p]) * (static_cast<double>(row[p]) - mean) * inv_std;
-            }
-          }
-          dgamma[ch] = static_cast<float>(sum_dy_xhat);
+          const float mean = save_mean[ch];
+          const double inv_std = save_inv_std[ch];
+          double sum_dy = 0.0, sum_dy_xm = 0.0;  // sum(dy), sum(dy * (x - mean))
+          for (int64_t b = 0; b < n; b++)
+            grad_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean, &sum_dy, &sum_dy_xm);
+          dgamma[ch] = static_cast<float>(sum_dy_xm * inv_std);
           dbeta[ch] = static_cast<float>(sum_dy);
-          const double k = static_cast<double>(gamma[ch]) * inv_std / m;
+          // dx = gamma invStd (dy - sum(dy) / m - xhat sum(dy xhat) / m) = ka dy + kb (x - mean) + kc.
+          const double ka = gamma[ch] * inv_std;
+          const float a = static_cast<float>(ka), bx = static_cast<float>(-ka * inv_std * inv_std * sum_dy_xm / m),
+                      k0 = static_cast<float>(-ka * sum_dy / m);
           for (int64_t b = 0; b < n; b++) {
             const float* g = dy + (b * c + ch) * hw;
             const float* row = x + (b * c + ch) * hw;
             float* out = dx + (b * c + ch) * hw;
-            for (int64_t p = 0; p < hw; p++) {
-              const double xhat = (static_cast<double>(row[p]) - mean) * inv_std;
-              out[p] = static_cast<float>(k * (m * g[p] - sum_dy - xhat * sum_dy_xhat));
-            }
+#pragma GCC ivdep
+            for (int64_t p = 0; p < hw; p++) out[p] = a * g[p] + bx * (row[p] - mean) + k0;
           }
         }
       },

@@ -3,6 +3,7 @@
 // unbiased variance (as PyTorch). Evaluation: normalise with the running statistics (an affine map).
 import { record } from "../autograd.js";
 import { backend } from "../backend/index.js";
+import { adopt, takeFloat32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
 
 export interface BatchNormOptions {
@@ -39,7 +40,8 @@ export function batchNorm(
       );
   const gamma = weight ? weight.data : new Float32Array(c).fill(1);
   const beta = bias ? bias.data : new Float32Array(c);
-  const y = new Float32Array(x.size);
+  // Every element of y (and of dx below) is written, so both may come from the buffer pool (memory.ts).
+  const y = takeFloat32(x.size);
   const mean = new Float32Array(c);
   const invStd = new Float32Array(c);
   const useBatchStats = o.training || !runningMean || !runningVar;
@@ -70,8 +72,8 @@ export function batchNorm(
     }
   }
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
-  return record(new Tensor(y, x.shape), "batch_norm", inputs, (dy) => {
-    const dx = new Float32Array(x.size);
+  return record(adopt(new Tensor(y, x.shape)), "batch_norm", inputs, (dy) => {
+    const dx = takeFloat32(x.size);
     const dgamma = new Float32Array(c);
     const dbeta = new Float32Array(c);
     if (useBatchStats)
