@@ -898,6 +898,8 @@ test("batch norm forward and backward match the reference", () => {
     [2, 3, 5],
     [5, 9, 49],
     [3, 17, 1],
+    [2, 3, 600], // rows of several 256-value blocks with a tail
+    [1, 2, 4099],
   ]) {
     const x = randn(n * c * hw).map((v) => v * 3 + 1);
     const gamma = randn(c);
