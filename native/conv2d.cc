@@ -659,8 +659,8 @@ void dense_backward_weight(float* dw, const float* dy, const float* x, const Con
 // 3 = vector output and gradient transforms at the edges too; 4 = several small images per Winograd call;
 // 5 = choices timed on a group of images, longer weight-gradient tile chunks; 6 = F(4x4,3x3) a third
 // choice; 7 = Winograd buffers without cache-set aliasing; 8 = GEMM blocks of KC 384, MC 240; 9 = F(4x4)
-// lanes over several images on maps of 1-2 tiles across.
-constexpr int kKernelRevision = 9;
+// lanes over several images on maps of 1-2 tiles across; 10 = F(4x4) weight gradients.
+constexpr int kKernelRevision = 10;
 
 // The passes, as named in the kernel cache.
 constexpr const char* kForward = "forward";
@@ -854,9 +854,10 @@ const char* conv_weight_kernel_name(const ConvShape& s) {
   if (dense_applies(s)) return "dense (tiny plane)";
   if (use_batched(s)) return "im2col+gemm (batch)";
   if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim) {
-    const int tile = known_winograd_tile(s, kBackwardWeight, nullptr, false);
+    const int tile = known_winograd_tile(s, kBackwardWeight);
     if (tile < 0) return "not measured yet";
     if (tile == 2) return "winograd F(2x2,3x3)";
+    if (tile == 4) return "winograd F(4x4,3x3)";
   }
   if (!split_over_batch(s.n)) return "im2col+gemm";
   if (is_pointwise(s)) return "gemm (1x1)";
@@ -1014,16 +1015,19 @@ float* winograd_accumulator(int64_t count) {
   return m.data();
 }
 
-// Whether the weight gradient runs as Winograd: 3x3 stride 1, images split over the threads, more than a
-// few taps per filter, and (in Auto mode) measured faster for this shape on the first image.
-bool use_winograd_weight(const ConvShape& s, const float* dy, const float* x) {
-  if (s.n == 0 || !winograd_applies(s) || !split_over_batch(s.n) || kdim_of(s) <= kSmallKdim) return false;
+// How the weight gradient runs: 2 or 4 (Winograd F(2x2) or F(4x4)), or 0 (im2col + GEMM). Winograd needs
+// 3x3 stride 1, images split over the threads and more than a few taps per filter; in Auto mode the way is
+// measured on the first group of images.
+int winograd_weight_tile(const ConvShape& s, const float* dy, const float* x) {
+  if (s.n == 0 || !winograd_applies(s) || !split_over_batch(s.n) || kdim_of(s) <= kSmallKdim) return 0;
   const int64_t plane = plane_of(s), kdim = kdim_of(s);
   static thread_local std::vector<float> out;
   out.resize(static_cast<size_t>(s.c_out * kdim));
-  float* m = winograd_accumulator(winograd_weight_acc_size(s.c_out, s.c_in));
-  // Timed on one group of images (what a Winograd call gets), on the calling thread.
-  const int64_t g = std::min(winograd_group(s, 2), s.n), x_size = s.c_in * s.h * s.w;
+  const int64_t x_size = s.c_in * s.h * s.w;
+  // Timed on the calling thread over the images of one Winograd call of either tile size (the larger
+  // group), each way in its own steps: image by image, or F(2x2)'s and F(4x4)'s groups. The direct way
+  // writes `out`; Winograd's accumulator is turned into weights once per batch, which is not timed.
+  const int64_t g = std::min(std::max(winograd_group(s, 2), winograd_group(s, 4)), s.n);
   return winograd_tile(
       s, kBackwardWeight,
       [&] {
@@ -1033,11 +1037,20 @@ bool use_winograd_weight(const ConvShape& s, const float* dy, const float* x) {
                               BSource{pack_cols_transposed, &ib}, s.c_out, kdim, plane, b == 0 ? 0.0f : 1.0f);
         }
       },
-      [&](int) {
-        winograd_weight_grad_images(m, dy, x, g, s, false);
-        winograd_weight_grad_finish(out.data(), m, s.c_out, s.c_in, 0, s.c_out * s.c_in);
-      },
-      nullptr, false) != 0;
+      [&](int tile) {
+        const bool four = tile == 4;
+        float* m = winograd_accumulator(four ? winograd4_weight_acc_size(s.c_out, s.c_in)
+                                             : winograd_weight_acc_size(s.c_out, s.c_in));
+        const int64_t group = winograd_group(s, tile);
+        for (int64_t b = 0; b < g; b += group) {
+          const int64_t images = std::min(group, g - b);
+          if (four)
+            winograd4_weight_grad_images(m, dy + b * s.c_out * plane, x + b * x_size, images, s, b > 0);
+          else
+            winograd_weight_grad_images(m, dy + b * s.c_out * plane, x + b * x_size, images, s, b > 0);
+        }
+        // (The transform back, G^T M G, runs once per batch, not per group: it is left out.)
+      });
 }
 
 void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s) {
@@ -1048,10 +1061,11 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
     dense_backward_weight(dw, dy, x, s);
   } else if (use_batched(s)) {
     batched_backward_weight(dw, dy, x, s);
-  } else if (use_winograd_weight(s, dy, x)) {
-    // Winograd: each thread sums its images' tiles into a private Winograd-domain M (16, cOut, cIn); the
-    // partial sums are added in thread order, then each filter is transformed back (G^T M G).
-    const int64_t m_size = winograd_weight_acc_size(s.c_out, s.c_in);
+  } else if (const int tile = winograd_weight_tile(s, dy, x)) {
+    // Winograd: each thread sums its images' tiles into a private Winograd-domain M (16 or 36, cOut, cIn);
+    // the partial sums are added in thread order, then each filter is transformed back (G^T M G).
+    const bool four = tile == 4;
+    const int64_t m_size = four ? winograd4_weight_acc_size(s.c_out, s.c_in) : winograd_weight_acc_size(s.c_out, s.c_in);
     float* partial[256] = {};
     parallel_run(
         [&](int ith, int nth) {
@@ -1060,10 +1074,14 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
           bool first = true;
           int64_t b0, b1;
           split_range(s.n, ith, nth, 1, &b0, &b1);
-          const int64_t group = winograd_group(s, 2);
+          const int64_t group = winograd_group(s, tile);
           for (int64_t b = b0; b < b1; b += group) {
-            winograd_weight_grad_images(acc, dy + b * s.c_out * plane, x + b * x_size, std::min(group, b1 - b), s,
-                                        !first);
+            const float* dyb = dy + b * s.c_out * plane;
+            const int64_t images = std::min(group, b1 - b);
+            if (four)
+              winograd4_weight_grad_images(acc, dyb, x + b * x_size, images, s, !first);
+            else
+              winograd_weight_grad_images(acc, dyb, x + b * x_size, images, s, !first);
             first = false;
           }
           if (first) std::memset(acc, 0, m_size * sizeof(float));
@@ -1075,7 +1093,10 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
           barrier(nth);
           int64_t f0, f1;
           split_range(s.c_out * s.c_in, ith, nth, 1, &f0, &f1);
-          winograd_weight_grad_finish(dw, partial[0], s.c_out, s.c_in, f0, f1);
+          if (four)
+            winograd4_weight_grad_finish(dw, partial[0], s.c_out, s.c_in, f0, f1);
+          else
+            winograd_weight_grad_finish(dw, partial[0], s.c_out, s.c_in, f0, f1);
         },
         std::min<int64_t>(s.n, 256));
   } else if (split_over_batch(s.n)) {

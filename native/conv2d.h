@@ -11,8 +11,7 @@ struct ConvShape {
 
 /** How 3x3 stride-1 convolutions are computed: measured per shape once per machine and recorded in the
  * kernel cache (Auto; see kernel_cache.h), or forced. */
-// Winograd: F(2x2,3x3) wherever it applies; Winograd4: F(4x4,3x3) for the forward and input-gradient
-// passes (the weight gradient stays F(2x2,3x3)).
+// Winograd: F(2x2,3x3) wherever it applies; Winograd4: F(4x4,3x3) wherever it applies.
 enum class ConvAlgorithm { Auto, Direct, Winograd, Winograd4 };
 void set_conv_algorithm(ConvAlgorithm a);
 /** The kernel used for this geometry's forward (backward = false) or input-gradient pass, as a name. */

@@ -104,5 +104,10 @@ void winograd4_prepare_weights(float* u, const float* w, int64_t c_out, int64_t 
 void winograd4_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
                               const ConvShape& s, bool relu, int64_t tile_begin = 0, int64_t tile_end = -1,
                               const PoolTarget* pool = nullptr);
+// The weight gradient's accumulator M (36, cOut, cIn), its tile sums and G^T M G, as the F(2x2) functions.
+int64_t winograd4_weight_acc_size(int64_t c_out, int64_t c_in);
+void winograd4_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
+                                  bool accumulate);
+void winograd4_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64_t c_in, int64_t f0, int64_t f1);
 
 }  // namespace vgg

@@ -414,7 +414,145 @@ void transform_input_chunk(float* v, int64_t e_stride, const float* x, const Con
                                });
 }
 
+// Weight gradient: for a 4x4 tile of dY and its 6x6 input patch d, dW (3x3) = G^T [(A dY A^T) .* (B^T d B)] G,
+// A = (A^T)^T (6x4). y = A x for a column of 4 values:
+__attribute__((always_inline)) inline void a6(V8 d0, V8 d1, V8 d2, V8 d3, V8 (&y)[6]) {
+  y[0] = d0;
+  y[1] = (d0 + d1) + (d2 + d3);
+  y[2] = (d0 - d1) + (d2 - d3);
+  y[3] = d0 + 2.0f * d1 + 4.0f * d2 + 8.0f * d3;
+  y[4] = d0 - 0.5f * d1 + 0.25f * d2 - 0.125f * d3;
+  y[5] = d3;
+}
+
+// w[e * e_stride] for the 36 points e = (i, j) of A dY A^T from the 4x4 tiles d[r][c] (lanes = tiles).
+__attribute__((always_inline)) inline void grad_math(float* w, int64_t e_stride, const V8 (&d)[4][4]) {
+  V8 t[6][4];  // A dY, column by column
+  for (int c = 0; c < 4; c++) {
+    V8 out[6];
+    a6(d[0][c], d[1][c], d[2][c], d[3][c], out);
+    for (int i = 0; i < 6; i++) t[i][c] = out[i];
+  }
+  for (int i = 0; i < 6; i++) {  // (A dY) A^T, row by row
+    V8 out[6];
+    a6(t[i][0], t[i][1], t[i][2], t[i][3], out);
+    for (int j = 0; j < 6; j++) store8(w + (i * 6 + j) * e_stride, out[j]);
+  }
+}
+
+// The 4x4 dY tiles [t, t + cnt) of output channel co (cnt <= 8), each gathered lane by lane, outputs past
+// the bottom and right edges read as 0.
+void gather_grad_tiles(V8 (&d)[4][4], const float* dy, const ConvShape& s, int64_t co, int64_t t, int64_t cnt) {
+  const int64_t tiles_w = tiles_w_of(s), image_tiles = winograd4_tiles(s), plane = s.out_h * s.out_w;
+  for (int r = 0; r < 4; r++)
+    for (int c = 0; c < 4; c++) d[r][c] = V8{};
+  for (int64_t l = 0; l < cnt; l++) {
+    const TilePos at = tile_pos(t + l, image_tiles, tiles_w);
+    const float* src = dy + (at.b * s.c_out + co) * plane + 4 * at.ty * s.out_w + 4 * at.tx;
+    const int64_t rows = std::min<int64_t>(4, s.out_h - 4 * at.ty), cols = std::min<int64_t>(4, s.out_w - 4 * at.tx);
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t c = 0; c < cols; c++) d[r][c][l] = src[r * s.out_w + c];
+  }
+}
+
+#ifdef VGG_X86
+// 8 tiles side by side in one tile row, all inside: their 4 rows of 32 values, transposed into lanes.
+VGG_AVX2 void grad_tiles_row_avx2(float* w, int64_t e_stride, const float* p, int64_t out_w) {
+  V8 d[4][4];
+  for (int r = 0; r < 4; r++) {
+    __m256 c[4];
+    columns4(c, p + r * out_w);
+    for (int k = 0; k < 4; k++) d[r][k] = c[k];
+  }
+  grad_math(w, e_stride, d);
+}
+#endif
+
+// G's points of dY tiles [t, t + cnt) of channel co at dst (stride e_stride between points).
+void grad_tiles(float* dst, int64_t e_stride, const float* dy, const ConvShape& s, int64_t co, int64_t t, int64_t cnt,
+                bool avx2) {
+#ifdef VGG_X86
+  if (avx2 && cnt == 8) {
+    const int64_t tiles_w = tiles_w_of(s);
+    const TilePos at = tile_pos(t, winograd4_tiles(s), tiles_w);
+    if (at.tx + 8 <= tiles_w && 4 * (at.tx + 8) <= s.out_w && 4 * at.ty + 4 <= s.out_h) {
+      const float* p = dy + (at.b * s.c_out + co) * s.out_h * s.out_w + 4 * at.ty * s.out_w + 4 * at.tx;
+      return grad_tiles_row_avx2(dst, e_stride, p, s.out_w);
+    }
+  }
+#endif
+  (void)avx2;
+  V8 d[4][4];
+  gather_grad_tiles(d, dy, s, co, t, cnt);
+  if (cnt == 8) return grad_math(dst, e_stride, d);
+  float tmp[36 * 8];
+  grad_math(tmp, 8, d);
+  for (int e = 0; e < 36; e++)
+    for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
+}
+
 }  // namespace
+
+int64_t winograd4_weight_acc_size(int64_t c_out, int64_t c_in) { return 36 * c_out * c_in; }
+
+void winograd4_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
+                                  bool accumulate) {
+  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const int64_t tiles = images * winograd4_tiles(s);
+  // Chunk so V (36, cIn, chunk) and G (36, cOut, chunk) take a few MiB (the GEMMs reduce over the chunk,
+  // so it is longer than the forward pass's).
+  int64_t chunk = (int64_t{1} << 19) / (36 * (s.c_in + s.c_out));
+  chunk = std::max<int64_t>(128, std::min<int64_t>(512, chunk / 16 * 16));
+  const int64_t v_stride = s.c_in * chunk + 16, g_stride = s.c_out * chunk + 16;
+  float* v = thread_scratch(2, 36 * v_stride);
+  float* g = thread_scratch(3, 36 * g_stride);
+  bool acc = accumulate;
+  for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
+    const int64_t nt = std::min(chunk, tiles - t0);
+    transform_input_chunk(v, v_stride, x, s, t0, nt, chunk, avx2);
+    for (int64_t co = 0; co < s.c_out; co++)
+      for (int64_t t = 0; t < nt; t += 8)
+        grad_tiles(g + co * chunk + t, g_stride, dy, s, co, t0 + t, std::min<int64_t>(8, nt - t), avx2);
+    for (int e = 0; e < 36; e++)
+      sgemm_serial(m + e * s.c_out * s.c_in, s.c_in, g + e * g_stride, chunk, v + e * v_stride, chunk, s.c_out,
+                   s.c_in, nt, false, true, acc ? 1.0f : 0.0f);
+    acc = true;
+  }
+  if (!acc) std::fill(m, m + winograd4_weight_acc_size(s.c_out, s.c_in), 0.0f);
+}
+
+void winograd4_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64_t c_in, int64_t f0, int64_t f1) {
+  const int64_t plane = c_out * c_in;
+  float g[6][3];
+  for (int i = 0; i < 6; i++)
+    for (int k = 0; k < 3; k++) g[i][k] = static_cast<float>(kG[i][k]);
+  // 64 filters at a time, the filter index innermost (contiguous in each of M's 36 matrices).
+  constexpr int64_t kFilters = 64;
+  for (int64_t fb = f0; fb < f1; fb += kFilters) {
+    const int64_t nb = std::min(kFilters, f1 - fb);
+    float t[3][6][kFilters];  // G^T M
+    for (int r = 0; r < 3; r++)
+      for (int c = 0; c < 6; c++) {
+        float* tr = t[r][c];
+        for (int64_t j = 0; j < nb; j++) tr[j] = 0.0f;
+        for (int i = 0; i < 6; i++) {
+          const float gi = g[i][r];
+          const float* mi = m + (i * 6 + c) * plane + fb;
+          for (int64_t j = 0; j < nb; j++) tr[j] += gi * mi[j];
+        }
+      }
+    for (int r = 0; r < 3; r++)  // (G^T M) G
+      for (int k = 0; k < 3; k++) {
+        float out[kFilters];
+        for (int64_t j = 0; j < nb; j++) out[j] = 0.0f;
+        for (int c = 0; c < 6; c++) {
+          const float gk = g[c][k];
+          for (int64_t j = 0; j < nb; j++) out[j] += t[r][c][j] * gk;
+        }
+        for (int64_t j = 0; j < nb; j++) dw[(fb + j) * 9 + r * 3 + k] = out[j];
+      }
+  }
+}
 
 int64_t winograd4_tiles(const ConvShape& s) { return ((s.out_h + 3) / 4) * tiles_w_of(s); }
 

@@ -539,6 +539,8 @@ test("Winograd F(2x2,3x3) and F(4x4,3x3) forward and input gradient match the re
     const split = convGeometry(4, 17, 12, 11, 19, 3, 1, 0);
     native.setConvAlgorithm("winograd");
     assert.equal(native.convKernel(split, "weight"), "winograd F(2x2,3x3)");
+    native.setConvAlgorithm("winograd4");
+    assert.equal(native.convKernel(split, "weight"), "winograd F(4x4,3x3)");
     native.setConvAlgorithm("direct");
     assert.equal(native.convKernel(split, "weight"), "im2col+gemm");
     assert.equal(native.convKernel(convGeometry(4, 1, 12, 11, 3, 3, 1, 1), "weight"), "direct (few taps)");

@@ -85,11 +85,10 @@ export interface NativeAddon
 }
 
 /**
- * How 3x3 stride-1 convolutions run: "auto" times Winograd F(2x2,3x3), Winograd F(4x4,3x3) (forward and
- * input gradient only) and im2col + GEMM the first time a shape is seen on this machine and records the
+ * How 3x3 stride-1 convolutions run: "auto" times Winograd F(2x2,3x3), Winograd F(4x4,3x3) and
+ * im2col + GEMM for each pass the first time a shape is seen on this machine and records the
  * fastest in the kernel cache file (`info().kernelCache`), so later processes reuse the choice and give
- * bit-identical results; the others force one ("winograd4": F(4x4,3x3) where it exists, F(2x2,3x3) for
- * weight gradients). The environment variable VGG_CONV_ALGO sets it at load.
+ * bit-identical results; the others force one. The environment variable VGG_CONV_ALGO sets it at load.
  */
 export type ConvAlgorithm = "auto" | "direct" | "winograd" | "winograd4";
 
