@@ -852,7 +852,15 @@ const char* conv_kernel_name(const ConvShape& s, bool backward) {
 const char* conv_weight_kernel_name(const ConvShape& s) {
   // The same order of choices as conv2d_backward_weight.
   if (dense_applies(s)) return "dense (tiny plane)";
-  if (use_batched(s)) return "im2col+gemm (batch)";
+  if (use_batched(s)) {
+    if (!(s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim))
+      return "im2col+gemm (batch)";
+    const int tile = known_winograd_tile(s, kBackwardWeight, kSmallPlanes);
+    return tile < 0     ? "not measured yet"
+           : tile == 4 ? "winograd F(4x4,3x3) (batch)"
+           : tile == 2 ? "winograd F(2x2,3x3) (batch)"
+                       : "im2col+gemm (batch)";
+  }
   if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim) {
     const int tile = known_winograd_tile(s, kBackwardWeight);
     if (tile < 0) return "not measured yet";
@@ -1053,6 +1061,48 @@ int winograd_weight_tile(const ConvShape& s, const float* dy, const float* x) {
       });
 }
 
+// The weight gradient by Winograd with this output tile (2 or 4) over the whole batch: each thread sums its
+// images' tiles into a private Winograd-domain M (16 or 36, cOut, cIn); the partial sums are added in
+// thread order, then each filter is transformed back (G^T M G).
+void winograd_weight_batch(int tile, float* dw, const float* dy, const float* x, const ConvShape& s) {
+  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w;
+  const bool four = tile == 4;
+  const int64_t m_size = four ? winograd4_weight_acc_size(s.c_out, s.c_in) : winograd_weight_acc_size(s.c_out, s.c_in);
+  float* partial[256] = {};
+  parallel_run(
+      [&](int ith, int nth) {
+        float* acc = winograd_accumulator(m_size);
+        partial[ith] = acc;
+        bool first = true;
+        int64_t b0, b1;
+        split_range(s.n, ith, nth, 1, &b0, &b1);
+        const int64_t group = winograd_group(s, tile);
+        for (int64_t b = b0; b < b1; b += group) {
+          const float* dyb = dy + b * s.c_out * plane;
+          const int64_t images = std::min(group, b1 - b);
+          if (four)
+            winograd4_weight_grad_images(acc, dyb, x + b * x_size, images, s, !first);
+          else
+            winograd_weight_grad_images(acc, dyb, x + b * x_size, images, s, !first);
+          first = false;
+        }
+        if (first) std::memset(acc, 0, m_size * sizeof(float));
+        barrier(nth);
+        int64_t i0, i1;
+        split_range(m_size, ith, nth, 16, &i0, &i1);
+        for (int t = 1; t < nth; t++)
+          for (int64_t i = i0; i < i1; i++) partial[0][i] += partial[t][i];
+        barrier(nth);
+        int64_t f0, f1;
+        split_range(s.c_out * s.c_in, ith, nth, 1, &f0, &f1);
+        if (four)
+          winograd4_weight_grad_finish(dw, partial[0], s.c_out, s.c_in, f0, f1);
+        else
+          winograd_weight_grad_finish(dw, partial[0], s.c_out, s.c_in, f0, f1);
+      },
+      std::min<int64_t>(s.n, 256));
+}
+
 void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const int64_t w_size = s.c_out * kdim;
@@ -1060,45 +1110,18 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
   if (dense_applies(s)) {
     dense_backward_weight(dw, dy, x, s);
   } else if (use_batched(s)) {
-    batched_backward_weight(dw, dy, x, s);
+    // Small planes: the whole batch as one GEMM, or Winograd over the batch, as measured.
+    int tile = 0;
+    if (s.n > 0 && winograd_applies(s) && split_over_batch(s.n) && kdim_of(s) > kSmallKdim)
+      tile = winograd_tile(
+          s, kBackwardWeight, [&] { batched_backward_weight(dw, dy, x, s); },
+          [&](int t) { winograd_weight_batch(t, dw, dy, x, s); }, kSmallPlanes);
+    if (tile)
+      winograd_weight_batch(tile, dw, dy, x, s);
+    else
+      batched_backward_weight(dw, dy, x, s);
   } else if (const int tile = winograd_weight_tile(s, dy, x)) {
-    // Winograd: each thread sums its images' tiles into a private Winograd-domain M (16 or 36, cOut, cIn);
-    // the partial sums are added in thread order, then each filter is transformed back (G^T M G).
-    const bool four = tile == 4;
-    const int64_t m_size = four ? winograd4_weight_acc_size(s.c_out, s.c_in) : winograd_weight_acc_size(s.c_out, s.c_in);
-    float* partial[256] = {};
-    parallel_run(
-        [&](int ith, int nth) {
-          float* acc = winograd_accumulator(m_size);
-          partial[ith] = acc;
-          bool first = true;
-          int64_t b0, b1;
-          split_range(s.n, ith, nth, 1, &b0, &b1);
-          const int64_t group = winograd_group(s, tile);
-          for (int64_t b = b0; b < b1; b += group) {
-            const float* dyb = dy + b * s.c_out * plane;
-            const int64_t images = std::min(group, b1 - b);
-            if (four)
-              winograd4_weight_grad_images(acc, dyb, x + b * x_size, images, s, !first);
-            else
-              winograd_weight_grad_images(acc, dyb, x + b * x_size, images, s, !first);
-            first = false;
-          }
-          if (first) std::memset(acc, 0, m_size * sizeof(float));
-          barrier(nth);
-          int64_t i0, i1;
-          split_range(m_size, ith, nth, 16, &i0, &i1);
-          for (int t = 1; t < nth; t++)
-            for (int64_t i = i0; i < i1; i++) partial[0][i] += partial[t][i];
-          barrier(nth);
-          int64_t f0, f1;
-          split_range(s.c_out * s.c_in, ith, nth, 1, &f0, &f1);
-          if (four)
-            winograd4_weight_grad_finish(dw, partial[0], s.c_out, s.c_in, f0, f1);
-          else
-            winograd_weight_grad_finish(dw, partial[0], s.c_out, s.c_in, f0, f1);
-        },
-        std::min<int64_t>(s.n, 256));
+    winograd_weight_batch(tile, dw, dy, x, s);
   } else if (split_over_batch(s.n)) {
     // Thread 0 accumulates into dw, the others into private partial sums, then all add them up.
     float* partial[256] = {};
