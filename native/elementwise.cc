@@ -3,6 +3,7 @@
 // aligned chunks (16 floats) so no two threads write the same cache line.
 #include "elementwise.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "threadpool.h"
@@ -55,6 +56,11 @@ void mul(float* y, const float* x, const float* mask, int64_t len) {
 }
 
 void dropout_mask(float* mask, int64_t len, double p, float keep, uint32_t* state) {
+  // u = r / 2^32 >= p exactly when the integer r >= ceil(p 2^32) (p 2^32 is exact in double): compared as
+  // integers and selected with a bit mask, since a branch on a coin flip mispredicts half the time.
+  const uint64_t threshold = static_cast<uint64_t>(std::ceil(p * 4294967296.0));
+  uint32_t keep_bits;
+  std::memcpy(&keep_bits, &keep, sizeof keep_bits);
   uint32_t s0 = state[0], s1 = state[1], s2 = state[2], s3 = state[3];
   auto rotl = [](uint32_t x, int k) { return (x << k) | (x >> (32 - k)); };
   for (int64_t i = 0; i < len; i++) {
@@ -66,7 +72,8 @@ void dropout_mask(float* mask, int64_t len, double p, float keep, uint32_t* stat
     s0 ^= s3;
     s2 ^= t;
     s3 = rotl(s3, 11);
-    mask[i] = static_cast<double>(result) / 4294967296.0 >= p ? keep : 0.0f;
+    const uint32_t bits = keep_bits & (0u - static_cast<uint32_t>(result >= threshold));
+    std::memcpy(mask + i, &bits, sizeof bits);
   }
   state[0] = s0, state[1] = s1, state[2] = s2, state[3] = s3;
 }
