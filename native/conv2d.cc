@@ -496,6 +496,7 @@ struct DerivedWeights {
   DerivedKey key;
   std::vector<float> w, u;
   uint64_t last_use;
+  const float* source;  // the array it was made from
 };
 constexpr size_t kDerivedCacheEntries = 32;
 constexpr int64_t kDerivedCacheFloats = int64_t{1} << 26;  // 256 MiB of weights and derived floats per thread
@@ -511,6 +512,16 @@ const float* derived_weights(const DerivedKey& key, const float* w, int64_t w_si
       e.last_use = ++clock;
       return e.u.data();
     }
+  // The same array with new contents (an optimiser step, every training step): the entry is remade in
+  // place, without new memory (whose pages would be faulted in and zeroed again).
+  for (DerivedWeights& e : cache)
+    if (e.key == key && e.source == w && static_cast<int64_t>(e.w.size()) == w_size &&
+        static_cast<int64_t>(e.u.size()) == floats) {
+      std::memcpy(e.w.data(), w, w_size * sizeof(float));
+      make(e.u.data());
+      e.last_use = ++clock;
+      return e.u.data();
+    }
   const int64_t entry_floats = w_size + floats;
   int64_t held = 0;
   for (const DerivedWeights& e : cache) held += static_cast<int64_t>(e.w.size() + e.u.size());
@@ -522,7 +533,7 @@ const float* derived_weights(const DerivedKey& key, const float* w, int64_t w_si
     held -= static_cast<int64_t>(oldest->w.size() + oldest->u.size());
     cache.erase(oldest);
   }
-  DerivedWeights e{key, std::vector<float>(w, w + w_size), std::vector<float>(static_cast<size_t>(floats)), ++clock};
+  DerivedWeights e{key, std::vector<float>(w, w + w_size), std::vector<float>(static_cast<size_t>(floats)), ++clock, w};
   make(e.u.data());
   if (entry_floats > kDerivedCacheFloats) {
     // Too large to keep: hand out a buffer that lives until the next call.
@@ -543,7 +554,7 @@ const float* transformed_weights_of(const float* w, int64_t c_out, int64_t c_in,
   const DerivedKey key{tile, flipped ? 1 : 0, c_out, c_in};
   return derived_weights(key, w, w_size, floats, [&](float* u) {
     const float* g = w;
-    std::vector<float> turned;
+    static thread_local std::vector<float> turned;
     if (flipped) {
       turned.resize(static_cast<size_t>(w_size));
       for (int64_t co = 0; co < c_out; co++)

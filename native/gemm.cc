@@ -380,6 +380,11 @@ void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const floa
 
 int64_t packed_a_size(int64_t m, int64_t k) { return (m + MR - 1) / MR * MR * k; }
 
+PackedALayout packed_a_layout(int64_t m, int64_t k) {
+  static_assert(MR == 6, "PackedALayout::offset assumes 6-row panels");
+  return PackedALayout{(m + MR - 1) / MR * MR, k, k_step_of(k)};
+}
+
 void pack_a_all(float* dst, const float* a, int64_t lda, bool trans_a, int64_t m, int64_t k) {
   const int64_t k_step = k_step_of(k), m_padded = (m + MR - 1) / MR * MR;
   for (int64_t pc = 0; pc < k; pc += k_step) pack_a(dst + pc * m_padded, a, lda, trans_a, 0, pc, m, std::min(k_step, k - pc));

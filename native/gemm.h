@@ -46,6 +46,15 @@ void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, boo
 // op(A) (m, k) packed once into the layout the driver reads, for many GEMMs sharing the same A (Winograd's
 // transformed weights): packed_a_size floats, filled by pack_a_all, consumed by sgemm_serial_packed_a.
 int64_t packed_a_size(int64_t m, int64_t k);
+/** Where pack_a_all puts op(A)[i][p] of an (m, k) matrix: row panels of 6 within each k block. */
+struct PackedALayout {
+  int64_t m_padded, k, k_step;
+  int64_t offset(int64_t i, int64_t p) const {
+    const int64_t pc = p / k_step * k_step, kc = k - pc < k_step ? k - pc : k_step;
+    return pc * m_padded + (i - i % 6) * kc + (p - pc) * 6 + i % 6;
+  }
+};
+PackedALayout packed_a_layout(int64_t m, int64_t k);
 void pack_a_all(float* dst, const float* a, int64_t lda, bool trans_a, int64_t m, int64_t k);
 // c (m, n) = packed_a (m, k) x b (k, n) row stride ldb + beta * c.
 void sgemm_serial_packed_a(float* c, int64_t ldc, const float* packed_a, const float* b, int64_t ldb, int64_t m,

@@ -44,44 +44,50 @@ void fill_strip(float* strip, int64_t strip_w, int rows, const float* xc, const 
 }
 
 void transform_weights(float* packed, const float* w, int64_t c_out, int64_t c_in, int points,
-                       void (*filter)(const float* g, float* u, int64_t plane)) {
+                       void (*filters8)(const float* g, int64_t nb, float* out)) {
   const int64_t plane = c_out * c_in, block = packed_a_size(c_out, c_in);
-  static thread_local std::vector<float> scratch;
-  scratch.resize(static_cast<size_t>(points * plane));
-  float* u = scratch.data();
-  // Filters split over the threads, then the matrices: each output float is written by one thread.
+  const PackedALayout layout = packed_a_layout(c_out, c_in);
+  // The panel rows past cOut are zeros (the GEMM reads whole 6-row panels).
+  if (layout.m_padded > c_out)
+    for (int e = 0; e < points; e++)
+      for (int64_t i = c_out; i < layout.m_padded; i++)
+        for (int64_t p = 0; p < c_in; p++) packed[e * block + layout.offset(i, p)] = 0.0f;
   parallel_run(
       [&](int ith, int nth) {
         int64_t f0, f1;
         split_range(plane, ith, nth, 64, &f0, &f1);
-        for (int64_t f = f0; f < f1; f++) filter(w + f * 9, u + f, plane);
+        float out[64 * 8];
+        for (int64_t fb = f0; fb < f1; fb += 8) {
+          const int64_t nb = std::min<int64_t>(8, f1 - fb);
+          filters8(w + fb * 9, nb, out);
+          for (int64_t l = 0; l < nb; l++) {
+            const int64_t f = fb + l, at = layout.offset(f / c_in, f % c_in);
+            for (int e = 0; e < points; e++) packed[e * block + at] = out[e * 8 + l];
+          }
+        }
       },
       (plane + 63) / 64);
-  parallel_run(
-      [&](int ith, int nth) {
-        int64_t e0, e1;
-        split_range(points, ith, nth, 1, &e0, &e1);
-        for (int64_t e = e0; e < e1; e++) pack_a_all(packed + e * block, u + e * plane, c_in, false, c_out, c_in);
-      },
-      points);
 }
 
 int64_t winograd_weights_size(int64_t c_out, int64_t c_in) { return 16 * packed_a_size(c_out, c_in); }
 
 void winograd_prepare_weights(float* packed, const float* w, int64_t c_out, int64_t c_in) {
-  transform_weights(packed, w, c_out, c_in, 16, [](const float* g, float* u, int64_t plane) {
-    float t[4][3];  // G g: (4, 3)
-    for (int j = 0; j < 3; j++) {
-      t[0][j] = g[j];
-      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-      t[3][j] = g[6 + j];
-    }
-    for (int i = 0; i < 4; i++) {  // (G g) G^T: (4, 4)
-      u[(i * 4 + 0) * plane] = t[i][0];
-      u[(i * 4 + 1) * plane] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-      u[(i * 4 + 2) * plane] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-      u[(i * 4 + 3) * plane] = t[i][2];
+  transform_weights(packed, w, c_out, c_in, 16, [](const float* g, int64_t nb, float* out) {
+    for (int64_t l = 0; l < nb; l++) {
+      const float* gl = g + l * 9;
+      float t[4][3];  // G g: (4, 3)
+      for (int j = 0; j < 3; j++) {
+        t[0][j] = gl[j];
+        t[1][j] = 0.5f * (gl[j] + gl[3 + j] + gl[6 + j]);
+        t[2][j] = 0.5f * (gl[j] - gl[3 + j] + gl[6 + j]);
+        t[3][j] = gl[6 + j];
+      }
+      for (int i = 0; i < 4; i++) {  // (G g) G^T: (4, 4)
+        out[(i * 4 + 0) * 8 + l] = t[i][0];
+        out[(i * 4 + 1) * 8 + l] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+        out[(i * 4 + 2) * 8 + l] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+        out[(i * 4 + 3) * 8 + l] = t[i][2];
+      }
     }
   });
 }

@@ -22,10 +22,11 @@ struct PoolTarget {
 // strip of rows strip_w wide whose column j holds x column j - padW, zeros outside the image.
 void fill_strip(float* strip, int64_t strip_w, int rows, const float* xc, const ConvShape& s, int64_t iy0);
 // packed = the `points` transformed matrices U_e (cOut, cIn) of the 3x3 filters w (cOut, cIn, 3, 3), each
-// packed once for the GEMMs: filter(g, u, plane) writes one filter's points at u[e * plane], then the
-// matrices are packed. Both steps are split over the threads.
+// in the layout the GEMMs read (pack_a_all's): filters8(g, nb, out) writes the points of nb <= 8 filters
+// (filter l at g + 9 l) at out[e * 8 + l], and each value goes straight to its packed place. Split over
+// the threads by blocks of filters.
 void transform_weights(float* packed, const float* w, int64_t c_out, int64_t c_in, int points,
-                       void (*filter)(const float* g, float* u, int64_t plane));
+                       void (*filters8)(const float* g, int64_t nb, float* out));
 
 // The input transform's loop for output tiles kTile x kTile (F(kTile x kTile, 3x3)): for every input
 // channel and every run of tiles along a tile row among tiles [t0, t0 + nt) (numbered image after image,
