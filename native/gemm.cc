@@ -10,6 +10,7 @@
 
 #include "isa.h"
 #include "threadpool.h"
+#include "workspace.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -257,8 +258,8 @@ struct PackBuffers {
   float* a = nullptr;
   float* b = nullptr;
   PackBuffers() {
-    a = static_cast<float*>(std::aligned_alloc(64, MC * KC * sizeof(float)));
-    b = static_cast<float*>(std::aligned_alloc(64, KC * NC * sizeof(float)));
+    a = static_cast<float*>(workspace_alloc(MC * KC * sizeof(float)));
+    b = static_cast<float*>(workspace_alloc(KC * NC * sizeof(float)));
   }
   ~PackBuffers() {
     std::free(a);
