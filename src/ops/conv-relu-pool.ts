@@ -100,8 +100,10 @@ export function conv2dReluMaxPool2d(
       const wantW = weight.requiresGrad || (bias?.requiresGrad ?? false);
       const dw = wantW ? new Float32Array(weight.size) : null;
       const db = wantW && bias ? new Float32Array(g.cOut) : null;
-      const dwChunk = wantW ? new Float32Array(weight.size) : null;
-      const dbChunk = db ? new Float32Array(g.cOut) : null;
+      // The first chunk's weight gradient goes straight to dw; later ones are added to it.
+      const chunked = g.n > k;
+      const dwChunk = wantW && chunked ? new Float32Array(weight.size) : null;
+      const dbChunk = db && chunked ? new Float32Array(g.cOut) : null;
       const dconv = takeFloat32(k * convImage);
       for (let n0 = 0; n0 < g.n; n0 += k) {
         const m = Math.min(k, g.n - n0);
@@ -126,10 +128,11 @@ export function conv2dReluMaxPool2d(
             gm,
             reluMask ? reluMask.subarray(n0 * xImage, (n0 + m) * xImage) : null,
           );
-        if (dw && dwChunk) {
+        if (dw && n0 === 0) be.conv2dBackwardWeight(dw, db, d, xm, gm);
+        else if (dw && dwChunk) {
           be.conv2dBackwardWeight(dwChunk, dbChunk, d, xm, gm);
-          for (let i = 0; i < dw.length; i++) dw[i] += dwChunk[i];
-          if (db && dbChunk) for (let i = 0; i < db.length; i++) db[i] += dbChunk[i];
+          be.addInPlace(dw, dwChunk);
+          if (db && dbChunk) be.addInPlace(db, dbChunk);
         }
       }
       give(dconv);

@@ -106,8 +106,9 @@ export function linear(
     if (weight.requiresGrad)
       backend().gemm((dw = takeFloat32(weight.size)), dy, x.data, out, inF, rows, true, false, 0);
     if (!bias) return [dx, dw];
+    // db = the column sums of dy, as the product ones (1, rows) x dy (rows, out).
     const db = new Float32Array(out);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < out; j++) db[j] += dy[r * out + j];
+    backend().gemm(db, new Float32Array(rows).fill(1), dy, 1, out, rows, false, false, 0);
     return [dx, dw, db];
   });
 }
