@@ -704,37 +704,34 @@ constexpr const char* kWinograd2Name = "winograd";
 constexpr const char* kWinograd4Name = "winograd4";
 int tile_of_name(const std::string& name) { return name == kWinograd4Name ? 4 : name == kWinograd2Name ? 2 : 0; }
 
-// The forced or recorded way for this pass without measuring: 0, 2 or 4 (2 where `four` is false, i.e. the
-// pass has no F(4x4) kernel), or -1 when Auto has not measured it yet.
-int known_winograd_tile(const ConvShape& s, const char* pass, const char* mode = nullptr, bool four = true) {
+// The forced or recorded way for this pass without measuring: 0, 2 or 4, or -1 when Auto has not measured
+// it yet.
+int known_winograd_tile(const ConvShape& s, const char* pass, const char* mode = nullptr) {
   if (g_algorithm == ConvAlgorithm::Direct) return 0;
   if (g_algorithm == ConvAlgorithm::Winograd) return 2;
-  if (g_algorithm == ConvAlgorithm::Winograd4) return four ? 4 : 2;
+  if (g_algorithm == ConvAlgorithm::Winograd4) return 4;
   const std::string known = kernel_cache_get(key_of(s, pass, mode));
-  if (known.empty()) return -1;
-  const int tile = tile_of_name(known);
-  return four || tile != 4 ? tile : 2;
+  return known.empty() ? -1 : tile_of_name(known);
 }
 
-// Which way this pass runs: 0 (im2col/direct), 2 (Winograd F(2x2,3x3)) or 4 (F(4x4,3x3), when `four`).
+// Which way this pass runs: 0 (im2col/direct), 2 (Winograd F(2x2,3x3)) or 4 (F(4x4,3x3)).
 // In Auto mode, unless the cache already knows, the first call times every way (each run five times,
 // interleaved, keeping the fastest: the choice is kept for good, so it must survive a busy machine);
 // `direct` and `winograd(tile)` compute the same thing: one group of images (what one Winograd call gets)
 // on the calling thread, one image over the threads, or the whole batch (small planes).
 template <typename D, typename W>
-int winograd_tile(const ConvShape& s, const char* pass, D&& direct, W&& winograd, const char* mode = nullptr,
-                  bool four = true) {
-  const int known = known_winograd_tile(s, pass, mode, four);
+int winograd_tile(const ConvShape& s, const char* pass, D&& direct, W&& winograd, const char* mode = nullptr) {
+  const int known = known_winograd_tile(s, pass, mode);
   if (known >= 0) return known;
   // The first runs also warm caches and workspaces.
-  double td = seconds(direct), t2 = seconds([&] { winograd(2); }), t4 = four ? seconds([&] { winograd(4); }) : 0.0;
+  double td = seconds(direct), t2 = seconds([&] { winograd(2); }), t4 = seconds([&] { winograd(4); });
   for (int i = 0; i < 4; i++) {
     td = std::min(td, seconds(direct));
     t2 = std::min(t2, seconds([&] { winograd(2); }));
-    if (four) t4 = std::min(t4, seconds([&] { winograd(4); }));
+    t4 = std::min(t4, seconds([&] { winograd(4); }));
   }
   const char* best = t2 < td ? kWinograd2Name : kDirectName;
-  if (four && t4 < std::min(td, t2)) best = kWinograd4Name;
+  if (t4 < std::min(td, t2)) best = kWinograd4Name;
   return tile_of_name(kernel_cache_put(key_of(s, pass, mode), best));
 }
 
