@@ -49,6 +49,21 @@ void micro_portable(float* c, int64_t ldc, const float* pa, const float* pb, int
 }
 
 #ifdef VGG_X86
+// One row of a micro-tile's 16 results to C: plus C when `accumulate`, plus *bias when given, then ReLU.
+__attribute__((target("avx2,fma"), always_inline)) inline void store_row_avx2(float* cr, __m256 v0, __m256 v1,
+                                                                             bool accumulate, const float* bias,
+                                                                             bool relu) {
+  if (accumulate) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr)), v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
+  if (bias) {
+    const __m256 bv = _mm256_set1_ps(*bias);
+    v0 = _mm256_add_ps(v0, bv), v1 = _mm256_add_ps(v1, bv);
+  }
+  // max(0, v) returns v when v is NaN (like the reference's `v < 0 ? 0 : v`).
+  const __m256 zero = _mm256_setzero_ps();
+  if (relu) v0 = _mm256_max_ps(zero, v0), v1 = _mm256_max_ps(zero, v1);
+  _mm256_storeu_ps(cr, v0), _mm256_storeu_ps(cr + 8, v1);
+}
+
 __attribute__((target("avx2,fma"))) void micro_avx2(float* c, int64_t ldc, const float* pa, const float* pb,
                                                     int64_t kc, bool accumulate, const float* bias, bool relu) {
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps();
@@ -77,20 +92,8 @@ __attribute__((target("avx2,fma"))) void micro_avx2(float* c, int64_t ldc, const
     pa += MR;
     pb += NR;
   }
-  __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  const __m256 zero = _mm256_setzero_ps();
-  for (int r = 0; r < MR; r++) {
-    float* cr = c + r * ldc;
-    __m256 v0 = rows[r][0], v1 = rows[r][1];
-    if (accumulate) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr)), v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
-    if (bias) {
-      const __m256 bv = _mm256_set1_ps(bias[r]);
-      v0 = _mm256_add_ps(v0, bv), v1 = _mm256_add_ps(v1, bv);
-    }
-    // max(0, v) returns v when v is NaN (like the reference's `v < 0 ? 0 : v`).
-    if (relu) v0 = _mm256_max_ps(zero, v0), v1 = _mm256_max_ps(zero, v1);
-    _mm256_storeu_ps(cr, v0), _mm256_storeu_ps(cr + 8, v1);
-  }
+  const __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  for (int r = 0; r < MR; r++) store_row_avx2(c + r * ldc, rows[r][0], rows[r][1], accumulate, bias ? bias + r : nullptr, relu);
 }
 
 // The micro-kernel for the last rows < MR of a block (a batch of 128 ends in a 2-row tile): the same sums
@@ -112,19 +115,8 @@ __attribute__((target("avx2,fma"))) void micro_avx2_rows(float* c, int64_t ldc, 
     pa += MR;
     pb += NR;
   }
-  const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 6
-  for (int r = 0; r < Rows; r++) {
-    float* cr = c + r * ldc;
-    __m256 v0 = acc[r][0], v1 = acc[r][1];
-    if (accumulate) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr)), v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
-    if (bias) {
-      const __m256 bv = _mm256_set1_ps(bias[r]);
-      v0 = _mm256_add_ps(v0, bv), v1 = _mm256_add_ps(v1, bv);
-    }
-    if (relu) v0 = _mm256_max_ps(zero, v0), v1 = _mm256_max_ps(zero, v1);
-    _mm256_storeu_ps(cr, v0), _mm256_storeu_ps(cr + 8, v1);
-  }
+  for (int r = 0; r < Rows; r++) store_row_avx2(c + r * ldc, acc[r][0], acc[r][1], accumulate, bias ? bias + r : nullptr, relu);
 }
 #endif
 
