@@ -52,25 +52,26 @@ export function checkPool(g: Pool2dGeometry): { x: number; y: number } {
   return { x: g.n * g.c * g.h * g.w, y: g.n * g.c * g.outH * g.outW };
 }
 
+/** The sizes of a GEMM and its C (m, n) and A (m, k), shared by gemm and gemmPackedB. */
+function checkGemmCA(c: Float32Array, a: Float32Array, m: number, n: number, k: number): void {
+  expectSize("m", m);
+  expectSize("n", n);
+  expectSize("k", k);
+  expectLength("C", c, m * n);
+  expectLength("A", a, m * k);
+}
+
 /**
  * The argument checks of every Backend method, named as the methods: both backends call these first, so
  * a bad call fails the same way whichever backend runs it.
  */
 export const checkArgs = {
   gemm(c: Float32Array, a: Float32Array, b: Float32Array, m: number, n: number, k: number): void {
-    expectSize("m", m);
-    expectSize("n", n);
-    expectSize("k", k);
-    expectLength("C", c, m * n);
-    expectLength("A", a, m * k);
+    checkGemmCA(c, a, m, n, k);
     expectLength("B", b, k * n);
   },
   gemmPackedB(c: Float32Array, a: Float32Array, packed: Float32Array, m: number, n: number, k: number): void {
-    expectSize("m", m);
-    expectSize("n", n);
-    expectSize("k", k);
-    expectLength("C", c, m * n);
-    expectLength("A", a, m * k);
+    checkGemmCA(c, a, m, n, k);
     expectLength("packed", packed, packedGemmBSize(n, k));
   },
   conv2dForward(

@@ -33,7 +33,18 @@ export interface NativeInfo {
  * tests of the C++ argument guards.
  */
 export interface NativeAddon
-  extends Omit<Backend, "name" | "gemm" | "conv2dBackwardInput" | "maxPool2dBackward"> {
+  extends Omit<
+      Backend,
+      | "name"
+      | "gemm"
+      | "conv2dBackwardInput"
+      | "maxPool2dBackward"
+      | "gemmPackB"
+      | "gemmPackedB"
+      | "dropoutMask"
+    >,
+    // The Backend's optional kernels that the addon always has.
+    Required<Pick<Backend, "gemmPackB" | "gemmPackedB" | "dropoutMask">> {
   gemm(
     c: Float32Array,
     a: Float32Array,
@@ -53,17 +64,6 @@ export interface NativeAddon
     bias: Float32Array | null,
     g: Conv2dGeometry,
   ): boolean;
-  gemmPackB(b: Float32Array, n: number, k: number, transB: boolean): Float32Array;
-  dropoutMask(mask: Float32Array, p: number, keep: number, state: Uint32Array): void;
-  gemmPackedB(
-    c: Float32Array,
-    a: Float32Array,
-    packed: Float32Array,
-    m: number,
-    n: number,
-    k: number,
-    beta: number,
-  ): void;
   conv2dBackwardInput(
     dx: Float32Array,
     dy: Float32Array,
