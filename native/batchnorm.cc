@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "threadpool.h"
 
@@ -14,50 +15,55 @@ namespace {
 constexpr int64_t kBlock = 256;
 constexpr int kLanes = 8;
 
-// Adds sum(x[p] - shift) to *s1 and, with `squares`, sum((x[p] - shift)^2) to *s2, over one row.
-void row_sums(const float* x, int64_t len, float shift, bool squares, double* s1, double* s2) {
+// Adds sum(u) to *s1 and sum(v) to *s2 over p in [0, len), where terms(p, u, v) sets the two terms of p: in
+// 8 float lanes per block of kBlock values (u, v float), the block's tail and the blocks' sums in double.
+template <typename Terms>
+void block_sums(int64_t len, Terms&& terms, double* s1, double* s2) {
   for (int64_t p0 = 0; p0 < len; p0 += kBlock) {
     const int64_t p1 = std::min(len, p0 + kBlock);
     float a[kLanes] = {}, b[kLanes] = {};
     int64_t p = p0;
     for (; p + kLanes <= p1; p += kLanes)
       for (int l = 0; l < kLanes; l++) {
-        const float d = x[p + l] - shift;
-        a[l] += d;
-        b[l] += d * d;
+        float u, v;
+        terms(p + l, u, v);
+        a[l] += u;
+        b[l] += v;
       }
     double t1 = 0.0, t2 = 0.0;
     for (int l = 0; l < kLanes; l++) t1 += a[l], t2 += b[l];
     for (; p < p1; p++) {
-      const double d = static_cast<double>(x[p]) - shift;
-      t1 += d;
-      t2 += d * d;
-    }
-    *s1 += t1;
-    if (squares) *s2 += t2;
-  }
-}
-
-// Adds sum(g[p]) to *s1 and sum(g[p] * (x[p] - mean)) to *s2, over one row.
-void grad_sums(const float* g, const float* x, int64_t len, float mean, double* s1, double* s2) {
-  for (int64_t p0 = 0; p0 < len; p0 += kBlock) {
-    const int64_t p1 = std::min(len, p0 + kBlock);
-    float a[kLanes] = {}, b[kLanes] = {};
-    int64_t p = p0;
-    for (; p + kLanes <= p1; p += kLanes)
-      for (int l = 0; l < kLanes; l++) {
-        a[l] += g[p + l];
-        b[l] += g[p + l] * (x[p + l] - mean);
-      }
-    double t1 = 0.0, t2 = 0.0;
-    for (int l = 0; l < kLanes; l++) t1 += a[l], t2 += b[l];
-    for (; p < p1; p++) {
-      t1 += g[p];
-      t2 += static_cast<double>(g[p]) * (static_cast<double>(x[p]) - mean);
+      double u, v;
+      terms(p, u, v);
+      t1 += u;
+      t2 += v;
     }
     *s1 += t1;
     *s2 += t2;
   }
+}
+
+// Adds sum(x[p] - shift) to *s1 and sum((x[p] - shift)^2) to *s2, over one row.
+void row_sums(const float* x, int64_t len, float shift, double* s1, double* s2) {
+  block_sums(
+      len,
+      [=](int64_t p, auto& u, auto& v) {
+        using T = std::remove_reference_t<decltype(u)>;
+        const T d = static_cast<T>(x[p]) - shift;
+        u = d, v = d * d;
+      },
+      s1, s2);
+}
+
+// Adds sum(g[p]) to *s1 and sum(g[p] * (x[p] - mean)) to *s2, over one row.
+void grad_sums(const float* g, const float* x, int64_t len, float mean, double* s1, double* s2) {
+  block_sums(
+      len,
+      [=](int64_t p, auto& u, auto& v) {
+        using T = std::remove_reference_t<decltype(u)>;
+        u = g[p], v = static_cast<T>(g[p]) * (static_cast<T>(x[p]) - mean);
+      },
+      s1, s2);
 }
 
 }  // namespace
@@ -72,11 +78,11 @@ void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, c
         for (int64_t ch = c0; ch < c1; ch++) {
           // Two passes: the mean, then the squared deviations from it (no cancellation when |mean| >> std).
           double sum = 0.0, unused = 0.0;
-          for (int64_t b = 0; b < n; b++) row_sums(x + (b * c + ch) * hw, hw, 0.0f, false, &sum, &unused);
+          for (int64_t b = 0; b < n; b++) row_sums(x + (b * c + ch) * hw, hw, 0.0f, &sum, &unused);
           const double mean = sum / count;
           const float mean_f = static_cast<float>(mean);
           double dev = 0.0, sq = 0.0;
-          for (int64_t b = 0; b < n; b++) row_sums(x + (b * c + ch) * hw, hw, mean_f, true, &dev, &sq);
+          for (int64_t b = 0; b < n; b++) row_sums(x + (b * c + ch) * hw, hw, mean_f, &dev, &sq);
           // The deviations were taken from mean rounded to float: remove that offset's share exactly.
           const double var = std::max(0.0, sq / count - (dev / count) * (dev / count));
           const double inv_std = 1.0 / std::sqrt(var + eps);
