@@ -21,8 +21,16 @@ const enabled = typeof process === "undefined" || process.env?.VGG_BUFFER_POOL !
 /** Free ArrayBuffers by byte length. */
 const free = new Map<number, ArrayBuffer[]>();
 let freeBytes = 0;
-/** The most free bytes kept; beyond it a returned buffer is left to the garbage collector. */
-const limitBytes = 4 * 1024 ** 3;
+/**
+ * The most free bytes kept. When a returned buffer would pass it, free buffers of the sizes asked for
+ * least recently go first (a training run's last, smaller batch and the test batches leave sizes that
+ * are not asked for again until the next epoch end); only when none older than its own size is left is
+ * the returned buffer itself left to the garbage collector.
+ */
+let limitBytes = 4 * 1024 ** 3;
+/** When each size was last asked for (a counter of `take` calls). */
+const lastAsked = new Map<number, number>();
+let asks = 0;
 /** ArrayBuffers that came from the pool (or were made by it); only these go back. */
 const pooled = new WeakSet<ArrayBuffer>();
 /** ArrayBuffers that are (or share memory with) a tensor handed to the caller. */
@@ -36,6 +44,7 @@ const inPool = new WeakSet<ArrayBuffer>();
 
 function take(bytes: number): ArrayBuffer {
   if (enabled && bytes >= MIN_BYTES) {
+    lastAsked.set(bytes, ++asks);
     const list = free.get(bytes);
     const buf = list?.pop();
     if (buf) {
@@ -66,13 +75,36 @@ export function give(a: Float32Array | Int32Array | null | undefined): void {
   const buf = a.buffer as ArrayBuffer;
   if (!pooled.has(buf) || exposed.has(buf) || inPool.has(buf)) return;
   const bytes = buf.byteLength;
-  if (freeBytes + bytes > limitBytes) return;
+  if (freeBytes + bytes > limitBytes && !evictOlderThan(bytes, freeBytes + bytes - limitBytes)) return;
   inPool.add(buf);
   owners.delete(buf);
   let list = free.get(bytes);
   if (!list) free.set(bytes, (list = []));
   list.push(buf);
   freeBytes += bytes;
+}
+
+/**
+ * Drops free buffers of sizes asked for before `bytes` was, oldest first, until `need` bytes are gone.
+ * Returns whether it got there.
+ */
+function evictOlderThan(bytes: number, need: number): boolean {
+  const own = lastAsked.get(bytes) ?? 0;
+  const sizes = [...free.keys()]
+    .filter((b) => (lastAsked.get(b) ?? 0) < own)
+    .sort((a, b) => (lastAsked.get(a) ?? 0) - (lastAsked.get(b) ?? 0));
+  for (const size of sizes) {
+    const list = free.get(size) as ArrayBuffer[];
+    while (list.length > 0 && need > 0) {
+      const old = list.pop() as ArrayBuffer;
+      inPool.delete(old);
+      freeBytes -= size;
+      need -= size;
+    }
+    if (list.length === 0) free.delete(size);
+    if (need <= 0) return true;
+  }
+  return false;
 }
 
 /** Records t as the owner of its (pooled) buffer; views that share it are not owners. */
@@ -100,6 +132,13 @@ export function releaseInternal(t: Tensor): void {
   if (!internal.has(t)) return;
   const buf = t.data.buffer as ArrayBuffer;
   if (owners.get(buf) === t) give(t.data);
+}
+
+/** Sets the most free bytes the pool keeps (tests); returns the previous value. */
+export function setPoolLimit(bytes: number): number {
+  const old = limitBytes;
+  limitBytes = bytes;
+  return old;
 }
 
 /** Pool statistics, for tests. */

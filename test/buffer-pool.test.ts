@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { noGrad } from "../src/autograd.js";
-import { poolStats } from "../src/memory.js";
+import { give, poolStats, setPoolLimit, takeFloat32 } from "../src/memory.js";
 import { vgg } from "../src/models/vgg.js";
 import { Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU } from "../src/nn/layers.js";
 import { Sequential } from "../src/nn/sequential.js";
@@ -143,3 +143,37 @@ if (process.env.VGG_POOL_CHILD) {
     for (const [i, b] of blocks.entries()) assert.deepEqual(b.data, copies[i]);
   });
 }
+
+// (Not in the child process the first test starts, which prints only its JSON.)
+if (!process.env.VGG_POOL_CHILD)
+  test("at its limit the pool drops the sizes asked for least recently, not the ones in use", () => {
+    const MB = 1 << 20;
+    const old = setPoolLimit(4 * MB);
+    try {
+      // An epoch's last batch leaves buffers of a size that is not asked for again...
+      const stale = [takeFloat32(MB / 4), takeFloat32(MB / 4), takeFloat32(MB / 4)];
+      for (const a of stale) give(a);
+      const held = poolStats().freeBytes;
+      assert.ok(held >= 3 * MB, `expected the three 1 MB buffers in the pool, found ${held} bytes`);
+      // ...and the next steps' buffers replace them instead of being dropped.
+      const live = [takeFloat32((3 * MB) / 8), takeFloat32((3 * MB) / 8)];
+      for (const a of live) give(a);
+      const reused = takeFloat32((3 * MB) / 8);
+      assert.ok(
+        live.some((a) => a.buffer === reused.buffer),
+        "a buffer of the size in use was dropped while stale ones were kept",
+      );
+      give(reused);
+      assert.ok(
+        poolStats().freeBytes <= 4 * MB,
+        `pool holds ${poolStats().freeBytes} bytes over its 4 MB limit`,
+      );
+      // A stale size coming back does not push out the newer one.
+      const [again] = [takeFloat32((3 * MB) / 8)];
+      give(takeFloat32(MB / 4));
+      give(again);
+      assert.equal(takeFloat32((3 * MB) / 8).buffer, again.buffer);
+    } finally {
+      setPoolLimit(old);
+    }
+  });
