@@ -212,24 +212,28 @@ __attribute__((target("avx2,fma"))) void pack_panel_rows_avx2(float* d, const fl
 
 // Packs op(B)[p0:p0+kc, j0:j0+nc] into NR-column micro-panels, each (kc, NR), zero-padded to NR columns.
 void pack_b(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, int64_t j0, int64_t kc, int64_t nc) {
+  if (!trans_b) {
+    // Row by row: each row of the block is read once, front to back, and dealt out NR floats to each panel.
+    // (Panel by panel read NR floats per row at a stride of ldb: one cache line per row and page, which the
+    // prefetcher does not follow; 128x4096x4096 with this B took 31.2 ms against 28.9 with B transposed.)
+    const int64_t full = nc / NR * NR, cols = nc - full;
+    for (int64_t p = 0; p < kc; p++) {
+      const float* src = b + (p0 + p) * ldb + j0;
+      float* d = dst + p * NR;
+      for (int64_t jr = 0; jr < full; jr += NR) std::memcpy(d + jr * kc, src + jr, NR * sizeof(float));
+      if (cols > 0) {
+        float* t = d + full * kc;
+        for (int64_t j = 0; j < cols; j++) t[j] = src[full + j];
+        for (int64_t j = cols; j < NR; j++) t[j] = 0.0f;
+      }
+    }
+    return;
+  }
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t cols = std::min(NR, nc - jr);
-    float* d = dst + jr * kc;
-    if (!trans_b) {
-      for (int64_t p = 0; p < kc; p++) {
-        const float* src = b + (p0 + p) * ldb + j0 + jr;
-        if (cols == NR) {
-          std::memcpy(d + p * NR, src, NR * sizeof(float));
-        } else {
-          for (int64_t j = 0; j < cols; j++) d[p * NR + j] = src[j];
-          for (int64_t j = cols; j < NR; j++) d[p * NR + j] = 0.0f;
-        }
-      }
-    } else {
-      const float* rows[NR];
-      for (int64_t j = 0; j < NR; j++) rows[j] = j < cols ? b + (j0 + jr + j) * ldb + p0 : nullptr;
-      pack_panel_from_rows(d, rows, kc);
-    }
+    const float* rows[NR];
+    for (int64_t j = 0; j < NR; j++) rows[j] = j < cols ? b + (j0 + jr + j) * ldb + p0 : nullptr;
+    pack_panel_from_rows(dst + jr * kc, rows, kc);
   }
 }
 
@@ -363,6 +367,7 @@ void pack_matrix_b(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t 
   const MatrixB* mb = static_cast<const MatrixB*>(ctx);
   pack_b(dst, mb->b, mb->ldb, mb->trans_b, p0, j0, kc, nc);
 }
+
 }  // namespace
 
 void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,

@@ -166,6 +166,8 @@ test("gemm matches the reference for every transpose and beta, across cache-bloc
     [0, 4, 3],
     [150, 70, 300],
     [40, 3100, 9],
+    // Several k blocks, with B packed row by row into panels and a partial last panel.
+    [9, 1101, 800],
     // Batch <= 4 against B^T takes the streaming GEMV path (vector body and scalar tail).
     [3, 40, 37],
     [4, 2000, 70],
