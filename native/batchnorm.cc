@@ -101,6 +101,26 @@ void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, c
       c);
 }
 
+void channel_affine(float* y, const float* x, const float* scale, const float* shift, int64_t n, int64_t c,
+                    int64_t hw) {
+  // Rows of hw values, one per (image, channel), split over the threads (in place is fine: each value is
+  // read once, then written at the same index).
+  const int64_t rows = n * c;
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t r0, r1;
+        split_range(rows, ith, nth, 1, &r0, &r1);
+        for (int64_t r = r0; r < r1; r++) {
+          const float a = scale[r % c], b = shift[r % c];
+          const float* in = x + r * hw;
+          float* out = y + r * hw;
+#pragma GCC ivdep
+          for (int64_t p = 0; p < hw; p++) out[p] = in[p] * a + b;
+        }
+      },
+      static_cast<double>(rows) * static_cast<double>(hw) < 32768 ? 1 : rows);
+}
+
 void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* gamma,
                          const float* save_mean, const float* save_inv_std, int64_t n, int64_t c, int64_t hw) {
   const double m = static_cast<double>(n * hw);

@@ -382,6 +382,19 @@ Napi::Value BatchNormForwardTrain(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
+  expect_args(info, 7);
+  Napi::Env env = info.Env();
+  const int64_t n = size_arg(info[4], "n"), c = size_arg(info[5], "c"), hw = size_arg(info[6], "hw");
+  const int64_t len = checked_mul(env, "x", {n, c, hw});
+  float* y = f32(info[0], "y", len);
+  const float* x = f32(info[1], "x", len);
+  const float* scale = f32(info[2], "scale", c);
+  const float* shift = f32(info[3], "shift", c);
+  vgg::channel_affine(y, x, scale, shift, n, c, hw);
+  return env.Undefined();
+}
+
 Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
   expect_args(info, 11);
   Napi::Env env = info.Env();
@@ -485,6 +498,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addRowBias", Napi::Function::New(env, AddRowBias));
   exports.Set("softmaxCrossEntropy", Napi::Function::New(env, SoftmaxCrossEntropy));
   exports.Set("batchNormForwardTrain", Napi::Function::New(env, BatchNormForwardTrain));
+  exports.Set("channelAffine", Napi::Function::New(env, ChannelAffine));
   exports.Set("batchNormBackward", Napi::Function::New(env, BatchNormBackward));
   exports.Set("sgdStep", Napi::Function::New(env, SgdStep));
   exports.Set("setConvAlgorithm", Napi::Function::New(env, SetConvAlgorithm));

@@ -248,6 +248,10 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
         value(eps),
       ],
     })),
+  channelAffine: fc.tuple(small(4), small(4), small(9)).map(([n, c, hw]) => ({
+    entry: "channelAffine",
+    slots: [f32(n * c * hw), f32(n * c * hw), f32(c), f32(c), value(n), value(c), value(hw)],
+  })),
   batchNormBackward: fc.tuple(small(4), small(4), small(9)).map(([n, c, hw]) => ({
     entry: "batchNormBackward",
     slots: [
@@ -556,7 +560,7 @@ if (process.env.VGG_FUZZ_NATIVE_CHILD === "1") {
     t.diagnostic(`native entry points: ${total} calls in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     for (const [entry, c] of Object.entries(counts))
       t.diagnostic(`  ${entry}: ${c.ok + c.threw} calls, ${c.ok} returned, ${c.threw} threw a JS error`);
-    assert.equal(Object.keys(counts).length, 25);
+    assert.equal(Object.keys(counts).length, 26);
     // Both outcomes occur for every entry point that takes arguments: the kernels really ran.
     for (const [entry, c] of Object.entries(counts)) {
       assert.ok(c.ok > 0, `${entry} never returned`);

@@ -924,6 +924,14 @@ test("batch norm forward and backward match the reference", () => {
     close(dxN, dxR, "bn dx", 1e-5);
     close(dgN, dgR, "bn dgamma", 1e-5);
     close(dbN, dbR, "bn dbeta", 1e-5);
+    // Fixed statistics (inference): a per-channel scale and shift, also in place.
+    const [aN, aR] = [new Float32Array(n * c * hw), new Float32Array(n * c * hw)];
+    native.channelAffine(aN, x, gamma, beta, n, c, hw);
+    ref.channelAffine(aR, x, gamma, beta, n, c, hw);
+    close(aN, aR, "channel affine", 1e-6);
+    const inPlace = x.slice();
+    native.channelAffine(inPlace, inPlace, gamma, beta, n, c, hw);
+    close(inPlace, aR, "channel affine in place", 1e-6);
   }
 });
 

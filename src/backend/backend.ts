@@ -198,6 +198,19 @@ export interface Backend {
     hw: number,
     eps: number,
   ): void;
+  /**
+   * y (n, c, hw) = x * scale[ch] + shift[ch] for every channel ch: batch normalisation with fixed
+   * statistics (inference), and its input gradient. y may be x.
+   */
+  channelAffine(
+    y: Float32Array,
+    x: Float32Array,
+    scale: Float32Array,
+    shift: Float32Array,
+    n: number,
+    c: number,
+    hw: number,
+  ): void;
   /** Batch normalisation backward (training mode): dx, dgamma, dbeta, all overwritten. */
   batchNormBackward(
     dx: Float32Array,

@@ -195,6 +195,23 @@ export const checkArgs = {
     expectLength("gamma", gamma, c);
     expectLength("beta", beta, c);
   },
+  channelAffine(
+    y: Float32Array,
+    x: Float32Array,
+    scale: Float32Array,
+    shift: Float32Array,
+    n: number,
+    c: number,
+    hw: number,
+  ): void {
+    expectSize("n", n);
+    expectSize("c", c);
+    expectSize("hw", hw);
+    expectLength("x", x, n * c * hw);
+    expectLength("y", y, n * c * hw);
+    expectLength("scale", scale, c);
+    expectLength("shift", shift, c);
+  },
   batchNormBackward(
     dx: Float32Array,
     dy: Float32Array,

@@ -325,6 +325,19 @@ export class NativeBackend implements Backend {
     this.addon.batchNormForwardTrain(y, saveMean, saveInvStd, x, gamma, beta, n, c, hw, eps);
   }
 
+  channelAffine(
+    y: Float32Array,
+    x: Float32Array,
+    scale: Float32Array,
+    shift: Float32Array,
+    n: number,
+    c: number,
+    hw: number,
+  ): void {
+    checkArgs.channelAffine(y, x, scale, shift, n, c, hw);
+    this.addon.channelAffine(y, x, scale, shift, n, c, hw);
+  }
+
   batchNormBackward(
     dx: Float32Array,
     dgamma: Float32Array,

@@ -320,6 +320,23 @@ export class ReferenceBackend implements Backend {
 
   // With xhat = (x - mean) * invStd and m = n*hw:
   // dx = gamma * invStd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
+  channelAffine(
+    y: Float32Array,
+    x: Float32Array,
+    scale: Float32Array,
+    shift: Float32Array,
+    n: number,
+    c: number,
+    hw: number,
+  ): void {
+    checkArgs.channelAffine(y, x, scale, shift, n, c, hw);
+    for (let b = 0; b < n; b++)
+      for (let ch = 0; ch < c; ch++) {
+        const off = (b * c + ch) * hw;
+        for (let p = 0; p < hw; p++) y[off + p] = x[off + p] * scale[ch] + shift[ch];
+      }
+  }
+
   batchNormBackward(
     dx: Float32Array,
     dgamma: Float32Array,

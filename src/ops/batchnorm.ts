@@ -60,16 +60,15 @@ export function batchNorm(
           (1 - momentum) * runningVar.data[ch] + (momentum * biasedVar * count) / (count - 1);
       }
   } else {
+    const scale = new Float32Array(c);
+    const shift = new Float32Array(c);
     for (let ch = 0; ch < c; ch++) {
       mean[ch] = runningMean.data[ch];
       invStd[ch] = 1 / Math.sqrt(runningVar.data[ch] + eps);
-      const scale = gamma[ch] * invStd[ch];
-      const shift = beta[ch] - mean[ch] * scale;
-      for (let b = 0; b < n; b++) {
-        const off = (b * c + ch) * hw;
-        for (let p = 0; p < hw; p++) y[off + p] = x.data[off + p] * scale + shift;
-      }
+      scale[ch] = gamma[ch] * invStd[ch];
+      shift[ch] = beta[ch] - mean[ch] * scale[ch];
     }
+    backend().channelAffine(y, x.data, scale, shift, n, c, hw);
   }
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
   return record(adopt(new Tensor(y, x.shape)), "batch_norm", inputs, (dy) => {
@@ -78,18 +77,21 @@ export function batchNorm(
     const dbeta = new Float32Array(c);
     if (useBatchStats)
       backend().batchNormBackward(dx, dgamma, dbeta, dy, x.data, gamma, mean, invStd, n, c, hw);
-    else
-      for (let ch = 0; ch < c; ch++) {
-        const k = gamma[ch] * invStd[ch];
-        for (let b = 0; b < n; b++) {
-          const off = (b * c + ch) * hw;
-          for (let p = 0; p < hw; p++) {
-            dx[off + p] = dy[off + p] * k;
-            dgamma[ch] += dy[off + p] * (x.data[off + p] - mean[ch]) * invStd[ch];
-            dbeta[ch] += dy[off + p];
+    else {
+      // Fixed statistics: dx = dy * gamma * invStd, a per-channel scale.
+      const k = new Float32Array(c);
+      for (let ch = 0; ch < c; ch++) k[ch] = gamma[ch] * invStd[ch];
+      backend().channelAffine(dx, dy, k, new Float32Array(c), n, c, hw);
+      if (weight || bias)
+        for (let ch = 0; ch < c; ch++)
+          for (let b = 0; b < n; b++) {
+            const off = (b * c + ch) * hw;
+            for (let p = 0; p < hw; p++) {
+              dgamma[ch] += dy[off + p] * (x.data[off + p] - mean[ch]) * invStd[ch];
+              dbeta[ch] += dy[off + p];
+            }
           }
-        }
-      }
+    }
     return [dx, ...(weight ? [dgamma] : []), ...(bias ? [dbeta] : [])];
   });
 }
