@@ -906,6 +906,8 @@ test("batch norm forward and backward match the reference", () => {
     [1, 2, 4099],
   ]) {
     const x = randn(n * c * hw).map((v) => v * 3 + 1);
+    // A mean far larger than the spread (300 +- 0.05) must not lose the variance to cancellation.
+    const far = x.map((v) => 300 + v / 60);
     const gamma = randn(c);
     const beta = randn(c);
     const out = () => [new Float32Array(n * c * hw), new Float32Array(c), new Float32Array(c)] as const;
@@ -916,6 +918,16 @@ test("batch norm forward and backward match the reference", () => {
     close(yN, yR, "bn y", 1e-5);
     close(mN, mR, "bn mean", 1e-6);
     close(iN, iR, "bn invStd", 1e-6);
+    if (n * hw > 1) {
+      native.batchNormForwardTrain(yN, mN, iN, far, gamma, beta, n, c, hw, 1e-5);
+      ref.batchNormForwardTrain(yR, mR, iR, far, gamma, beta, n, c, hw, 1e-5);
+      for (let ch = 0; ch < c; ch++)
+        assert.ok(
+          Math.abs(iN[ch] / iR[ch] - 1) < 1e-3,
+          `bn invStd with mean 300, std 0.05 (${n}x${c}x${hw}): ${iN[ch]} vs ${iR[ch]}`,
+        );
+      close(yN, yR, "bn y with mean 300", 1e-2);
+    }
     const dy = randn(n * c * hw);
     const [dxN, dgN, dbN] = out();
     const [dxR, dgR, dbR] = out();
