@@ -165,53 +165,76 @@ __attribute__((target("avx2,fma"))) void grad_sums_avx2(const float* g, const fl
 // (32 MB of L3 here) for the next op anyway, and the stores then skip reading each line first.
 constexpr double kStreamBytes = 16.0 * 1024 * 1024;
 
-// out[p] = a * g[p] + b * (x[p] - mean) + k for p < len (g may be null: then out = b * (x - mean) + k,
-// the forward's normalisation); with `stream`, 32-byte aligned vector stores bypass the caches.
-void affine_row_portable(float* out, const float* g, const float* x, int64_t len, float mean, float a, float b,
-                         float k) {
-  if (g) {
+// The output passes, one row of len values at a time. The forward: out = (x - mean) * scale + shift, then
+// ReLU's !(v <= 0) ? v : 0 (NaN kept, as relu) when `relu`. The backward: out = a * g + b * (x - mean) + k.
+// With `stream`, 32-byte aligned vector stores bypass the caches; the results are the same either way.
+void normalize_row_portable(float* out, const float* x, int64_t len, float mean, float scale, float shift,
+                            bool relu) {
 #pragma GCC ivdep
-    for (int64_t p = 0; p < len; p++) out[p] = a * g[p] + b * (x[p] - mean) + k;
-  } else {
+  for (int64_t p = 0; p < len; p++) out[p] = (x[p] - mean) * scale + shift;
+  if (relu) {
 #pragma GCC ivdep
-    for (int64_t p = 0; p < len; p++) out[p] = (x[p] - mean) * b + k;
+    for (int64_t p = 0; p < len; p++) out[p] = !(out[p] <= 0.0f) ? out[p] : 0.0f;
   }
 }
 
+void grad_row_portable(float* out, const float* g, const float* x, int64_t len, float mean, float a, float b,
+                       float k) {
+#pragma GCC ivdep
+  for (int64_t p = 0; p < len; p++) out[p] = a * g[p] + b * (x[p] - mean) + k;
+}
+
 #ifdef VGG_X86
-__attribute__((target("avx2,fma"))) void affine_row_stream_avx2(float* out, const float* g, const float* x,
-                                                                 int64_t len, float mean, float a, float b, float k) {
-  int64_t p = 0;
-  const int64_t head = static_cast<int64_t>((32 - (reinterpret_cast<uintptr_t>(out) & 31)) & 31);
-  if ((head & 3) != 0) return affine_row_portable(out, g, x, len, mean, a, b, k);  // not float-aligned
-  const int64_t lead = std::min(len, head / 4);
-  affine_row_portable(out, g ? g : nullptr, x, lead, mean, a, b, k);
-  p = lead;
-  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vk = _mm256_set1_ps(k), vm = _mm256_set1_ps(mean);
-  if (g) {
-    for (; p + 8 <= len; p += 8) {
-      // Same operation order as the portable loop: a * g + b * (x - mean) + k.
-      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + p), vm);
-      const __m256 t = _mm256_add_ps(_mm256_mul_ps(va, _mm256_loadu_ps(g + p)), _mm256_mul_ps(vb, d));
-      _mm256_stream_ps(out + p, _mm256_add_ps(t, vk));
-    }
-  } else {
-    for (; p + 8 <= len; p += 8) {
-      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + p), vm);
-      _mm256_stream_ps(out + p, _mm256_add_ps(_mm256_mul_ps(d, vb), vk));
-    }
+// Values before `out` reaches a 32-byte boundary (len at most).
+inline int64_t lead_of(const float* out, int64_t len) {
+  return std::min(len, static_cast<int64_t>(((32 - (reinterpret_cast<uintptr_t>(out) & 31)) & 31) / 4));
+}
+
+__attribute__((target("avx2,fma"))) void normalize_row_stream_avx2(float* out, const float* x, int64_t len,
+                                                                    float mean, float scale, float shift, bool relu) {
+  int64_t p = lead_of(out, len);
+  normalize_row_portable(out, x, p, mean, scale, shift, relu);
+  const __m256 vs = _mm256_set1_ps(scale), vt = _mm256_set1_ps(shift), vm = _mm256_set1_ps(mean);
+  const __m256 zero = _mm256_setzero_ps();
+  for (; p + 8 <= len; p += 8) {
+    // Same operation order as the portable loop (no FMA contraction there either).
+    __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + p), vm), vs), vt);
+    if (relu) v = _mm256_andnot_ps(_mm256_cmp_ps(v, zero, _CMP_LE_OQ), v);
+    _mm256_stream_ps(out + p, v);
   }
-  affine_row_portable(out + p, g ? g + p : nullptr, x + p, len - p, mean, a, b, k);
+  normalize_row_portable(out + p, x + p, len - p, mean, scale, shift, relu);
+}
+
+__attribute__((target("avx2,fma"))) void grad_row_stream_avx2(float* out, const float* g, const float* x,
+                                                               int64_t len, float mean, float a, float b, float k) {
+  int64_t p = lead_of(out, len);
+  grad_row_portable(out, g, x, p, mean, a, b, k);
+  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vk = _mm256_set1_ps(k), vm = _mm256_set1_ps(mean);
+  for (; p + 8 <= len; p += 8) {
+    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + p), vm);
+    const __m256 t = _mm256_add_ps(_mm256_mul_ps(va, _mm256_loadu_ps(g + p)), _mm256_mul_ps(vb, d));
+    _mm256_stream_ps(out + p, _mm256_add_ps(t, vk));
+  }
+  grad_row_portable(out + p, g + p, x + p, len - p, mean, a, b, k);
 }
 #endif
 
-void affine_row(float* out, const float* g, const float* x, int64_t len, float mean, float a, float b, float k,
-                bool stream) {
+void normalize_row(float* out, const float* x, int64_t len, float mean, float scale, float shift, bool relu,
+                   bool stream) {
 #ifdef VGG_X86
-  if (stream && active_isa() == Isa::Avx2Fma) return affine_row_stream_avx2(out, g, x, len, mean, a, b, k);
+  if (stream && active_isa() == Isa::Avx2Fma) return normalize_row_stream_avx2(out, x, len, mean, scale, shift, relu);
 #endif
   (void)stream;
-  affine_row_portable(out, g, x, len, mean, a, b, k);
+  normalize_row_portable(out, x, len, mean, scale, shift, relu);
+}
+
+void grad_row(float* out, const float* g, const float* x, int64_t len, float mean, float a, float b, float k,
+              bool stream) {
+#ifdef VGG_X86
+  if (stream && active_isa() == Isa::Avx2Fma) return grad_row_stream_avx2(out, g, x, len, mean, a, b, k);
+#endif
+  (void)stream;
+  grad_row_portable(out, g, x, len, mean, a, b, k);
 }
 
 // Orders the streaming stores before whatever reads the output next (end of a thread's share).
@@ -236,7 +259,7 @@ void grad_sums(const float* g, const float* x, int64_t len, float mean, double* 
 }  // namespace
 
 void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, const float* x, const float* gamma,
-                              const float* beta, int64_t n, int64_t c, int64_t hw, double eps) {
+                              const float* beta, int64_t n, int64_t c, int64_t hw, double eps, bool relu) {
   const double count = static_cast<double>(n * hw);
   const bool stream = static_cast<double>(n * c * hw) * sizeof(float) >= kStreamBytes;
   const bool avx2 = active_isa() == Isa::Avx2Fma;
@@ -263,7 +286,7 @@ void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, c
           save_inv_std[ch] = static_cast<float>(inv_std);
           const float scale = static_cast<float>(gamma[ch] * inv_std), shift = beta[ch];
           for (int64_t b = 0; b < n; b++)
-            affine_row(y + (b * c + ch) * hw, nullptr, x + (b * c + ch) * hw, hw, mean_f, 0.0f, scale, shift, stream);
+            normalize_row(y + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean_f, scale, shift, relu, stream);
         }
         stream_fence(stream);
       },
@@ -271,7 +294,7 @@ void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, c
 }
 
 void channel_affine(float* y, const float* x, const float* scale, const float* shift, int64_t n, int64_t c,
-                    int64_t hw) {
+                    int64_t hw, bool relu) {
   // Rows of hw values, one per (image, channel), split over the threads (in place is fine: each value is
   // read once, then written at the same index).
   const int64_t rows = n * c;
@@ -279,13 +302,7 @@ void channel_affine(float* y, const float* x, const float* scale, const float* s
       [&](int ith, int nth) {
         int64_t r0, r1;
         split_range(rows, ith, nth, 1, &r0, &r1);
-        for (int64_t r = r0; r < r1; r++) {
-          const float a = scale[r % c], b = shift[r % c];
-          const float* in = x + r * hw;
-          float* out = y + r * hw;
-#pragma GCC ivdep
-          for (int64_t p = 0; p < hw; p++) out[p] = in[p] * a + b;
-        }
+        for (int64_t r = r0; r < r1; r++) normalize_row_portable(y + r * hw, x + r * hw, hw, 0.0f, scale[r % c], shift[r % c], relu);
       },
       static_cast<double>(rows) * static_cast<double>(hw) < 32768 ? 1 : rows);
 }
@@ -319,8 +336,7 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
           const float a = static_cast<float>(ka), bx = static_cast<float>(-ka * inv_std * inv_std * sum_dy_xm / m),
                       k0 = static_cast<float>(-ka * sum_dy / m);
           for (int64_t b = 0; b < n; b++)
-            affine_row(dx + (b * c + ch) * hw, dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean, a, bx, k0,
-                       stream);
+            grad_row(dx + (b * c + ch) * hw, dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean, a, bx, k0, stream);
         }
         stream_fence(stream);
       },

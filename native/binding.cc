@@ -366,10 +366,11 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value BatchNormForwardTrain(const Napi::CallbackInfo& info) {
-  expect_args(info, 10);
+  expect_args(info, 11);
   Napi::Env env = info.Env();
   const int64_t n = size_arg(info[6], "n"), c = size_arg(info[7], "c"), hw = size_arg(info[8], "hw");
   const double eps = number_arg(info[9], "eps");
+  const bool relu = bool_arg(info[10], "relu");
   if (!(eps >= 0.0)) range_error(env, "Expected eps >= 0 but received " + num(eps));
   const int64_t len = checked_mul(env, "x", {n, c, hw});
   float* y = f32(info[0], "y", len);
@@ -378,20 +379,21 @@ Napi::Value BatchNormForwardTrain(const Napi::CallbackInfo& info) {
   const float* x = f32(info[3], "x", len);
   const float* gamma = f32(info[4], "gamma", c);
   const float* beta = f32(info[5], "beta", c);
-  vgg::batch_norm_forward_train(y, mean, inv_std, x, gamma, beta, n, c, hw, eps);
+  vgg::batch_norm_forward_train(y, mean, inv_std, x, gamma, beta, n, c, hw, eps, relu);
   return env.Undefined();
 }
 
 Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
-  expect_args(info, 7);
+  expect_args(info, 8);
   Napi::Env env = info.Env();
   const int64_t n = size_arg(info[4], "n"), c = size_arg(info[5], "c"), hw = size_arg(info[6], "hw");
+  const bool relu = bool_arg(info[7], "relu");
   const int64_t len = checked_mul(env, "x", {n, c, hw});
   float* y = f32(info[0], "y", len);
   const float* x = f32(info[1], "x", len);
   const float* scale = f32(info[2], "scale", c);
   const float* shift = f32(info[3], "shift", c);
-  vgg::channel_affine(y, x, scale, shift, n, c, hw);
+  vgg::channel_affine(y, x, scale, shift, n, c, hw, relu);
   return env.Undefined();
 }
 

@@ -232,8 +232,8 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
     slots: [f32(n * c), f32(n * c), { kind: "i32", len: n, lo: -1, hi: c }, value(n), value(c)],
   })),
   batchNormForwardTrain: fc
-    .tuple(small(4), small(4), small(9), fc.constantFrom(1e-5, 0, -1, Number.NaN))
-    .map(([n, c, hw, eps]) => ({
+    .tuple(small(4), small(4), small(9), fc.constantFrom(1e-5, 0, -1, Number.NaN), fc.boolean())
+    .map(([n, c, hw, eps, relu]) => ({
       entry: "batchNormForwardTrain",
       slots: [
         f32(n * c * hw),
@@ -246,11 +246,12 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
         value(c),
         value(hw),
         value(eps),
+        value(relu),
       ],
     })),
-  channelAffine: fc.tuple(small(4), small(4), small(9)).map(([n, c, hw]) => ({
+  channelAffine: fc.tuple(small(4), small(4), small(9), fc.boolean()).map(([n, c, hw, relu]) => ({
     entry: "channelAffine",
-    slots: [f32(n * c * hw), f32(n * c * hw), f32(c), f32(c), value(n), value(c), value(hw)],
+    slots: [f32(n * c * hw), f32(n * c * hw), f32(c), f32(c), value(n), value(c), value(hw), value(relu)],
   })),
   batchNormBackward: fc.tuple(small(4), small(4), small(9)).map(([n, c, hw]) => ({
     entry: "batchNormBackward",

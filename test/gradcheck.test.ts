@@ -148,4 +148,9 @@ test("batch_norm gradients, training and evaluation", () => {
   const rm = randomTensor([2], 4, -0.5, 0.5, false);
   const rv = randomTensor([2], 5, 0.5, 2, false);
   gradcheck((a, g, b) => F.batchNorm(a, rm, rv, g, b, { training: false }), [x, gamma, beta]);
+  // Fused with a ReLU (inputs away from the kink at 0 by construction of the finite differences' eps).
+  gradcheck((a, g, b) => F.batchNorm(a, null, null, g, b, { training: true, relu: true }), [x, gamma, beta], {
+    eps: 1e-2,
+  });
+  gradcheck((a, g, b) => F.batchNorm(a, rm, rv, g, b, { training: false, relu: true }), [x, gamma, beta]);
 });

@@ -944,6 +944,17 @@ test("batch norm forward and backward match the reference", () => {
     const inPlace = x.slice();
     native.channelAffine(inPlace, inPlace, gamma, beta, n, c, hw);
     close(inPlace, aR, "channel affine in place", 1e-6);
+    // With the fused ReLU (the normalised values straddle 0).
+    native.channelAffine(aN, x, gamma, beta, n, c, hw, true);
+    ref.channelAffine(aR, x, gamma, beta, n, c, hw, true);
+    close(aN, aR, "channel affine + relu", 1e-6);
+    native.batchNormForwardTrain(yN, mN, iN, x, gamma, beta, n, c, hw, 1e-5, true);
+    ref.batchNormForwardTrain(yR, mR, iR, x, gamma, beta, n, c, hw, 1e-5, true);
+    close(yN, yR, "bn + relu y", 1e-5);
+    assert.ok(
+      yN.every((v) => v >= 0),
+      "bn + relu wrote a negative value",
+    );
   }
 });
 

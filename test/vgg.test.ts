@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { noGrad } from "../src/autograd.js";
 import { parseArch, VGG, vgg, vggArchs, vggBlock, vggNamed } from "../src/models/vgg.js";
+import { BatchNorm2d } from "../src/nn/layers.js";
+import * as F from "../src/ops/index.js";
 import { manualSeed } from "../src/rng.js";
 import { randn } from "../src/tensor.js";
 
@@ -127,6 +129,37 @@ test("the fused conv+relu path equals the layer-by-layer walk", () => {
   });
   assert.deepEqual(fused, y.toArray());
   assert.deepEqual(fused, z.toArray());
+});
+
+test("the fused batch norm + ReLU equals the layer-by-layer walk, forward and backward, train and eval", () => {
+  manualSeed(4);
+  const net = vgg(
+    [
+      [1, 4],
+      [2, 8],
+    ],
+    { inputSize: 8, classifierWidth: 8, batchNorm: true },
+  ) as VGG;
+  const x = randn([3, 1, 8, 8]);
+  const leaves = net.namedModules().filter(([, m]) => m.namedChildren().length === 0);
+  assert.ok(leaves.some(([, m]) => m instanceof BatchNorm2d));
+  const run = (fused: boolean) => {
+    manualSeed(9); // the same dropout masks
+    for (const p of net.parameters()) p.grad = null;
+    let y = x;
+    if (fused) y = net.forward(x);
+    else for (const [, m] of leaves) y = m.forward(y);
+    F.sum(F.mul(y, y)).backward();
+    return { y: y.toArray(), grads: net.parameters().map((p) => Array.from(p.grad!.data)) };
+  };
+  for (const mode of ["train", "eval"] as const) {
+    if (mode === "train") net.train();
+    else net.eval();
+    const fused = run(true);
+    const walked = run(false);
+    assert.deepEqual(fused.y, walked.y, `${mode}: outputs differ`);
+    assert.deepEqual(fused.grads, walked.grads, `${mode}: gradients differ`);
+  }
 });
 
 test("a wrong input shape names the layer, the shapes and a hint", () => {

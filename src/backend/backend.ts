@@ -184,7 +184,8 @@ export interface Backend {
 
   /**
    * Batch normalisation forward over (n, c, hw) in training mode: normalises with the batch statistics,
-   * writes y and the per-channel batch mean and inverse std into saveMean / saveInvStd.
+   * writes y and the per-channel batch mean and inverse std into saveMean / saveInvStd. With relu, y is
+   * max(0, ...) (BatchNorm2d followed by ReLU, fused).
    */
   batchNormForwardTrain(
     y: Float32Array,
@@ -197,10 +198,11 @@ export interface Backend {
     c: number,
     hw: number,
     eps: number,
+    relu?: boolean,
   ): void;
   /**
-   * y (n, c, hw) = x * scale[ch] + shift[ch] for every channel ch: batch normalisation with fixed
-   * statistics (inference), and its input gradient. y may be x.
+   * y (n, c, hw) = x * scale[ch] + shift[ch] for every channel ch, then max(0, y) with relu: batch
+   * normalisation with fixed statistics (inference), and its input gradient. y may be x.
    */
   channelAffine(
     y: Float32Array,
@@ -210,6 +212,7 @@ export interface Backend {
     n: number,
     c: number,
     hw: number,
+    relu?: boolean,
   ): void;
   /** Batch normalisation backward (training mode): dx, dgamma, dbeta, all overwritten. */
   batchNormBackward(

@@ -320,9 +320,10 @@ export class NativeBackend implements Backend {
     c: number,
     hw: number,
     eps: number,
+    relu = false,
   ): void {
     checkArgs.batchNormForwardTrain(y, saveMean, saveInvStd, x, gamma, beta, n, c, hw);
-    this.addon.batchNormForwardTrain(y, saveMean, saveInvStd, x, gamma, beta, n, c, hw, eps);
+    this.addon.batchNormForwardTrain(y, saveMean, saveInvStd, x, gamma, beta, n, c, hw, eps, relu);
   }
 
   channelAffine(
@@ -333,9 +334,10 @@ export class NativeBackend implements Backend {
     n: number,
     c: number,
     hw: number,
+    relu = false,
   ): void {
     checkArgs.channelAffine(y, x, scale, shift, n, c, hw);
-    this.addon.channelAffine(y, x, scale, shift, n, c, hw);
+    this.addon.channelAffine(y, x, scale, shift, n, c, hw, relu);
   }
 
   batchNormBackward(

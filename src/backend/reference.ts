@@ -291,6 +291,7 @@ export class ReferenceBackend implements Backend {
     c: number,
     hw: number,
     eps: number,
+    relu = false,
   ): void {
     checkArgs.batchNormForwardTrain(y, saveMean, saveInvStd, x, gamma, beta, n, c, hw);
     const count = n * hw;
@@ -314,6 +315,7 @@ export class ReferenceBackend implements Backend {
       for (let b = 0; b < n; b++) {
         const off = (b * c + ch) * hw;
         for (let p = 0; p < hw; p++) y[off + p] = x[off + p] * scale + shift;
+        if (relu) for (let p = 0; p < hw; p++) y[off + p] = Math.max(0, y[off + p]);
       }
     }
   }
@@ -328,12 +330,16 @@ export class ReferenceBackend implements Backend {
     n: number,
     c: number,
     hw: number,
+    relu = false,
   ): void {
     checkArgs.channelAffine(y, x, scale, shift, n, c, hw);
     for (let b = 0; b < n; b++)
       for (let ch = 0; ch < c; ch++) {
         const off = (b * c + ch) * hw;
-        for (let p = 0; p < hw; p++) y[off + p] = x[off + p] * scale[ch] + shift[ch];
+        for (let p = 0; p < hw; p++) {
+          const v = x[off + p] * scale[ch] + shift[ch];
+          y[off + p] = relu ? Math.max(0, v) : v;
+        }
       }
   }
 

@@ -296,12 +296,22 @@ export class BatchNorm2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    return this.run(x, false);
+  }
+
+  /** Fused batch norm + ReLU (one pass over the output); equal to ReLU(BatchNorm2d(x)). */
+  forwardRelu(x: Tensor): Tensor {
+    return this.run(x, true);
+  }
+
+  private run(x: Tensor, relu: boolean): Tensor {
     this.outputShape(x.shape);
     if (this.training) this.buffers.get("num_batches_tracked")!.data[0] += 1;
     return batchNorm(x, this.runningMean, this.runningVar, this.weight, this.bias, {
       training: this.training,
       momentum: this.momentum,
       eps: this.eps,
+      relu,
     });
   }
 

@@ -2,7 +2,7 @@
 // `net[0]` works, and `for (const blk of net)` walks the layers as in the d2l shape loop.
 import { markExposed, markInternal, releaseInternal } from "../memory.js";
 import type { Tensor } from "../tensor.js";
-import { Conv2d, MaxPool2d, ReLU } from "./layers.js";
+import { BatchNorm2d, Conv2d, MaxPool2d, ReLU } from "./layers.js";
 import { Module } from "./module.js";
 
 /** How many Sequential forwards are running: only the outermost one hands its output to the caller. */
@@ -22,7 +22,7 @@ export class Sequential extends Module implements Iterable<Module> {
 
   /**
    * Runs the layers in order; a Conv2d followed by a ReLU (and a MaxPool2d) runs as one fused op (same
-   * result; see ops/conv-relu-pool.ts).
+   * result; see ops/conv-relu-pool.ts), and so does a BatchNorm2d followed by a ReLU.
    * The outputs between layers never leave this call, so their buffers are reused (memory.ts): at once
    * when no graph was recorded, otherwise when backward has run the op that produced them.
    */
@@ -37,7 +37,7 @@ export class Sequential extends Module implements Iterable<Module> {
         if (layer instanceof Conv2d && this[i + 1] instanceof ReLU && pool instanceof MaxPool2d) {
           next = layer.forwardReluPool(x, pool);
           i += 2;
-        } else if (layer instanceof Conv2d && this[i + 1] instanceof ReLU) {
+        } else if ((layer instanceof Conv2d || layer instanceof BatchNorm2d) && this[i + 1] instanceof ReLU) {
           next = layer.forwardRelu(x);
           i++;
         } else next = layer.forward(x);

@@ -5,8 +5,8 @@ import { adopt, give, takeFloat32 } from "../memory.js";
 import { defaultGenerator, type Generator } from "../rng.js";
 import { Tensor } from "../tensor.js";
 
-// ReLU's backward fused into the next op. When an op's input x is a ReLU output (of `relu` or of a conv
-// with `relu: true`), its backward kernel can apply ReLU's mask to the gradient it computes for x while
+// ReLU's backward fused into the next op. When an op's input x is a ReLU output (of `relu`, or of a conv
+// or batch norm with `relu: true`), its backward kernel can apply ReLU's mask to the gradient it computes for x while
 // the data is in cache (max-pool, conv's input gradient) and mark that buffer; the ReLU's backward then
 // passes a marked gradient through instead of masking it again in a separate pass over a fresh buffer.
 // The autograd hands a returned buffer only to that input x (a sum of several gradients is a new,
@@ -16,7 +16,7 @@ const reluMasked = new WeakSet<Float32Array>();
 /** Whether t is the output of a ReLU (so a consumer may fuse ReLU's backward mask into its own). */
 export function isReluOutput(t: Tensor): boolean {
   const op = t.node?.op;
-  return op === "relu" || op === "conv2d+relu";
+  return op === "relu" || op === "conv2d+relu" || op === "batch_norm+relu";
 }
 
 /** Records that g, the gradient for a ReLU output, already has ReLU's backward mask applied. */

@@ -1,15 +1,20 @@
 // batch_norm over the channel dimension of (N, C, ...) inputs.
 // Training: normalise with the batch mean and biased variance; update running statistics with the
 // unbiased variance (as PyTorch). Evaluation: normalise with the running statistics (an affine map).
+// With `relu`, a following ReLU is fused: the kernel writes max(0, y) and the backward applies its mask
+// (unless the consumer of the output already did, see activation.ts).
 import { record } from "../autograd.js";
 import { backend } from "../backend/index.js";
-import { adopt, takeFloat32 } from "../memory.js";
+import { adopt, give, takeFloat32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
+import { reluGradient } from "./activation.js";
 
 export interface BatchNormOptions {
   training: boolean;
   momentum?: number;
   eps?: number;
+  /** Apply ReLU to the output (BatchNorm2d followed by ReLU, as one op). */
+  relu?: boolean;
 }
 
 export function batchNorm(
@@ -22,6 +27,7 @@ export function batchNorm(
 ): Tensor {
   const momentum = o.momentum ?? 0.1;
   const eps = o.eps ?? 1e-5;
+  const relu = o.relu ?? false;
   if (x.ndim < 2)
     throw new RangeError(
       `Expected input of shape [N, C, ...] for batch_norm but received ${formatShape(x.shape)}`,
@@ -51,7 +57,7 @@ export function batchNorm(
       throw new RangeError(
         `Expected more than 1 value per channel when training batch_norm, got input ${formatShape(x.shape)}`,
       );
-    backend().batchNormForwardTrain(y, mean, invStd, x.data, gamma, beta, n, c, hw, eps);
+    backend().batchNormForwardTrain(y, mean, invStd, x.data, gamma, beta, n, c, hw, eps, relu);
     if (o.training && runningMean && runningVar)
       for (let ch = 0; ch < c; ch++) {
         const biasedVar = 1 / (invStd[ch] * invStd[ch]) - eps;
@@ -68,10 +74,12 @@ export function batchNorm(
       scale[ch] = gamma[ch] * invStd[ch];
       shift[ch] = beta[ch] - mean[ch] * scale[ch];
     }
-    backend().channelAffine(y, x.data, scale, shift, n, c, hw);
+    backend().channelAffine(y, x.data, scale, shift, n, c, hw, relu);
   }
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
-  return record(adopt(new Tensor(y, x.shape)), "batch_norm", inputs, (dy) => {
+  return record(adopt(new Tensor(y, x.shape)), relu ? "batch_norm+relu" : "batch_norm", inputs, (grad) => {
+    // The fused ReLU's mask first (a gradient its consumer already masked passes through).
+    const dy = relu ? reluGradient(grad, y) : grad;
     const dx = takeFloat32(x.size);
     const dgamma = new Float32Array(c);
     const dbeta = new Float32Array(c);
@@ -92,6 +100,7 @@ export function batchNorm(
             }
           }
     }
+    if (dy !== grad) give(dy);
     return [dx, ...(weight ? [dgamma] : []), ...(bias ? [dbeta] : [])];
   });
 }
