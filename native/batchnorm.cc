@@ -161,6 +161,15 @@ __attribute__((target("avx2,fma"))) void grad_sums_avx2(const float* g, const fl
 }
 #endif
 
+// The per-row statistics on the instruction set the kernels use.
+void moments_of_row(const float* x, int64_t len, Moments* m, bool avx2) {
+#ifdef VGG_X86
+  if (avx2) return row_moments_avx2(x, len, m);
+#endif
+  (void)avx2;
+  row_moments(x, len, m);
+}
+
 // Outputs of at least this many bytes are written with streaming stores: they cannot stay in the caches
 // (32 MB of L3 here) for the next op anyway, and the stores then skip reading each line first.
 constexpr double kStreamBytes = 16.0 * 1024 * 1024;
@@ -256,6 +265,14 @@ void grad_sums(const float* g, const float* x, int64_t len, float mean, double* 
       s1, s2);
 }
 
+void grad_sums_of_row(const float* g, const float* x, int64_t len, float mean, double* s1, double* s2, bool avx2) {
+#ifdef VGG_X86
+  if (avx2) return grad_sums_avx2(g, x, len, mean, s1, s2);
+#endif
+  (void)avx2;
+  grad_sums(g, x, len, mean, s1, s2);
+}
+
 }  // namespace
 
 void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, const float* x, const float* gamma,
@@ -270,15 +287,7 @@ void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, c
         for (int64_t ch = c0; ch < c1; ch++) {
           // One pass over x for the statistics (merged per block, so no cancellation when |mean| >> std).
           Moments m;
-          for (int64_t b = 0; b < n; b++) {
-#ifdef VGG_X86
-            if (avx2) {
-              row_moments_avx2(x + (b * c + ch) * hw, hw, &m);
-              continue;
-            }
-#endif
-            row_moments(x + (b * c + ch) * hw, hw, &m);
-          }
+          for (int64_t b = 0; b < n; b++) moments_of_row(x + (b * c + ch) * hw, hw, &m, avx2);
           const float mean_f = static_cast<float>(m.mean);
           const double var = std::max(0.0, m.m2 / count);
           const double inv_std = 1.0 / std::sqrt(var + eps);
@@ -320,15 +329,8 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
           const float mean = save_mean[ch];
           const double inv_std = save_inv_std[ch];
           double sum_dy = 0.0, sum_dy_xm = 0.0;  // sum(dy), sum(dy * (x - mean))
-          for (int64_t b = 0; b < n; b++) {
-#ifdef VGG_X86
-            if (avx2) {
-              grad_sums_avx2(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean, &sum_dy, &sum_dy_xm);
-              continue;
-            }
-#endif
-            grad_sums(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean, &sum_dy, &sum_dy_xm);
-          }
+          for (int64_t b = 0; b < n; b++)
+            grad_sums_of_row(dy + (b * c + ch) * hw, x + (b * c + ch) * hw, hw, mean, &sum_dy, &sum_dy_xm, avx2);
           dgamma[ch] = static_cast<float>(sum_dy_xm * inv_std);
           dbeta[ch] = static_cast<float>(sum_dy);
           // dx = gamma invStd (dy - sum(dy) / m - xhat sum(dy xhat) / m) = ka dy + kb (x - mean) + kc.

@@ -367,7 +367,6 @@ void pack_matrix_b(const void* ctx, float* dst, int64_t p0, int64_t j0, int64_t 
   const MatrixB* mb = static_cast<const MatrixB*>(ctx);
   pack_b(dst, mb->b, mb->ldb, mb->trans_b, p0, j0, kc, nc);
 }
-
 }  // namespace
 
 void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,

@@ -62,6 +62,24 @@ function checkGemmCA(c: Float32Array, a: Float32Array, m: number, n: number, k: 
 }
 
 /**
+ * The batch-norm family's sizes (n, c, hw) and arrays, named by their keys: `planes` hold n*c*hw values,
+ * `channels` c; checked in the order given.
+ */
+function checkChannelwise(
+  n: number,
+  c: number,
+  hw: number,
+  planes: Record<string, Float32Array>,
+  channels: Record<string, Float32Array> = {},
+): void {
+  expectSize("n", n);
+  expectSize("c", c);
+  expectSize("hw", hw);
+  for (const [name, a] of Object.entries(planes)) expectLength(name, a, n * c * hw);
+  for (const [name, a] of Object.entries(channels)) expectLength(name, a, c);
+}
+
+/**
  * The argument checks of every Backend method, named as the methods: both backends call these first, so
  * a bad call fails the same way whichever backend runs it.
  */
@@ -185,15 +203,7 @@ export const checkArgs = {
     c: number,
     hw: number,
   ): void {
-    expectSize("n", n);
-    expectSize("c", c);
-    expectSize("hw", hw);
-    expectLength("x", x, n * c * hw);
-    expectLength("y", y, n * c * hw);
-    expectLength("saveMean", saveMean, c);
-    expectLength("saveInvStd", saveInvStd, c);
-    expectLength("gamma", gamma, c);
-    expectLength("beta", beta, c);
+    checkChannelwise(n, c, hw, { x, y }, { saveMean, saveInvStd, gamma, beta });
   },
   channelAffine(
     y: Float32Array,
@@ -204,13 +214,7 @@ export const checkArgs = {
     c: number,
     hw: number,
   ): void {
-    expectSize("n", n);
-    expectSize("c", c);
-    expectSize("hw", hw);
-    expectLength("x", x, n * c * hw);
-    expectLength("y", y, n * c * hw);
-    expectLength("scale", scale, c);
-    expectLength("shift", shift, c);
+    checkChannelwise(n, c, hw, { x, y }, { scale, shift });
   },
   batchNormBackward(
     dx: Float32Array,
@@ -220,12 +224,7 @@ export const checkArgs = {
     c: number,
     hw: number,
   ): void {
-    expectSize("n", n);
-    expectSize("c", c);
-    expectSize("hw", hw);
-    expectLength("x", x, n * c * hw);
-    expectLength("dx", dx, n * c * hw);
-    expectLength("dy", dy, n * c * hw);
+    checkChannelwise(n, c, hw, { x, dx, dy });
   },
   sgdStep(param: Float32Array, grad: Float32Array, momentumBuf: Float32Array | null, o: SgdOptions): void {
     expectLength("grad", grad, param.length);

@@ -320,8 +320,6 @@ export class ReferenceBackend implements Backend {
     }
   }
 
-  // With xhat = (x - mean) * invStd and m = n*hw:
-  // dx = gamma * invStd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
   channelAffine(
     y: Float32Array,
     x: Float32Array,
@@ -343,6 +341,8 @@ export class ReferenceBackend implements Backend {
       }
   }
 
+  // With xhat = (x - mean) * invStd and m = n*hw:
+  // dx = gamma * invStd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
   batchNormBackward(
     dx: Float32Array,
     dgamma: Float32Array,
