@@ -13,6 +13,7 @@
         "native/loss.cc",
         "native/pool.cc",
         "native/sgd.cc",
+        "native/sparse_gemm.cc",
         "native/threadpool.cc",
         "native/winograd.cc",
         "native/winograd4.cc"

@@ -12,6 +12,7 @@
 #include "conv2d.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "sparse_gemm.h"
 #include "isa.h"
 #include "kernel_cache.h"
 #include "loss.h"
@@ -477,7 +478,15 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 #else
   o.Set("cpuHasAvx2Fma", false);
 #endif
-  o.Set("gemmKernel", vgg::active_isa() == vgg::Isa::Avx2Fma ? "6x16 avx2+fma" : "6x16 portable C++");
+  const bool avx2 = vgg::active_isa() == vgg::Isa::Avx2Fma;
+  std::string gemm = avx2 ? "6x16 avx2+fma" : "6x16 portable C++";
+  if (vgg::sparse_gemm_enabled())
+    gemm += "; A with at most " + std::to_string(static_cast<int>(vgg::sparse_gemm_max_density() * 100 + 0.5)) +
+            "% nonzeros: sparse x dense, 64 columns " + (avx2 ? "avx2+fma" : "portable C++");
+  else
+    gemm += "; sparse A path off (VGG_SPARSE_GEMM=0)";
+  o.Set("gemmKernel", gemm);
+  o.Set("sparseGemmCalls", static_cast<double>(vgg::sparse_gemm_calls()));
   o.Set("kernelCache", vgg::kernel_cache_path());
   return o;
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "isa.h"
+#include "sparse_gemm.h"
 #include "threadpool.h"
 #include "workspace.h"
 
@@ -238,6 +239,11 @@ void pack_b(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, i
 }
 
 }  // namespace
+
+void pack_b_block(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, int64_t j0, int64_t kc,
+                  int64_t nc) {
+  pack_b(dst, b, ldb, trans_b, p0, j0, kc, nc);
+}
 
 void pack_panel_from_rows(float* d, const float* const* rows, int64_t kc) {
 #ifdef VGG_X86
@@ -497,6 +503,9 @@ void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, i
         static_cast<double>(n) * static_cast<double>(k) < 1e5 ? 1 : (n + kBlock - 1) / kBlock);
     return;
   }
+  if (!ep.row_bias && !ep.relu && (beta == 0.0f || beta == 1.0f) &&
+      sgemm_sparse_a(c, ldc, a, lda, b, ldb, m, n, k, trans_a, trans_b, beta))
+    return;
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   if (num_threads() == 1 || flops < 2e6) return sgemm_serial(c, ldc, a, lda, b, ldb, m, n, k, trans_a, trans_b, beta, ep);
   // Split the larger output dimension into disjoint slices (multiples of the tile size, so slices of C

@@ -195,6 +195,91 @@ test("gemm matches the reference for every transpose and beta, across cache-bloc
         }
 });
 
+/** randn with each element zero with probability 1 - density (ReLU and dropout zeros). */
+function sparseRandn(len: number, density: number): Float32Array {
+  const a = randn(len);
+  for (let i = 0; i < len; i++) if (rand() >= density) a[i] = 0;
+  return a;
+}
+
+test("gemm with a mostly-zero A takes the sparse path and matches the reference (slice, block and row edges)", () => {
+  const shapes: [number, number, number][] = [
+    // An edge slice (600 = 9 x 64 + 24) and two k blocks with a transpose tail (300 = 256 + 44).
+    [37, 600, 300],
+    // Several column blocks (1100 > 512); a thin k; one row (a GEMV when against B^T with a dense A).
+    [5, 1100, 400],
+    [300, 520, 16],
+    [1, 2100, 1000],
+  ];
+  for (const [m, n, k] of shapes)
+    for (const density of [0, 0.05, 0.3])
+      for (const transA of [false, true])
+        for (const transB of [false, true])
+          for (const beta of [0, 1] as const) {
+            const a = sparseRandn(m * k, density);
+            const b = randn(k * n);
+            const c0 = randn(m * n);
+            const [cN, cR] = [c0.slice(), c0.slice()];
+            const before = addon.info().sparseGemmCalls;
+            native.gemm(cN, a, b, m, n, k, transA, transB, beta);
+            ref.gemm(cR, a, b, m, n, k, transA, transB, beta);
+            const what = `sparse gemm ${m}x${n}x${k} density ${density} tA=${transA} tB=${transB} beta=${beta}`;
+            close(cN, cR, what, 1e-5 * Math.sqrt(k + 1));
+            // At most 4 rows of A against B^T stream B once (the GEMV path) whatever A holds.
+            const gemv = m <= 4 && !transA && transB;
+            assert.equal(addon.info().sparseGemmCalls - before, gemv ? 0 : 1, `${what}: sparse path taken`);
+          }
+  // A dense A (70% nonzeros) stays on the dense path.
+  const dense = addon.info().sparseGemmCalls;
+  const c = new Float32Array(37 * 600);
+  native.gemm(c, sparseRandn(37 * 300, 0.7), randn(300 * 600), 37, 600, 300, false, false, 0);
+  assert.equal(addon.info().sparseGemmCalls, dense, "a dense A took the sparse path");
+});
+
+test("the sparse gemm keeps IEEE semantics: a zero of A against Inf or NaN in B gives NaN, as the dense product does", () => {
+  const [m, n, k] = [40, 640, 90];
+  for (const transB of [false, true]) {
+    const a = sparseRandn(m * k, 0.2);
+    const b = randn(k * n);
+    // op(B)[p][j] for a few (p, j): Inf, -Inf, NaN.
+    const at = (p: number, j: number) => (transB ? j * k + p : p * n + j);
+    b[at(3, 5)] = Infinity;
+    b[at(40, 600)] = -Infinity;
+    b[at(89, 639)] = Number.NaN;
+    const before = addon.info().sparseGemmCalls;
+    const [cN, cR] = [new Float32Array(m * n), new Float32Array(m * n)];
+    native.gemm(cN, a, b, m, n, k, false, transB, 0);
+    ref.gemm(cR, a, b, m, n, k, false, transB, 0);
+    assert.equal(addon.info().sparseGemmCalls, before + 1, "took the sparse path");
+    close(cN, cR, `sparse gemm with non-finite B (transB=${transB})`, 1e-4);
+    // Column 5 is NaN in the rows where a[i][3] == 0, Inf-signed elsewhere.
+    for (let i = 0; i < m; i++) {
+      if (a[i * k + 3] === 0) assert.ok(Number.isNaN(cN[i * n + 5]), `row ${i} column 5`);
+      else assert.equal(Math.abs(cN[i * n + 5]), Infinity, `row ${i} column 5`);
+    }
+  }
+});
+
+test("the sparse gemm is the same bit for bit on 1, 2, 3 and 9 threads (columns or, with 9, rows split)", () => {
+  for (const [m, n, k, transA] of [
+    [50, 1500, 600, false],
+    [900, 520, 40, true],
+  ] as const) {
+    const a = sparseRandn(m * k, 0.25);
+    const b = randn(k * n);
+    const threads = [1, 2, 3, 9];
+    const results = threads.map((t) => {
+      native.setNumThreads(t);
+      const c = new Float32Array(m * n);
+      native.gemm(c, a, b, m, n, k, transA, false, 0);
+      return c;
+    });
+    native.setNumThreads(2);
+    for (let t = 1; t < threads.length; t++)
+      assert.deepEqual(results[t], results[0], `${m}x${n}x${k}: ${threads[t]} threads`);
+  }
+});
+
 test("gemm is the same on 1, 2 and 3 threads", () => {
   const [m, n, k] = [97, 301, 130];
   const a = randn(m * k);

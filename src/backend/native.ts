@@ -23,6 +23,8 @@ export interface NativeInfo {
   threads: number;
   cpuHasAvx2Fma: boolean;
   gemmKernel: string;
+  /** How many GEMMs this process has run on the sparse-A path (a left operand mostly zeros, e.g. after ReLU and dropout). */
+  sparseGemmCalls: number;
   /** The file recording measured kernel choices ("" when VGG_KERNEL_CACHE=off or there is no home folder). */
   kernelCache: string;
 }
@@ -383,6 +385,7 @@ export function nativeInfo(): NativeInfo & { available: boolean; reason?: string
       threads: 0,
       cpuHasAvx2Fma: false,
       gemmKernel: "none",
+      sparseGemmCalls: 0,
       kernelCache: "",
     };
   return { available: true, ...addon.info() };

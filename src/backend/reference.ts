@@ -16,12 +16,19 @@ function gemm(
   beta: 0 | 1,
 ): void {
   if (beta === 0) c.fill(0, 0, m * n);
+  // A zero of A skips its term unless that row of op(B) holds an Inf or NaN, where 0 * Inf = NaN must show.
+  const skippable = new Uint8Array(k);
+  for (let p = 0; p < k; p++) {
+    let finite = true;
+    for (let j = 0; j < n && finite; j++) finite = Number.isFinite(transB ? b[j * k + p] : b[p * n + j]);
+    skippable[p] = finite ? 1 : 0;
+  }
   const row = new Float64Array(n);
   for (let i = 0; i < m; i++) {
     row.fill(0);
     for (let p = 0; p < k; p++) {
       const aip = transA ? a[p * m + i] : a[i * k + p];
-      if (aip === 0) continue;
+      if (aip === 0 && skippable[p]) continue;
       if (transB) for (let j = 0; j < n; j++) row[j] += aip * b[j * k + p];
       else {
         const off = p * n;
