@@ -240,11 +240,6 @@ void pack_b(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, i
 
 }  // namespace
 
-void pack_b_block(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, int64_t j0, int64_t kc,
-                  int64_t nc) {
-  pack_b(dst, b, ldb, trans_b, p0, j0, kc, nc);
-}
-
 void pack_panel_from_rows(float* d, const float* const* rows, int64_t kc) {
 #ifdef VGG_X86
   // The aligned stores need d 32-byte aligned: panels start at multiples of kc * NR floats of a 64-byte buffer.

@@ -63,14 +63,11 @@ void sgemm_serial_packed_a(float* c, int64_t ldc, const float* packed_a, const f
 // panels), for many GEMMs with the same B, e.g. an inference layer's weights: packed_b_size floats, which
 // must be 32-byte aligned; pack_b_all runs on the thread pool. sgemm_packed_b computes
 // c (m, n) = a (m, k) row stride lda x packed B + beta * c, bit for bit what sgemm gives with the B it was
-// packed from (above the GEMV rows, i.e. for m > 4).
+// packed from (above the GEMV rows, i.e. for m > 4, and for an A too dense for sgemm's sparse path).
 int64_t packed_b_size(int64_t n, int64_t k);
 void pack_b_all(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t n, int64_t k);
 void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const float* packed_b, int64_t m, int64_t n,
                     int64_t k, float beta);
-/** Packs op(B)[p0:p0+kc, j0:j0+nc] as sgemm does: NR-column panels, each (kc, NR), zero-padded to NR columns. dst 32-byte aligned. */
-void pack_b_block(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, int64_t j0, int64_t kc,
-                  int64_t nc);
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
            int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep = {});
 
