@@ -1144,7 +1144,11 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
           float* acc = ith == 0 ? dw : thread_scratch(1, w_size);
           partial[ith] = acc;
           bool first = true;
-          for (int64_t b = ith; b < s.n; b += nth) {
+          // Contiguous images per thread, as the kernels that wrote dy split them: a line of dy written on
+          // one core and read on the other costs a transfer between the cores' caches.
+          int64_t b0, b1;
+          split_range(s.n, ith, nth, 1, &b0, &b1);
+          for (int64_t b = b0; b < b1; b++) {
             const float* xb = x + b * x_size;
             const float* dyb = dy + b * s.c_out * plane;
             const float beta = first ? 0.0f : 1.0f;
@@ -1180,17 +1184,23 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
     }
   }
   if (db) {
+    // Each image's channel sums on the thread that holds that image (as above), then summed over the
+    // images in order: the same value whatever the thread count.
+    float* sums = thread_scratch(2, static_cast<size_t>(std::max<int64_t>(s.n * s.c_out, 1)));
     parallel_run(
         [&](int ith, int nth) {
-          int64_t c0, c1;
-          split_range(s.c_out, ith, nth, 16, &c0, &c1);
-          for (int64_t co = c0; co < c1; co++) {
-            double sum = 0.0;
-            for (int64_t b = 0; b < s.n; b++) sum += sum_lanes(dy + (b * s.c_out + co) * plane, plane);
-            db[co] = static_cast<float>(sum);
-          }
+          int64_t b0, b1;
+          split_range(s.n, ith, nth, 1, &b0, &b1);
+          for (int64_t b = b0; b < b1; b++)
+            for (int64_t co = 0; co < s.c_out; co++)
+              sums[b * s.c_out + co] = sum_lanes(dy + (b * s.c_out + co) * plane, plane);
         },
-        (s.c_out + 15) / 16);
+        s.n);
+    for (int64_t co = 0; co < s.c_out; co++) {
+      double sum = 0.0;
+      for (int64_t b = 0; b < s.n; b++) sum += sums[b * s.c_out + co];
+      db[co] = static_cast<float>(sum);
+    }
   }
 }
 
