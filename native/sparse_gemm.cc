@@ -426,11 +426,12 @@ bool sgemm_sparse_a(float* c, int64_t ldc, const float* a, int64_t lda, const fl
   if (sampled_density(a, lda, trans_a, m, k) > kMaxDensity) return false;
   calls.fetch_add(1, std::memory_order_relaxed);
   const Problem pr{c, ldc, a, lda, trans_a, b, ldb, trans_b, m, n, k, beta};
-  // Columns split over the threads in whole 64-column slices where there are enough of them (each thread
-  // then lists all of op(A), a small cost beside its share of the product), else rows.
+  // Split the larger dimension over the threads: by columns (whole 64-column slices) each thread lists all
+  // of op(A), by rows each packs all of B, so the smaller of the two is done twice. Rows also leave each
+  // thread a contiguous part of C, as the next kernel (an optimiser step over the weight gradient) splits it.
   const int threads = num_threads();
   const int64_t column_units = (n + kSub - 1) / kSub;
-  const bool split_n = column_units >= threads;
+  const bool split_n = column_units >= threads && (n > m || m < threads);
   std::vector<char> nonfinite(static_cast<size_t>(threads), 0);
   parallel_run(
       [&](int ith, int nth) {
