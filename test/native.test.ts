@@ -772,6 +772,34 @@ test("the pooled Winograd epilogue equals conv2d (ReLU) then max-pool, values an
   }
 });
 
+test("the conv bias gradient is the same bit for bit on 1, 2 and 3 threads (per-image sums, then summed in image order)", () => {
+  // Direct (1 input channel), im2col + GEMM and Winograd-eligible shapes, batches that do and do not split evenly.
+  for (const g of [
+    convGeometry(6, 1, 20, 20, 8, 3, 1, 1),
+    convGeometry(5, 9, 12, 12, 17, 3, 1, 1),
+    convGeometry(4, 16, 16, 16, 16, 3, 1, 1),
+  ]) {
+    const x = randn(g.n * g.cIn * g.h * g.w);
+    const dy = randn(g.n * g.cOut * g.outH * g.outW);
+    const results = [1, 2, 3].map((t) => {
+      native.setNumThreads(t);
+      const dw = new Float32Array(g.cOut * g.cIn * g.kh * g.kw);
+      const db = new Float32Array(g.cOut);
+      native.conv2dBackwardWeight(dw, db, dy, x, g);
+      return { dw, db };
+    });
+    native.setNumThreads(2);
+    const dwR = new Float32Array(g.cOut * g.cIn * g.kh * g.kw);
+    const dbR = new Float32Array(g.cOut);
+    ref.conv2dBackwardWeight(dwR, dbR, dy, x, g);
+    for (const [i, r] of results.entries()) {
+      assert.deepEqual(r.db, results[0].db, `db on ${i + 1} threads, n=${g.n} cIn=${g.cIn}`);
+      close(r.db, dbR, `db n=${g.n} cIn=${g.cIn}`, 1e-5);
+      close(r.dw, dwR, `dw on ${i + 1} threads, n=${g.n} cIn=${g.cIn}`, 1e-4);
+    }
+  }
+});
+
 test("conv2d handles empty batches and zero channels", () => {
   for (const g of [convGeometry(0, 3, 5, 5, 4, 3, 1, 1), convGeometry(2, 0, 5, 5, 4, 3, 1, 1)]) {
     const wLen = g.cOut * g.cIn * g.kh * g.kw;
