@@ -22,7 +22,7 @@ namespace vgg {
 namespace {
 
 constexpr int64_t MR = 6, NR = kGemmNR;
-constexpr int64_t KC = 384, MC = 240, NC = 3072;
+constexpr int64_t KC = kGemmKC, MC = 240, NC = 3072;
 
 // The micro-kernel: c (MR, NR) row stride ldc = pa (kc, MR) packed x pb (kc, NR) packed, added to c when
 // `accumulate`, then bias (MR) and ReLU when given.
@@ -292,6 +292,12 @@ int64_t k_step_of(int64_t k) {
   return (k + blocks - 1) / blocks;
 }
 
+}  // namespace
+
+int64_t gemm_k_step(int64_t k) { return k_step_of(k); }
+
+namespace {
+
 // The blocked driver. A is packed here per block, or read from `packed_a` (pack_a_all's layout).
 void drive(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, const float* packed_a, BSource b,
            int64_t m, int64_t n, int64_t k, float beta, GemmEpilogue ep) {
@@ -547,6 +553,7 @@ void pack_b_all(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t n
 
 void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const float* packed_b, int64_t m, int64_t n,
                     int64_t k, float beta) {
+  if (sgemm_sparse_a_packed_b(c, ldc, a, lda, packed_b, m, n, k, beta)) return;
   const int64_t n_padded = (n + NR - 1) / NR * NR;
   auto run = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     BSource src{nullptr, nullptr, packed_b, n_padded, j0};

@@ -7,6 +7,9 @@ namespace vgg {
 
 /** Width of the micro-kernel's B panels: a BSource packs NR columns per micro-panel. */
 constexpr int64_t kGemmNR = 16;
+/** The deepest k block; gemm_k_step(k) cuts k into equal blocks of at most this many. */
+constexpr int64_t kGemmKC = 384;
+int64_t gemm_k_step(int64_t k);
 
 /**
  * A producer of packed op(B): pack(ctx, dst, p0, j0, kc, nc) writes op(B)[p0:p0+kc, j0:j0+nc] as
@@ -63,7 +66,7 @@ void sgemm_serial_packed_a(float* c, int64_t ldc, const float* packed_a, const f
 // panels), for many GEMMs with the same B, e.g. an inference layer's weights: packed_b_size floats, which
 // must be 32-byte aligned; pack_b_all runs on the thread pool. sgemm_packed_b computes
 // c (m, n) = a (m, k) row stride lda x packed B + beta * c, bit for bit what sgemm gives with the B it was
-// packed from (above the GEMV rows, i.e. for m > 4, and for an A too dense for sgemm's sparse path).
+// packed from (above the GEMV rows, i.e. for m > 4), on the sparse path too (sparse_gemm.h).
 int64_t packed_b_size(int64_t n, int64_t k);
 void pack_b_all(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t n, int64_t k);
 void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const float* packed_b, int64_t m, int64_t n,

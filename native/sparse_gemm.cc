@@ -27,7 +27,6 @@ namespace vgg {
 namespace {
 
 constexpr int64_t kSub = 64;              // columns per slice and kernel call: eight 8-float accumulators
-constexpr int64_t kBlockK = 256;          // rows of B per packed block
 constexpr int64_t kBlockN = 512;          // columns of B per packed block
 constexpr double kMaxDensity = 0.4;       // above this the dense GEMM is as fast (measured: README)
 constexpr double kMinFlops = 4e6;         // below this the listing costs more than it saves
@@ -205,52 +204,51 @@ void pack_slices(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t 
   pack_slices_portable(dst, b, ldb, trans_b, p0, j0, kb, nc);
 }
 
-// c[0:cols] (+)= sum over t < nnz of val[t] * slice[idx[t] - p0][0:cols]; slice is (kb, 64), zero-padded.
-using RowKernel = void (*)(float* c, const float* slice, const int32_t* idx, const float* val, int64_t nnz,
-                           int64_t p0, bool accumulate, int64_t cols);
+// Where a block of B's rows lie: row p (from p0) at rows + (p - p0) * row_stride, its 16-column panels
+// panel_stride apart. A 64-column slice (pack_slices): 64 and 16; the GEMM's own packed B: 16 and kc * 16.
+struct RowsView {
+  const float* rows;
+  int64_t p0, row_stride, panel_stride;
+  const float* row(int32_t p) const { return rows + (static_cast<int64_t>(p) - p0) * row_stride; }
+};
 
-void row_portable(float* c, const float* slice, const int32_t* idx, const float* val, int64_t nnz, int64_t p0,
-                  bool accumulate, int64_t cols) {
+// c[0:cols] (+)= sum over t < nnz of val[t] * B[idx[t]][0:cols] (cols <= 64), the terms in order, each
+// column alone: the same arithmetic for a column whatever the kernel and layout, so the results do not
+// depend on which of the two sparse entry points ran.
+using RowKernel = void (*)(float* c, RowsView b, const int32_t* idx, const float* val, int64_t nnz, bool accumulate,
+                           int64_t cols);
+
+void row_portable(float* c, RowsView b, const int32_t* idx, const float* val, int64_t nnz, bool accumulate,
+                  int64_t cols) {
   float acc[kSub] = {};
+  const int64_t panels = (cols + 15) / 16;
   for (int64_t t = 0; t < nnz; t++) {
     const float v = val[t];
-    const float* row = slice + (idx[t] - p0) * kSub;
-    for (int64_t j = 0; j < kSub; j++) acc[j] += v * row[j];
+    const float* row = b.row(idx[t]);
+    for (int64_t q = 0; q < panels; q++)
+      for (int64_t j = 0; j < 16; j++) acc[q * 16 + j] += v * row[q * b.panel_stride + j];
   }
   for (int64_t j = 0; j < cols; j++) c[j] = accumulate ? c[j] + acc[j] : acc[j];
 }
 
 #ifdef VGG_X86
-// Eight named accumulators, written out so that the compiler keeps them in registers (an array of them
-// was stored to the stack on every iteration).
-__attribute__((target("avx2,fma"))) void row_avx2(float* c, const float* slice, const int32_t* idx, const float* val,
-                                                  int64_t nnz, int64_t p0, bool accumulate, int64_t cols) {
+// A whole slice in eight named accumulators, written out so that the compiler keeps them in registers
+// (an array of them was stored to the stack on every iteration).
+__attribute__((target("avx2,fma"))) void row_avx2(float* c, RowsView b, const int32_t* idx, const float* val,
+                                                  int64_t nnz, bool accumulate, int64_t) {
   __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
-  const float* base = slice - p0 * kSub;
+  const int64_t ps = b.panel_stride;
   for (int64_t t = 0; t < nnz; t++) {
     const __m256 v = _mm256_broadcast_ss(val + t);
-    const float* row = base + static_cast<int64_t>(idx[t]) * kSub;
+    const float* row = b.row(idx[t]);
     c0 = _mm256_fmadd_ps(v, _mm256_load_ps(row), c0);
     c1 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 8), c1);
-    c2 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 16), c2);
-    c3 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 24), c3);
-    c4 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 32), c4);
-    c5 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 40), c5);
-    c6 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 48), c6);
-    c7 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 56), c7);
-  }
-  if (cols < kSub) {
-    alignas(32) float tmp[kSub];
-    _mm256_store_ps(tmp, c0);
-    _mm256_store_ps(tmp + 8, c1);
-    _mm256_store_ps(tmp + 16, c2);
-    _mm256_store_ps(tmp + 24, c3);
-    _mm256_store_ps(tmp + 32, c4);
-    _mm256_store_ps(tmp + 40, c5);
-    _mm256_store_ps(tmp + 48, c6);
-    _mm256_store_ps(tmp + 56, c7);
-    for (int64_t j = 0; j < cols; j++) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
-    return;
+    c2 = _mm256_fmadd_ps(v, _mm256_load_ps(row + ps), c2);
+    c3 = _mm256_fmadd_ps(v, _mm256_load_ps(row + ps + 8), c3);
+    c4 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 2 * ps), c4);
+    c5 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 2 * ps + 8), c5);
+    c6 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 3 * ps), c6);
+    c7 = _mm256_fmadd_ps(v, _mm256_load_ps(row + 3 * ps + 8), c7);
   }
   if (accumulate) {
     c0 = _mm256_add_ps(_mm256_loadu_ps(c), c0);
@@ -271,11 +269,29 @@ __attribute__((target("avx2,fma"))) void row_avx2(float* c, const float* slice, 
   _mm256_storeu_ps(c + 48, c6);
   _mm256_storeu_ps(c + 56, c7);
 }
+
+// The last slice of a width that is not a multiple of 64: only its panels are read (the GEMM's packed B
+// has no more), with the same FMAs per column as row_avx2.
+__attribute__((target("avx2,fma"))) void row_avx2_edge(float* c, RowsView b, const int32_t* idx, const float* val,
+                                                       int64_t nnz, bool accumulate, int64_t cols) {
+  __m256 acc[8];
+  for (int q = 0; q < 8; q++) acc[q] = _mm256_setzero_ps();
+  const int64_t halves = (cols + 15) / 16 * 2;
+  for (int64_t t = 0; t < nnz; t++) {
+    const __m256 v = _mm256_broadcast_ss(val + t);
+    const float* row = b.row(idx[t]);
+    for (int64_t h = 0; h < halves; h++)
+      acc[h] = _mm256_fmadd_ps(v, _mm256_load_ps(row + h / 2 * b.panel_stride + h % 2 * 8), acc[h]);
+  }
+  alignas(32) float tmp[kSub];
+  for (int q = 0; q < 8; q++) _mm256_store_ps(tmp + q * 8, acc[q]);
+  for (int64_t j = 0; j < cols; j++) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
+}
 #endif
 
-RowKernel row_kernel() {
+RowKernel row_kernel(int64_t cols) {
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) return row_avx2;
+  if (active_isa() == Isa::Avx2Fma) return cols == kSub ? row_avx2 : row_avx2_edge;
 #endif
   return row_portable;
 }
@@ -312,7 +328,7 @@ bool any_nonfinite(const float* x, int64_t n) {
 struct Workspace {
   std::vector<int32_t> idx, count, begin, end;
   std::vector<float> val;
-  float* packed = static_cast<float*>(workspace_alloc(kBlockK * kBlockN * sizeof(float)));
+  float* packed = static_cast<float*>(workspace_alloc(kGemmKC * kBlockN * sizeof(float)));
   ~Workspace() { std::free(packed); }
   // False when the memory could not be had.
   bool reserve(int64_t rows, int64_t k) {
@@ -341,22 +357,36 @@ struct Problem {
   const float* a;
   int64_t lda;
   bool trans_a;
-  const float* b;
+  const float* b;  // op(B) from b, ldb, trans_b, or already packed by pack_b_all (gemm.h)
   int64_t ldb;
   bool trans_b;
+  const float* prepacked;
   int64_t m, n, k;
   float beta;
+
+  // op(B)[p][j], for the rare path only.
+  float b_at(int64_t p, int64_t j) const {
+    if (!prepacked) return trans_b ? b[j * ldb + p] : b[p * ldb + j];
+    const int64_t step = gemm_k_step(k), pc = p / step * step, kc = std::min(step, k - pc);
+    return prepacked[pc * padded_n() + j / kGemmNR * kGemmNR * kc + (p - pc) * kGemmNR + j % kGemmNR];
+  }
+  int64_t padded_n() const { return (n + kGemmNR - 1) / kGemmNR * kGemmNR; }
 };
 
-// Rows [i0, i1) x columns [j0, j1) of C. Sets *nonfinite when a packed block of B holds an Inf or NaN.
-// For each packed block of B (kBlockK x kBlockN, in L2), one 64-column slice at a time (kBlockK x 64) is
-// applied to every row, so the slice is read from L2 once and from L1 by all the rows' nonzeros.
+// Rows [i0, i1) x columns [j0, j1) of C. Sets *nonfinite when a block of B holds an Inf or NaN.
+// k goes in the dense GEMM's blocks (gemm_k_step), so both layouts of B sum the same terms in the same
+// order. Each block of B (k_step x kBlockN, in L2) is applied one 64-column slice at a time to every row.
 void compute_tile(const Problem& pr, int64_t i0, int64_t i1, int64_t j0, int64_t j1, bool* nonfinite) {
   static thread_local Workspace ws;
   const int64_t rows = i1 - i0;
   if (!ws.reserve(rows, pr.k)) {
     // Out of memory for the listing: this tile is computed densely instead.
     const float* a = pr.trans_a ? pr.a + i0 : pr.a + i0 * pr.lda;
+    if (pr.prepacked) {
+      BSource src{nullptr, nullptr, pr.prepacked, pr.padded_n(), j0};
+      return sgemm_serial_source(pr.c + i0 * pr.ldc + j0, pr.ldc, a, pr.lda, pr.trans_a, src, rows, j1 - j0, pr.k,
+                                 pr.beta);
+    }
     const float* b = pr.trans_b ? pr.b + j0 * pr.ldb : pr.b + j0;
     return sgemm_serial(pr.c + i0 * pr.ldc + j0, pr.ldc, a, pr.lda, b, pr.ldb, rows, j1 - j0, pr.k, pr.trans_a,
                         pr.trans_b, pr.beta);
@@ -367,15 +397,25 @@ void compute_tile(const Problem& pr, int64_t i0, int64_t i1, int64_t j0, int64_t
   const int32_t* idx = ws.idx.data();
   const float* val = ws.val.data();
   const int32_t* count = ws.count.data();
-  float* packed = ws.packed;
-  const RowKernel kernel = row_kernel();
+  const int64_t k_step = gemm_k_step(pr.k);
   for (int64_t jc = j0; jc < j1; jc += kBlockN) {
     const int64_t nb = std::min(kBlockN, j1 - jc);
     std::fill(end, end + rows, 0);
-    for (int64_t pc = 0; pc < pr.k; pc += kBlockK) {
-      const int64_t kb = std::min(kBlockK, pr.k - pc), p_end = pc + kb;
-      pack_slices(packed, pr.b, pr.ldb, pr.trans_b, pc, jc, kb, nb);
-      if (any_nonfinite(packed, (nb + kSub - 1) / kSub * kSub * kb)) *nonfinite = true;
+    for (int64_t pc = 0; pc < pr.k; pc += k_step) {
+      const int64_t kb = std::min(k_step, pr.k - pc), p_end = pc + kb;
+      // The block's slices: packed here, or read in place from the GEMM's packed B.
+      const float* block = ws.packed;
+      int64_t row_stride = kSub, panel_stride = kGemmNR, slice_stride = kSub * kb;
+      if (pr.prepacked) {
+        block = pr.prepacked + pc * pr.padded_n() + jc * kb;
+        row_stride = kGemmNR;
+        panel_stride = kGemmNR * kb;
+        slice_stride = kSub * kb;
+      } else {
+        pack_slices(ws.packed, pr.b, pr.ldb, pr.trans_b, pc, jc, kb, nb);
+      }
+      const int64_t block_floats = pr.prepacked ? (nb + kGemmNR - 1) / kGemmNR * kGemmNR * kb : (nb + kSub - 1) / kSub * kSub * kb;
+      if (any_nonfinite(block, block_floats)) *nonfinite = true;
       // Each row's nonzeros in [pc, p_end): they follow those of the previous block.
       for (int64_t r = 0; r < rows; r++) {
         const int32_t* ri = idx + r * pr.k;
@@ -385,29 +425,67 @@ void compute_tile(const Problem& pr, int64_t i0, int64_t i1, int64_t j0, int64_t
         end[r] = t;
       }
       const bool accumulate = pc > 0 || pr.beta != 0.0f;
-      for (int64_t s = 0; s < nb; s += kSub)
+      for (int64_t s = 0; s < nb; s += kSub) {
+        const int64_t cols = std::min(kSub, nb - s);
+        const RowKernel kernel = row_kernel(cols);
+        const RowsView view{block + s / kSub * slice_stride, pc, row_stride, panel_stride};
         for (int64_t r = 0; r < rows; r++) {
           const int32_t t0 = begin[r], t1 = end[r];
           if (t1 == t0 && accumulate) continue;  // nothing to add to this row in this block
-          kernel(pr.c + (i0 + r) * pr.ldc + jc + s, packed + s * kb, idx + r * pr.k + t0, val + r * pr.k + t0,
-                 t1 - t0, pc, accumulate, std::min(kSub, nb - s));
+          kernel(pr.c + (i0 + r) * pr.ldc + jc + s, view, idx + r * pr.k + t0, val + r * pr.k + t0, t1 - t0,
+                 accumulate, cols);
         }
+      }
     }
   }
 }
 
 // The dense product gives NaN where a zero of A meets an Inf or NaN of B; the sparse sum skipped those
 // terms, so they are put back here (a rare path: B held a non-finite value).
-void restore_nan(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, const float* b, int64_t ldb,
-                 bool trans_b, int64_t m, int64_t n, int64_t k) {
+void restore_nan(const Problem& pr) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  for (int64_t p = 0; p < k; p++)
-    for (int64_t j = 0; j < n; j++) {
-      const float bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
-      if (std::isfinite(bv)) continue;
-      for (int64_t i = 0; i < m; i++)
-        if (element(a, lda, trans_a, i, p) == 0.0f) c[i * ldc + j] = nan;
+  for (int64_t p = 0; p < pr.k; p++)
+    for (int64_t j = 0; j < pr.n; j++) {
+      if (std::isfinite(pr.b_at(p, j))) continue;
+      for (int64_t i = 0; i < pr.m; i++)
+        if (element(pr.a, pr.lda, pr.trans_a, i, p) == 0.0f) pr.c[i * pr.ldc + j] = nan;
     }
+}
+
+// Whether op(A) qualifies: on, large enough, not too large to list, and sparse enough in a fixed sample
+// (so the same A always takes the same path, whatever the threads).
+bool qualifies(const float* a, int64_t lda, bool trans_a, int64_t m, int64_t n, int64_t k) {
+  if (!enabled() || m <= 0 || n < kMinColumns || k <= 0 || k > INT32_MAX) return false;
+  if (2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < kMinFlops) return false;
+  // A thread may list all of op(A), at 8 bytes per element: past 2^25 elements (256 MiB) the dense GEMM runs.
+  if (static_cast<double>(m) * static_cast<double>(k) > static_cast<double>(int64_t{1} << 25)) return false;
+  return sampled_density(a, lda, trans_a, m, k) <= kMaxDensity;
+}
+
+void run(const Problem& pr) {
+  calls.fetch_add(1, std::memory_order_relaxed);
+  // Split the larger dimension over the threads: by columns (whole 64-column slices) each thread lists all
+  // of op(A), by rows each packs all of B, so the smaller of the two is done twice. Rows also leave each
+  // thread a contiguous part of C, as the next kernel (an optimiser step over the weight gradient) splits it.
+  const int threads = num_threads();
+  const int64_t column_units = (pr.n + kSub - 1) / kSub;
+  const bool split_n = column_units >= threads && (pr.n > pr.m || pr.m < threads);
+  std::vector<char> nonfinite(static_cast<size_t>(threads), 0);
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t begin, end;
+        bool bad = false;
+        if (split_n) {
+          split_range(pr.n, ith, nth, kSub, &begin, &end);
+          if (begin < end) compute_tile(pr, 0, pr.m, begin, end, &bad);
+        } else {
+          split_range(pr.m, ith, nth, 1, &begin, &end);
+          if (begin < end) compute_tile(pr, begin, end, 0, pr.n, &bad);
+        }
+        nonfinite[ith] = bad;
+      },
+      split_n ? column_units : pr.m);
+  if (std::any_of(nonfinite.begin(), nonfinite.end(), [](char f) { return f != 0; })) restore_nan(pr);
 }
 
 }  // namespace
@@ -418,37 +496,15 @@ int64_t sparse_gemm_calls() { return calls.load(std::memory_order_relaxed); }
 
 bool sgemm_sparse_a(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
                     int64_t n, int64_t k, bool trans_a, bool trans_b, float beta) {
-  if (!enabled() || m <= 0 || n < kMinColumns || k <= 0 || k > INT32_MAX) return false;
-  if (2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < kMinFlops) return false;
-  // A thread may list all of op(A), at 8 bytes per element: past 2^25 elements (256 MiB) the dense GEMM runs.
-  if (static_cast<double>(m) * static_cast<double>(k) > static_cast<double>(int64_t{1} << 25)) return false;
-  // The choice rests on a fixed sample of op(A), so it is the same for the same A whatever the threads.
-  if (sampled_density(a, lda, trans_a, m, k) > kMaxDensity) return false;
-  calls.fetch_add(1, std::memory_order_relaxed);
-  const Problem pr{c, ldc, a, lda, trans_a, b, ldb, trans_b, m, n, k, beta};
-  // Split the larger dimension over the threads: by columns (whole 64-column slices) each thread lists all
-  // of op(A), by rows each packs all of B, so the smaller of the two is done twice. Rows also leave each
-  // thread a contiguous part of C, as the next kernel (an optimiser step over the weight gradient) splits it.
-  const int threads = num_threads();
-  const int64_t column_units = (n + kSub - 1) / kSub;
-  const bool split_n = column_units >= threads && (n > m || m < threads);
-  std::vector<char> nonfinite(static_cast<size_t>(threads), 0);
-  parallel_run(
-      [&](int ith, int nth) {
-        int64_t begin, end;
-        bool bad = false;
-        if (split_n) {
-          split_range(n, ith, nth, kSub, &begin, &end);
-          if (begin < end) compute_tile(pr, 0, m, begin, end, &bad);
-        } else {
-          split_range(m, ith, nth, 1, &begin, &end);
-          if (begin < end) compute_tile(pr, begin, end, 0, n, &bad);
-        }
-        nonfinite[ith] = bad;
-      },
-      split_n ? column_units : m);
-  if (std::any_of(nonfinite.begin(), nonfinite.end(), [](char f) { return f != 0; }))
-    restore_nan(c, ldc, a, lda, trans_a, b, ldb, trans_b, m, n, k);
+  if (!qualifies(a, lda, trans_a, m, n, k)) return false;
+  run(Problem{c, ldc, a, lda, trans_a, b, ldb, trans_b, nullptr, m, n, k, beta});
+  return true;
+}
+
+bool sgemm_sparse_a_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const float* packed_b, int64_t m,
+                             int64_t n, int64_t k, float beta) {
+  if (!qualifies(a, lda, false, m, n, k)) return false;
+  run(Problem{c, ldc, a, lda, false, nullptr, 0, false, packed_b, m, n, k, beta});
   return true;
 }
 

@@ -16,6 +16,13 @@ namespace vgg {
 bool sgemm_sparse_a(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
                     int64_t n, int64_t k, bool trans_a, bool trans_b, float beta);
 
+/**
+ * The same with B as packed by pack_b_all (gemm.h), read in place: C (m, n) = A (m, k) row stride lda x B +
+ * beta * C. Bit for bit what sgemm_sparse_a gives with the B it was packed from.
+ */
+bool sgemm_sparse_a_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const float* packed_b, int64_t m,
+                             int64_t n, int64_t k, float beta);
+
 /** The density (nonzeros / elements of op(A)) at or below which sgemm_sparse_a computes the product. */
 double sparse_gemm_max_density();
 /** Whether the sparse path is on (VGG_SPARSE_GEMM=0 turns it off). */

@@ -297,7 +297,7 @@ test("gemm is the same on 1, 2 and 3 threads", () => {
   for (const c of results) close(c, cR, "threaded gemm", 1e-4);
 });
 
-test("gemm with a prepacked B equals gemm bit for bit (panel and k-block edges, both layouts, 1-3 threads)", () => {
+test("gemm with a prepacked B equals gemm bit for bit (panel and k-block edges, both layouts, 1-3 threads, dense and sparse A)", () => {
   const shapes: [number, number, number][] = [
     [5, 1, 1],
     [6, 16, 384],
@@ -307,22 +307,37 @@ test("gemm with a prepacked B equals gemm bit for bit (panel and k-block edges, 
     [300, 10, 50], // more rows than columns: the threads split the rows
     [9, 0, 5],
     [9, 4, 0],
+    // With a mostly-zero A both take the sparse path: an edge slice (600 = 9 x 64 + 24), 3 k blocks; rows split.
+    [40, 600, 800],
+    [600, 520, 30],
   ];
   try {
     for (const threads of [1, 2, 3]) {
       native.setNumThreads(threads);
       for (const [m, n, k] of shapes)
         for (const transB of [false, true])
-          for (const beta of [0, 1] as const) {
-            const label = `${m}x${n}x${k} tB=${transB} beta=${beta} threads=${threads}`;
-            const a = randn(m * k);
+          for (const [beta, density] of [
+            [0, 1],
+            [1, 1],
+            [0, 0.2],
+            [1, 0.2],
+          ] as const) {
+            const label = `${m}x${n}x${k} tB=${transB} beta=${beta} density=${density} threads=${threads}`;
+            const a = density < 1 ? sparseRandn(m * k, density) : randn(m * k);
             const b = randn(k * n);
             const c0 = randn(m * n);
             const packed = native.gemmPackB(b, n, k, transB);
             assert.equal(packed.length, Math.ceil(n / 16) * 16 * k, label);
             const [cP, cG, cR] = [c0.slice(), c0.slice(), c0.slice()];
+            const before = addon.info().sparseGemmCalls;
             native.gemmPackedB(cP, a, packed, m, n, k, beta);
             native.gemm(cG, a, b, m, n, k, false, transB, beta);
+            const sparse = density < 1 && n >= 512;
+            assert.equal(
+              addon.info().sparseGemmCalls - before,
+              sparse ? 2 : 0,
+              `${label}: sparse path taken`,
+            );
             ref.gemm(cR, a, b, m, n, k, false, transB, beta);
             assert.deepEqual(cP, cG, label);
             close(cP, cR, label, 1e-5 * Math.sqrt(k + 1));
