@@ -115,14 +115,13 @@ int32_t list_row(int32_t* idx, float* val, const float* src, int64_t k) {
 
 // Rows [i0, i1) of op(A) listed: row i's nonzeros at idx/val[(i - i0) * k ...], count[i - i0] of them. For
 // op(A) = A^T, eight rows at a time are first gathered from A's columns into a contiguous tile.
-void list_rows(int32_t* idx, float* val, int32_t* count, const float* a, int64_t lda, bool trans_a, int64_t i0,
-               int64_t i1, int64_t k) {
+// tile holds 8 * k floats.
+void list_rows(int32_t* idx, float* val, int32_t* count, float* tile, const float* a, int64_t lda, bool trans_a,
+               int64_t i0, int64_t i1, int64_t k) {
   if (!trans_a) {
     for (int64_t r = 0; r < i1 - i0; r++) count[r] = list_row(idx + r * k, val + r * k, a + (i0 + r) * lda, k);
     return;
   }
-  static thread_local std::vector<float> tile;
-  tile.resize(static_cast<size_t>(8 * k));
   for (int64_t r0 = 0; r0 < i1 - i0; r0 += 8) {
     const int64_t rows = std::min<int64_t>(8, i1 - i0 - r0);
     for (int64_t p = 0; p < k; p++) {
@@ -327,7 +326,7 @@ bool any_nonfinite(const float* x, int64_t n) {
 // other), the bounds of each row's nonzeros within the current block, and a packed block of B.
 struct Workspace {
   std::vector<int32_t> idx, count, begin, end;
-  std::vector<float> val;
+  std::vector<float> val, tile;
   float* packed = static_cast<float*>(workspace_alloc(kGemmKC * kBlockN * sizeof(float)));
   ~Workspace() { std::free(packed); }
   // False when the memory could not be had.
@@ -339,6 +338,7 @@ struct Workspace {
         idx.resize(slots);
         val.resize(slots);
       }
+      if (tile.size() < static_cast<size_t>(8 * k)) tile.resize(static_cast<size_t>(8 * k));
       if (count.size() < static_cast<size_t>(rows)) {
         count.resize(static_cast<size_t>(rows));
         begin.resize(static_cast<size_t>(rows));
@@ -391,7 +391,7 @@ void compute_tile(const Problem& pr, int64_t i0, int64_t i1, int64_t j0, int64_t
     return sgemm_serial(pr.c + i0 * pr.ldc + j0, pr.ldc, a, pr.lda, b, pr.ldb, rows, j1 - j0, pr.k, pr.trans_a,
                         pr.trans_b, pr.beta);
   }
-  list_rows(ws.idx.data(), ws.val.data(), ws.count.data(), pr.a, pr.lda, pr.trans_a, i0, i1, pr.k);
+  list_rows(ws.idx.data(), ws.val.data(), ws.count.data(), ws.tile.data(), pr.a, pr.lda, pr.trans_a, i0, i1, pr.k);
   int32_t* begin = ws.begin.data();
   int32_t* end = ws.end.data();
   const int32_t* idx = ws.idx.data();
