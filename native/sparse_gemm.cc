@@ -1,7 +1,7 @@
-// Sparse-times-dense GEMM. op(A)'s nonzeros are listed row by row (index, value), B is packed block by
-// block into the dense GEMM's 16-column panels, and each nonzero a[i][p] adds a[i][p] * B[p][j:j+64] to
-// eight AVX2 accumulators: one broadcast and eight FMAs that read B from the L1/L2 cache, about the rate
-// of the dense micro-kernel per FMA, with only density * k of the k terms to do.
+// Sparse-times-dense GEMM. op(A)'s nonzeros are listed row by row (index, value); B is packed block by
+// block into 64-column slices (or read in place from the dense GEMM's prepacked panels); each nonzero
+// a[i][p] adds a[i][p] * B[p][j:j+64] to eight AVX2 accumulators: one broadcast and eight FMAs reading B
+// from L1/L2, near the dense micro-kernel's rate per FMA, for only density * k of the k terms.
 #include "sparse_gemm.h"
 
 #include <algorithm>
