@@ -22,7 +22,7 @@ const I32_CANARY = 0x5a5a5a5a;
 
 // ---- argument slots: what a valid call passes, before materialisation ----
 type Slot =
-  | { kind: "f32"; len: number; nullable?: boolean }
+  | { kind: "f32"; len: number; nullable?: boolean; zeros?: number }
   | { kind: "i32"; len: number; lo: number; hi: number }
   | { kind: "value"; value: unknown }
   | { kind: "packed"; n: number; k: number }
@@ -40,6 +40,8 @@ const kernelSetting = fc.record({
 });
 
 const f32 = (len: number, nullable = false): Slot => ({ kind: "f32", len, nullable });
+/** A float buffer whose elements are zero with probability `zeros` (a ReLU/dropout output: the sparse GEMM's A). */
+const sparseF32 = (len: number, zeros: number): Slot => ({ kind: "f32", len, zeros });
 const value = (v: unknown): Slot => ({ kind: "value", value: v });
 
 const small = (max: number) => fc.integer({ min: 0, max });
@@ -105,37 +107,14 @@ function convLengths(g: Record<string, number>) {
   };
 }
 
-/** Valid calls of every entry point, as slots. */
-const validCases: Record<string, fc.Arbitrary<Case>> = {
-  gemmPackB: fc
-    .record({ n: small(40), k: small(40), tb: fc.boolean() })
-    .map(({ n, k, tb }) => ({ entry: "gemmPackB", slots: [f32(k * n), value(n), value(k), value(tb)] })),
-  // k up to 800 crosses the GEMM's k blocks; the packed B comes from gemmPackB (see materialise).
-  gemmPackedB: fc
-    .record({
-      m: small(20),
-      n: small(40),
-      k: fc.oneof(small(40), fc.integer({ min: 380, max: 800 })),
-      beta: fc.constantFrom(0, 1),
-    })
-    .map(({ m, n, k, beta }) => ({
-      entry: "gemmPackedB",
-      slots: [f32(m * n), f32(m * k), { kind: "packed", n, k }, value(m), value(n), value(k), value(beta)],
-    })),
-  gemm: fc
-    .record({
-      m: small(20),
-      n: small(20),
-      k: small(20),
-      ta: fc.boolean(),
-      tb: fc.boolean(),
-      beta: fc.constantFrom(0, 1),
-    })
+function gemmCase(m: fc.Arbitrary<number>, n: fc.Arbitrary<number>, k: fc.Arbitrary<number>, zeros: number) {
+  return fc
+    .record({ m, n, k, ta: fc.boolean(), tb: fc.boolean(), beta: fc.constantFrom(0, 1) })
     .map(({ m, n, k, ta, tb, beta }) => ({
       entry: "gemm",
       slots: [
         f32(m * n),
-        f32(m * k),
+        zeros > 0 ? sparseF32(m * k, zeros) : f32(m * k),
         f32(k * n),
         value(m),
         value(n),
@@ -144,7 +123,64 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
         value(tb),
         value(beta),
       ],
-    })),
+    }));
+}
+
+// k up to 800 crosses the GEMM's k blocks; the packed B comes from gemmPackB (see materialise).
+function packedCase(
+  m: fc.Arbitrary<number>,
+  n: fc.Arbitrary<number>,
+  k: fc.Arbitrary<number>,
+  zeros: number,
+) {
+  return fc.record({ m, n, k, beta: fc.constantFrom(0, 1) }).map(({ m, n, k, beta }) => ({
+    entry: "gemmPackedB",
+    slots: [
+      f32(m * n),
+      zeros > 0 ? sparseF32(m * k, zeros) : f32(m * k),
+      { kind: "packed", n, k } as Slot,
+      value(m),
+      value(n),
+      value(k),
+      value(beta),
+    ],
+  }));
+}
+
+/** Valid calls of every entry point, as slots. */
+const validCases: Record<string, fc.Arbitrary<Case>> = {
+  gemmPackB: fc
+    .record({ n: small(40), k: small(40), tb: fc.boolean() })
+    .map(({ n, k, tb }) => ({ entry: "gemmPackB", slots: [f32(k * n), value(n), value(k), value(tb)] })),
+  // k up to 800 crosses the GEMM's k blocks; the packed B comes from gemmPackB (see materialise).
+  gemmPackedB: fc.oneof(
+    {
+      weight: 39,
+      arbitrary: packedCase(small(20), small(40), fc.oneof(small(40), fc.integer({ min: 380, max: 800 })), 0),
+    },
+    {
+      weight: 1,
+      arbitrary: packedCase(
+        fc.integer({ min: 5, max: 24 }),
+        fc.integer({ min: 512, max: 600 }),
+        fc.integer({ min: 200, max: 420 }),
+        0.8,
+      ),
+    },
+  ),
+  // Mostly small shapes; one case in 40 is wide and deep enough, with an A 80% zeros, for the sparse path.
+  gemm: fc.oneof(
+    { weight: 39, arbitrary: gemmCase(small(20), small(20), small(20), 0) },
+    {
+      weight: 1,
+      arbitrary: gemmCase(
+        fc.integer({ min: 5, max: 24 }),
+        fc.integer({ min: 512, max: 700 }),
+        fc.integer({ min: 200, max: 420 }),
+        0.8,
+      ),
+    },
+  ),
   conv2dForward: fc.tuple(convGeom, fc.boolean(), fc.boolean()).map(([g, bias, relu]) => {
     const l = convLengths(g);
     return {
@@ -379,9 +415,13 @@ interface Guarded {
   canary: number;
 }
 
-function makeF32(len: number, rand: () => number, guards: Guarded[]): Float32Array {
+function makeF32(len: number, rand: () => number, guards: Guarded[], zeros = 0): Float32Array {
   const full = new Float32Array(len + 2 * GUARD).fill(F32_CANARY);
   for (let i = 0; i < len; i++) {
+    if (zeros > 0 && rand() < zeros) {
+      full[GUARD + i] = 0;
+      continue;
+    }
     const r = rand();
     // Mostly ordinary values, some NaN, infinities and zeros.
     full[GUARD + i] = r < 0.03 ? Number.NaN : r < 0.05 ? Number.POSITIVE_INFINITY : r < 0.1 ? 0 : 4 * r - 2;
@@ -459,7 +499,7 @@ function materialise(c: Case, mutations: Mutation[], seed: number): { args: unkn
     }
     const slot = slots[i];
     if (slot === undefined) args.push(i % 2 === 0 ? undefined : new Float32Array(1));
-    else if (slot.kind === "f32") args.push(makeF32(slot.len, rand, guards));
+    else if (slot.kind === "f32") args.push(makeF32(slot.len, rand, guards, slot.zeros ?? 0));
     else if (slot.kind === "i32") args.push(makeI32(slot.len, slot.lo, slot.hi, rand, guards));
     else if (slot.kind === "geom") args.push(slot.fields);
     else if (slot.kind === "packed")
@@ -537,7 +577,9 @@ function runChild(runs: number): Record<string, { ok: number; threw: number }> {
 
 if (process.env.VGG_FUZZ_NATIVE_CHILD === "1") {
   const counts = runChild(Number(process.env.VGG_FUZZ_NATIVE_RUNS ?? "4000"));
-  process.stdout.write(`${JSON.stringify(counts)}\n`);
+  const addon = loadNativeAddon();
+  const sparse = addon instanceof Error ? 0 : addon.info().sparseGemmCalls;
+  process.stdout.write(`${JSON.stringify({ counts, sparseGemmCalls: sparse })}\n`);
 } else {
   test("every native entry point throws a JS error on bad arguments and never crashes or writes out of bounds", (t) => {
     if (loadNativeAddon() instanceof Error) {
@@ -553,15 +595,18 @@ if (process.env.VGG_FUZZ_NATIVE_CHILD === "1") {
     });
     assert.equal(child.signal, null, `the fuzz child died of ${child.signal}:\n${child.stderr.slice(-4000)}`);
     assert.equal(child.status, 0, `the fuzz child failed:\n${child.stderr.slice(-4000)}`);
-    const counts = JSON.parse(child.stdout.trim().split("\n").at(-1) ?? "{}") as Record<
-      string,
-      { ok: number; threw: number }
-    >;
+    const { counts, sparseGemmCalls } = JSON.parse(child.stdout.trim().split("\n").at(-1) ?? "{}") as {
+      counts: Record<string, { ok: number; threw: number }>;
+      sparseGemmCalls: number;
+    };
     const total = Object.values(counts).reduce((a, c) => a + c.ok + c.threw, 0);
     t.diagnostic(`native entry points: ${total} calls in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     for (const [entry, c] of Object.entries(counts))
       t.diagnostic(`  ${entry}: ${c.ok + c.threw} calls, ${c.ok} returned, ${c.threw} threw a JS error`);
     assert.equal(Object.keys(counts).length, 26);
+    // The wide cases with a mostly-zero A reached the sparse GEMM (gemm and gemmPackedB).
+    t.diagnostic(`  sparse-path GEMMs: ${sparseGemmCalls}`);
+    assert.ok(sparseGemmCalls > 0, "no fuzz case reached the sparse GEMM");
     // Both outcomes occur for every entry point that takes arguments: the kernels really ran.
     for (const [entry, c] of Object.entries(counts)) {
       assert.ok(c.ok > 0, `${entry} never returned`);
