@@ -177,35 +177,39 @@ void pack_panel_rows_portable(float* d, const float* const* rows, int64_t p_begi
 }
 
 #ifdef VGG_X86
+}  // namespace
+
+__attribute__((target("avx2"))) void transpose_8x8_avx2(float* out, int64_t out_stride, const float* const* rows,
+                                                        int64_t p) {
+  alignas(32) static const float zeros[8] = {};
+  __m256 r[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(rows[i] ? rows[i] + p : zeros);
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_store_ps(out + 0 * out_stride, _mm256_permute2f128_ps(s0, s4, 0x20));
+  _mm256_store_ps(out + 1 * out_stride, _mm256_permute2f128_ps(s1, s5, 0x20));
+  _mm256_store_ps(out + 2 * out_stride, _mm256_permute2f128_ps(s2, s6, 0x20));
+  _mm256_store_ps(out + 3 * out_stride, _mm256_permute2f128_ps(s3, s7, 0x20));
+  _mm256_store_ps(out + 4 * out_stride, _mm256_permute2f128_ps(s0, s4, 0x31));
+  _mm256_store_ps(out + 5 * out_stride, _mm256_permute2f128_ps(s1, s5, 0x31));
+  _mm256_store_ps(out + 6 * out_stride, _mm256_permute2f128_ps(s2, s6, 0x31));
+  _mm256_store_ps(out + 7 * out_stride, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+
+namespace {
+
 // 8x8 transposes: rows j (two halves of 8) x columns p (blocks of 8) -> d rows p of 16.
 __attribute__((target("avx2,fma"))) void pack_panel_rows_avx2(float* d, const float* const* rows, int64_t kc) {
-  alignas(32) static const float zeros[8] = {};
   int64_t p = 0;
   for (; p + 8 <= kc; p += 8) {
-    for (int half = 0; half < 2; half++) {
-      __m256 r[8];
-      for (int i = 0; i < 8; i++) {
-        const float* src = rows[half * 8 + i];
-        r[i] = _mm256_loadu_ps(src ? src + p : zeros);
-      }
-      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-      const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      float* out = d + p * NR + half * 8;
-      _mm256_store_ps(out + 0 * NR, _mm256_permute2f128_ps(s0, s4, 0x20));
-      _mm256_store_ps(out + 1 * NR, _mm256_permute2f128_ps(s1, s5, 0x20));
-      _mm256_store_ps(out + 2 * NR, _mm256_permute2f128_ps(s2, s6, 0x20));
-      _mm256_store_ps(out + 3 * NR, _mm256_permute2f128_ps(s3, s7, 0x20));
-      _mm256_store_ps(out + 4 * NR, _mm256_permute2f128_ps(s0, s4, 0x31));
-      _mm256_store_ps(out + 5 * NR, _mm256_permute2f128_ps(s1, s5, 0x31));
-      _mm256_store_ps(out + 6 * NR, _mm256_permute2f128_ps(s2, s6, 0x31));
-      _mm256_store_ps(out + 7 * NR, _mm256_permute2f128_ps(s3, s7, 0x31));
-    }
+    transpose_8x8_avx2(d + p * NR, NR, rows, p);
+    transpose_8x8_avx2(d + p * NR + 8, NR, rows + 8, p);
   }
   pack_panel_rows_portable(d, rows, p, kc);
 }

@@ -31,6 +31,14 @@ struct BSource {
  */
 void pack_panel_from_rows(float* d, const float* const* rows, int64_t kc);
 
+#if defined(__x86_64__) || defined(__i386__)
+/**
+ * out[q * out_stride + i] = rows[i][p + q] for i, q < 8, a null row reading zeros: one 8x8 transpose in AVX2
+ * registers (call only where active_isa() is Avx2Fma). out 32-byte aligned, out_stride a multiple of 8.
+ */
+void transpose_8x8_avx2(float* out, int64_t out_stride, const float* const* rows, int64_t p);
+#endif
+
 /** Optional work fused into the GEMM's final store: C[i][j] += row_bias[i], then max(C, 0). */
 struct GemmEpilogue {
   const float* row_bias = nullptr;  // row_bias is (m) or null

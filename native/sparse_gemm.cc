@@ -155,7 +155,6 @@ void pack_slices_portable(float* dst, const float* b, int64_t ldb, bool trans_b,
 // The transposed case in 8x8 blocks: eight rows of the stored B (eight columns of op(B)) by eight p.
 __attribute__((target("avx2"))) void pack_slices_transposed_avx2(float* dst, const float* b, int64_t ldb,
                                                                  int64_t p0, int64_t j0, int64_t kb, int64_t nc) {
-  alignas(32) static const float zeros[8] = {};
   const int64_t kb8 = kb / 8 * 8;
   for (int64_t s = 0; s < nc; s += kSub) {
     float* d = dst + s * kb;
@@ -165,29 +164,7 @@ __attribute__((target("avx2"))) void pack_slices_transposed_avx2(float* dst, con
         const int64_t j = s + g + r;
         rows[r] = j < nc ? b + (j0 + j) * ldb + p0 : nullptr;
       }
-      for (int64_t p = 0; p < kb8; p += 8) {
-        __m256 r0 = _mm256_loadu_ps(rows[0] ? rows[0] + p : zeros), r1 = _mm256_loadu_ps(rows[1] ? rows[1] + p : zeros);
-        __m256 r2 = _mm256_loadu_ps(rows[2] ? rows[2] + p : zeros), r3 = _mm256_loadu_ps(rows[3] ? rows[3] + p : zeros);
-        __m256 r4 = _mm256_loadu_ps(rows[4] ? rows[4] + p : zeros), r5 = _mm256_loadu_ps(rows[5] ? rows[5] + p : zeros);
-        __m256 r6 = _mm256_loadu_ps(rows[6] ? rows[6] + p : zeros), r7 = _mm256_loadu_ps(rows[7] ? rows[7] + p : zeros);
-        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-        const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        float* out = d + p * kSub + g;
-        _mm256_store_ps(out + 0 * kSub, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_store_ps(out + 1 * kSub, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_store_ps(out + 2 * kSub, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_store_ps(out + 3 * kSub, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_store_ps(out + 4 * kSub, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_store_ps(out + 5 * kSub, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_store_ps(out + 6 * kSub, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_store_ps(out + 7 * kSub, _mm256_permute2f128_ps(u3, u7, 0x31));
-      }
+      for (int64_t p = 0; p < kb8; p += 8) transpose_8x8_avx2(d + p * kSub + g, kSub, rows, p);
       for (int64_t p = kb8; p < kb; p++)
         for (int r = 0; r < 8; r++) d[p * kSub + g + r] = rows[r] ? rows[r][p] : 0.0f;
     }
@@ -405,12 +382,12 @@ void compute_tile(const Problem& pr, int64_t i0, int64_t i1, int64_t j0, int64_t
       const int64_t kb = std::min(k_step, pr.k - pc), p_end = pc + kb;
       // The block's slices: packed here, or read in place from the GEMM's packed B.
       const float* block = ws.packed;
-      int64_t row_stride = kSub, panel_stride = kGemmNR, slice_stride = kSub * kb;
+      // Either way the slice of columns [s, s + 64) starts s * kb floats into the block.
+      int64_t row_stride = kSub, panel_stride = kGemmNR;
       if (pr.prepacked) {
         block = pr.prepacked + pc * pr.padded_n() + jc * kb;
         row_stride = kGemmNR;
         panel_stride = kGemmNR * kb;
-        slice_stride = kSub * kb;
       } else {
         pack_slices(ws.packed, pr.b, pr.ldb, pr.trans_b, pc, jc, kb, nb);
       }
@@ -428,7 +405,7 @@ void compute_tile(const Problem& pr, int64_t i0, int64_t i1, int64_t j0, int64_t
       for (int64_t s = 0; s < nb; s += kSub) {
         const int64_t cols = std::min(kSub, nb - s);
         const RowKernel kernel = row_kernel(cols);
-        const RowsView view{block + s / kSub * slice_stride, pc, row_stride, panel_stride};
+        const RowsView view{block + s * kb, pc, row_stride, panel_stride};
         for (int64_t r = 0; r < rows; r++) {
           const int32_t t0 = begin[r], t1 = end[r];
           if (t1 == t0 && accumulate) continue;  // nothing to add to this row in this block
