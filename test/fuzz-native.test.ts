@@ -40,7 +40,7 @@ const kernelSetting = fc.record({
 });
 
 const f32 = (len: number, nullable = false): Slot => ({ kind: "f32", len, nullable });
-/** A float buffer whose elements are zero with probability `zeros` (a ReLU/dropout output: the sparse GEMM's A). */
+/** A float buffer whose elements are also zero with probability `zeros` (0: as f32; a ReLU/dropout output: the sparse GEMM's A). */
 const sparseF32 = (len: number, zeros: number): Slot => ({ kind: "f32", len, zeros });
 const value = (v: unknown): Slot => ({ kind: "value", value: v });
 
@@ -114,7 +114,7 @@ function gemmCase(m: fc.Arbitrary<number>, n: fc.Arbitrary<number>, k: fc.Arbitr
       entry: "gemm",
       slots: [
         f32(m * n),
-        zeros > 0 ? sparseF32(m * k, zeros) : f32(m * k),
+        sparseF32(m * k, zeros),
         f32(k * n),
         value(m),
         value(n),
@@ -137,7 +137,7 @@ function packedCase(
     entry: "gemmPackedB",
     slots: [
       f32(m * n),
-      zeros > 0 ? sparseF32(m * k, zeros) : f32(m * k),
+      sparseF32(m * k, zeros),
       { kind: "packed", n, k } as Slot,
       value(m),
       value(n),

@@ -179,21 +179,28 @@ test("gemm matches the reference for every transpose and beta, across cache-bloc
   for (const [m, n, k] of shapes)
     for (const transA of [false, true])
       for (const transB of [false, true])
-        for (const beta of [0, 1] as const) {
-          const a = randn(m * k);
-          const b = randn(k * n);
-          const c0 = randn(m * n);
-          const [cN, cR] = [c0.slice(), c0.slice()];
-          native.gemm(cN, a, b, m, n, k, transA, transB, beta);
-          ref.gemm(cR, a, b, m, n, k, transA, transB, beta);
-          close(
-            cN,
-            cR,
-            `gemm ${m}x${n}x${k} tA=${transA} tB=${transB} beta=${beta}`,
-            1e-5 * Math.sqrt(k + 1),
-          );
-        }
+        for (const beta of [0, 1] as const)
+          gemmAgainstReference(randn(m * k), m, n, k, transA, transB, beta, `gemm ${m}x${n}x${k}`);
 });
+
+/** native.gemm against ref.gemm on this A, a random B and a random C to add to (beta 1). */
+function gemmAgainstReference(
+  a: Float32Array,
+  m: number,
+  n: number,
+  k: number,
+  transA: boolean,
+  transB: boolean,
+  beta: 0 | 1,
+  label: string,
+): void {
+  const b = randn(k * n);
+  const c0 = randn(m * n);
+  const [cN, cR] = [c0.slice(), c0.slice()];
+  native.gemm(cN, a, b, m, n, k, transA, transB, beta);
+  ref.gemm(cR, a, b, m, n, k, transA, transB, beta);
+  close(cN, cR, `${label} tA=${transA} tB=${transB} beta=${beta}`, 1e-5 * Math.sqrt(k + 1));
+}
 
 /** randn with each element zero with probability 1 - density (ReLU and dropout zeros). */
 function sparseRandn(len: number, density: number): Float32Array {
@@ -204,9 +211,10 @@ function sparseRandn(len: number, density: number): Float32Array {
 
 test("gemm with a mostly-zero A takes the sparse path and matches the reference (slice, block and row edges)", () => {
   const shapes: [number, number, number][] = [
-    // An edge slice (600 = 9 x 64 + 24) and two k blocks with a transpose tail (300 = 256 + 44).
+    // An edge slice (600 = 9 x 64 + 24) and a transpose tail (300 = 37 x 8 + 4).
     [37, 600, 300],
-    // Several column blocks (1100 > 512); a thin k; one row (a GEMV when against B^T with a dense A).
+    // Several column blocks (1100 > 512) and two k blocks (400 = 200 + 200); a thin k; one row (against
+    // B^T, the GEMV path, whatever A holds) with three k blocks.
     [5, 1100, 400],
     [300, 520, 16],
     [1, 2100, 1000],
@@ -216,18 +224,13 @@ test("gemm with a mostly-zero A takes the sparse path and matches the reference 
       for (const transA of [false, true])
         for (const transB of [false, true])
           for (const beta of [0, 1] as const) {
-            const a = sparseRandn(m * k, density);
-            const b = randn(k * n);
-            const c0 = randn(m * n);
-            const [cN, cR] = [c0.slice(), c0.slice()];
+            const what = `sparse gemm ${m}x${n}x${k} density ${density}`;
             const before = addon.info().sparseGemmCalls;
-            native.gemm(cN, a, b, m, n, k, transA, transB, beta);
-            ref.gemm(cR, a, b, m, n, k, transA, transB, beta);
-            const what = `sparse gemm ${m}x${n}x${k} density ${density} tA=${transA} tB=${transB} beta=${beta}`;
-            close(cN, cR, what, 1e-5 * Math.sqrt(k + 1));
+            gemmAgainstReference(sparseRandn(m * k, density), m, n, k, transA, transB, beta, what);
             // At most 4 rows of A against B^T stream B once (the GEMV path) whatever A holds.
             const gemv = m <= 4 && !transA && transB;
-            assert.equal(addon.info().sparseGemmCalls - before, gemv ? 0 : 1, `${what}: sparse path taken`);
+            const call = `${what} tA=${transA} tB=${transB} beta=${beta}`;
+            assert.equal(addon.info().sparseGemmCalls - before, gemv ? 0 : 1, `${call}: sparse path taken`);
           }
   // A dense A (70% nonzeros) stays on the dense path.
   const dense = addon.info().sparseGemmCalls;
