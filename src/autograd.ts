@@ -1,13 +1,27 @@
 // Reverse-mode automatic differentiation. An op that records produces a tensor whose `node` lists its
 // inputs and a closure mapping the output gradient to one gradient per input. backward() walks the
 // graph in reverse topological order, accumulates into leaves' `.grad`, and frees the graph.
+//
+// In the core's import order (shape < memory < autograd < tensor) it sits below Tensor and knows it only
+// as GradTensor, so tensor.ts can offer backward() without the two modules importing each other.
 import { give, releaseInternal } from "./memory.js";
-import { formatShape, Tensor } from "./tensor.js";
+import { formatShape, type Shape } from "./shape.js";
+
+/** What autograd needs of a tensor (tensor.ts's Tensor is one). */
+export interface GradTensor {
+  readonly data: Float32Array;
+  readonly shape: Shape;
+  readonly size: number;
+  requiresGrad: boolean;
+  node: GradNode | null;
+  /** Adds g into the leaf's gradient; `owned`: the buffer is the walk's own and may become it. */
+  accumulateGrad(g: Float32Array, owned: boolean): void;
+}
 
 export interface GradNode {
   /** Op name, for error messages and debugging. */
   readonly op: string;
-  readonly inputs: readonly Tensor[];
+  readonly inputs: readonly GradTensor[];
   /** Maps dL/dout to dL/dinput for each input (null where an input needs no gradient). */
   readonly backward: (gradOut: Float32Array) => readonly (Float32Array | null)[];
 }
@@ -30,19 +44,19 @@ export function noGrad<T>(fn: () => T): T {
 }
 
 /** Whether an op over these inputs must record a node. */
-export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+export function needsGrad(...inputs: (GradTensor | null | undefined)[]): boolean {
   if (!gradEnabled) return false;
   for (const t of inputs) if (t?.requiresGrad) return true;
   return false;
 }
 
 /** Attaches a backward node to `out` when any input requires a gradient, and returns `out`. */
-export function record(
-  out: Tensor,
+export function record<T extends GradTensor>(
+  out: T,
   op: string,
-  inputs: readonly Tensor[],
+  inputs: readonly GradTensor[],
   backward: GradNode["backward"],
-): Tensor {
+): T {
   if (needsGrad(...inputs)) {
     out.requiresGrad = true;
     out.node = { op, inputs, backward };
@@ -50,11 +64,11 @@ export function record(
   return out;
 }
 
-function topologicalOrder(root: Tensor): Tensor[] {
-  const order: Tensor[] = [];
-  const visited = new Set<Tensor>();
+function topologicalOrder(root: GradTensor): GradTensor[] {
+  const order: GradTensor[] = [];
+  const visited = new Set<GradTensor>();
   // Iterative DFS: VGG graphs are shallow, but user graphs need not be.
-  const stack: [Tensor, number][] = [[root, 0]];
+  const stack: [GradTensor, number][] = [[root, 0]];
   visited.add(root);
   while (stack.length > 0) {
     const top = stack[stack.length - 1];
@@ -75,7 +89,7 @@ function topologicalOrder(root: Tensor): Tensor[] {
   return order;
 }
 
-export function backward(root: Tensor, gradient?: { data: Float32Array; shape: number[] }): void {
+export function backward(root: GradTensor, gradient?: { data: Float32Array; shape: Shape }): void {
   if (!root.requiresGrad)
     throw new Error(
       "backward() called on a tensor that does not require grad (no input had requiresGrad set)",
@@ -94,7 +108,7 @@ export function backward(root: Tensor, gradient?: { data: Float32Array; shape: n
       );
     seed = Float32Array.of(1);
   }
-  const grads = new Map<Tensor, Float32Array>([[root, seed]]);
+  const grads = new Map<GradTensor, Float32Array>([[root, seed]]);
   // Buffers this walk allocated and may add into; others may be shared between inputs.
   const owned = new Set<Float32Array>([seed]);
   const order = topologicalOrder(root);
@@ -105,7 +119,7 @@ export function backward(root: Tensor, gradient?: { data: Float32Array; shape: n
     const node = t.node;
     if (!g) continue;
     if (!node) {
-      accumulateLeaf(t, g, owned.has(g));
+      t.accumulateGrad(g, owned.has(g));
       continue;
     }
     const inputGrads = node.backward(g);
@@ -118,7 +132,7 @@ export function backward(root: Tensor, gradient?: { data: Float32Array; shape: n
       const fresh = gi !== g && inputGrads.indexOf(gi) === i && inputGrads.lastIndexOf(gi) === i;
       if (fresh) owned.add(gi);
       if (!input.node) {
-        accumulateLeaf(input, gi, fresh);
+        input.accumulateGrad(gi, fresh);
         continue;
       }
       let prev = grads.get(input);
@@ -142,16 +156,5 @@ export function backward(root: Tensor, gradient?: { data: Float32Array; shape: n
     // Free the graph as we go, so activations can be collected (or reused, see memory.ts).
     t.node = null;
     releaseInternal(t);
-  }
-}
-
-function accumulateLeaf(t: Tensor, g: Float32Array, owned: boolean): void {
-  // A shared buffer is copied on first write: an op may hand the same buffer to several inputs (add) or
-  // pass it through (reshape); a buffer the walk owns becomes the gradient as it is (no 100 MB copies).
-  const grad = t.peekGrad();
-  if (!grad) t.grad = new Tensor(owned ? g : g.slice(), t.shape);
-  else {
-    const d = grad.data;
-    for (let j = 0; j < d.length; j++) d[j] += g[j];
   }
 }

@@ -12,7 +12,12 @@
 // A buffer whose ArrayBuffer was handed to the caller (`markExposed`) never comes back. Pooled buffers
 // are not zeroed: only outputs a kernel overwrites in full may come from `takeFloat32`/`takeInt32`.
 // Small buffers (< MIN_BYTES) are left to the allocator. `VGG_BUFFER_POOL=0` turns reuse off.
-import type { Tensor } from "./tensor.js";
+// Below autograd and tensor in the core's import order: it knows a tensor only as its buffer.
+
+/** What the pool needs of a tensor (tensor.ts's Tensor is one). */
+export interface PoolTensor {
+  readonly data: Float32Array;
+}
 
 const MIN_BYTES = 1 << 18;
 // (`process` is absent in the browser build.)
@@ -36,9 +41,9 @@ const pooled = new WeakSet<ArrayBuffer>();
 /** ArrayBuffers that are (or share memory with) a tensor handed to the caller. */
 const exposed = new WeakSet<ArrayBuffer>();
 /** The tensor that owns each pooled buffer (the op output it was taken for). */
-const owners = new WeakMap<ArrayBuffer, Tensor>();
+const owners = new WeakMap<ArrayBuffer, PoolTensor>();
 /** Tensors a Sequential produced and did not return. */
-const internal = new WeakSet<Tensor>();
+const internal = new WeakSet<PoolTensor>();
 /** ArrayBuffers currently free in the pool (guards against a double release). */
 const inPool = new WeakSet<ArrayBuffer>();
 
@@ -108,19 +113,19 @@ function evictOlderThan(bytes: number, need: number): boolean {
 }
 
 /** Records t as the owner of its (pooled) buffer; views that share it are not owners. */
-export function adopt<T extends Tensor>(t: T): T {
+export function adopt<T extends PoolTensor>(t: T): T {
   const buf = t.data.buffer as ArrayBuffer;
   if (pooled.has(buf) && !owners.has(buf)) owners.set(buf, t);
   return t;
 }
 
 /** Marks a tensor a Sequential produced and consumed itself (never returned to its caller). */
-export function markInternal(t: Tensor): void {
+export function markInternal(t: PoolTensor): void {
   internal.add(t);
 }
 
 /** Marks a tensor handed to a caller: its memory is never reused. */
-export function markExposed(t: Tensor): void {
+export function markExposed(t: PoolTensor): void {
   exposed.add(t.data.buffer as ArrayBuffer);
 }
 
@@ -128,7 +133,7 @@ export function markExposed(t: Tensor): void {
  * Returns an internal tensor's buffer to the pool when t owns it and nothing else can read it: its
  * consumers have run (backward walks them first) and it was never exposed.
  */
-export function releaseInternal(t: Tensor): void {
+export function releaseInternal(t: PoolTensor): void {
   if (!internal.has(t)) return;
   const buf = t.data.buffer as ArrayBuffer;
   if (owners.get(buf) === t) give(t.data);

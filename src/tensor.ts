@@ -1,24 +1,16 @@
 // Tensor: a contiguous float32 array with a shape (NCHW for images), an optional gradient, and the
 // autograd node that produced it. Memory is a plain Float32Array owned by JavaScript.
-import type { GradNode } from "./autograd.js";
-import { backward as runBackward } from "./autograd.js";
+// The top of the core's import order (shape < memory < autograd < tensor): autograd and memory work on
+// the structural types they define (GradTensor, PoolTensor), which this class satisfies.
+import { type GradNode, backward as runBackward } from "./autograd.js";
 import { give, markExposed } from "./memory.js";
 import { defaultGenerator, type Generator } from "./rng.js";
+import { formatShape, type Shape, shapeSize } from "./shape.js";
 
-export type Shape = readonly number[];
+export { formatShape, type Shape, shapeSize } from "./shape.js";
 
 export interface TensorOptions {
   requiresGrad?: boolean;
-}
-
-export function shapeSize(shape: Shape): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-export function formatShape(shape: Shape): string {
-  return `[${shape.join(", ")}]`;
 }
 
 function checkShape(shape: Shape): number[] {
@@ -69,6 +61,20 @@ export class Tensor {
   /** The gradient, for library code that reads it and never keeps it (optimisers, checks). */
   peekGrad(): Tensor | null {
     return this.gradient;
+  }
+
+  /**
+   * Adds g into the gradient (autograd's leaf step). A buffer the backward walk owns becomes the gradient
+   * as it is (no 100 MB copies); a shared one (an op may hand the same buffer to several inputs, or pass
+   * it through) is copied on first write.
+   */
+  accumulateGrad(g: Float32Array, owned: boolean): void {
+    const grad = this.gradient;
+    if (!grad) this.gradient = new Tensor(owned ? g : g.slice(), this.shape);
+    else {
+      const d = grad.data;
+      for (let j = 0; j < d.length; j++) d[j] += g[j];
+    }
   }
 
   /** Drops the gradient (zero_grad); its memory is reused when no caller has read it. */
