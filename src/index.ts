@@ -1,7 +1,7 @@
 // vgg-ts: the library entry point.
 export { isGradEnabled, noGrad } from "./autograd.js";
 export type { Backend, BackendName } from "./backend/index.js";
-export { backend, backendFallbackReason, setBackend, setNumThreads } from "./backend/index.js";
+export { backend, backendFallbackReason, configureBackend, setBackend, setNumThreads } from "./backend/index.js";
 export * as data from "./data/index.js";
 export * as io from "./io/index.js";
 export { type ModelSummary, summarize } from "./models/summary.js";
@@ -24,3 +24,5 @@ export {
   zeros,
 } from "./tensor.js";
 export * as train from "./train/index.js";
+export type { TrainCallback } from "./train/events.js";
+export { FIT_DEFAULTS, type FitOptions, type FitResult, fit } from "./train/fit.js";

@@ -60,3 +60,12 @@ export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`Expected a thread count >= 1 but received ${n}`);
   backend().setNumThreads(n);
 }
+
+/** Switches to `backend` when given and sets `threads` (else $VGG_NUM_THREADS) kernel threads. */
+export function configureBackend(o: { backend?: BackendName; threads?: number }): Backend {
+  if (o.backend) setBackend(o.backend);
+  const env = process.env.VGG_NUM_THREADS;
+  const threads = o.threads ?? (env ? Number(env) : undefined);
+  if (threads) setNumThreads(threads);
+  return backend();
+}

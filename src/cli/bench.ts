@@ -1,23 +1,29 @@
 // `vgg bench`: whole-step throughput of one configuration on random data, after a warm-up.
 import { Command, Option } from "commander";
 import { noGrad } from "../autograd.js";
-import { type BackendName, backend, setBackend, setNumThreads } from "../backend/index.js";
+import { backend } from "../backend/index.js";
 import { summarize } from "../models/summary.js";
 import { prepackForInference } from "../nn/layers.js";
 import { crossEntropy } from "../ops/loss.js";
 import { SGD } from "../optim/sgd.js";
 import { Generator, manualSeed } from "../rng.js";
 import { Tensor } from "../tensor.js";
-import { addModelOptions, buildModel, type ModelFlags, positiveInt, vggOptions } from "./model-options.js";
+import {
+  addModelOptions,
+  addRuntimeOptions,
+  applyRuntimeFlags,
+  buildModel,
+  type ModelFlags,
+  positiveInt,
+  type RuntimeFlags,
+  vggOptions,
+} from "./model-options.js";
 
-interface BenchFlags extends ModelFlags {
+interface BenchFlags extends ModelFlags, RuntimeFlags {
   mode: "train" | "infer";
-  resize: number;
   batchSize: number;
   iters: number;
   warmup: number;
-  threads?: number;
-  backend?: BackendName;
   json?: boolean;
 }
 
@@ -28,23 +34,20 @@ function median(xs: number[]): number {
 }
 
 export function benchCommand(): Command {
-  return addModelOptions(new Command("bench"), { ratio: 4 })
+  return addRuntimeOptions(addModelOptions(new Command("bench"), { ratio: 4 }))
     .description("measure training or inference throughput of one configuration on random data")
     .addOption(new Option("--mode <mode>", "what to time").choices(["train", "infer"]).default("train"))
-    .option("--resize <n>", "image size (the model's input size)", positiveInt("--resize"), 224)
     .option("--batch-size <n>", "batch size", positiveInt("--batch-size"), 128)
     .option("--iters <n>", "timed steps", positiveInt("--iters"), 3)
     .option("--warmup <n>", "untimed steps first", positiveInt("--warmup"), 1)
-    .option("--threads <n>", "kernel threads", positiveInt("--threads"))
-    .addOption(new Option("--backend <name>", "kernel backend").choices(["native", "reference"]))
     .option("--json", "print one JSON object")
     .action((flags: BenchFlags) => {
-      if (flags.backend) setBackend(flags.backend);
-      if (flags.threads) setNumThreads(flags.threads);
+      applyRuntimeFlags(flags);
       manualSeed(0);
-      const model = buildModel({ ...flags, inputSize: flags.resize });
-      const o = vggOptions({ ...flags, inputSize: flags.resize });
-      const shape = [flags.batchSize, o.inChannels!, flags.resize, flags.resize];
+      const model = buildModel(flags);
+      const o = vggOptions(flags);
+      const size = o.inputSize!;
+      const shape = [flags.batchSize, o.inChannels!, size, size];
       const s = summarize(model, [1, ...shape.slice(1)]);
       // A training step is the forward pass, the input gradient (not needed for the first layer) and
       // the weight gradient: 3 x forward MACs minus the first layer's, 2 FLOPs per MAC.
@@ -83,7 +86,7 @@ export function benchCommand(): Command {
         mode: flags.mode,
         arch: flags.arch,
         ratio: flags.ratio,
-        resize: flags.resize,
+        resize: size,
         batch_size: flags.batchSize,
         backend: be.name,
         threads: be.numThreads(),
@@ -98,7 +101,7 @@ export function benchCommand(): Command {
         return;
       }
       console.log(
-        `${flags.mode} ${flags.arch}/${flags.ratio} at ${flags.resize}, batch ${flags.batchSize}, ${be.name} backend, ${be.numThreads()} threads:\n` +
+        `${flags.mode} ${flags.arch}/${flags.ratio} at ${size}, batch ${flags.batchSize}, ${be.name} backend, ${be.numThreads()} threads:\n` +
           `  ${result.images_per_s.toFixed(1)} images/s, ${result.gflops.toFixed(1)} GFLOP/s, median step ${med.toFixed(3)} s, peak RSS ${result.peak_rss_mb.toFixed(0)} MB`,
       );
     });

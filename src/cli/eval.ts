@@ -1,38 +1,37 @@
 // `vgg eval`: test loss and accuracy, per-class accuracy and the confusion matrix of a trained model.
 import { Command } from "commander";
-import { type BackendName, setBackend, setNumThreads } from "../backend/index.js";
 import { FASHION_MNIST_CLASSES, loadFashionMnist } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
 import { prepackForInference } from "../nn/layers.js";
 import { evaluate } from "../train/trainer.js";
 import { classList, selectClasses } from "./classes.js";
-import { addModelOptions, type ModelFlags, positiveInt } from "./model-options.js";
+import {
+  addModelOptions,
+  addRuntimeOptions,
+  applyRuntimeFlags,
+  imageSizeFor,
+  type ModelFlags,
+  positiveInt,
+  type RuntimeFlags,
+} from "./model-options.js";
 import { loadWeightsForCli } from "./weights.js";
 
-interface EvalFlags extends ModelFlags {
+interface EvalFlags extends ModelFlags, RuntimeFlags {
   weights: string;
   dataDir?: string;
-  resize?: number;
   limit?: number;
   batchSize: number;
   json?: boolean;
-  threads?: number;
-  backend?: BackendName;
   download: boolean;
   classes?: number[];
 }
 
 export function evalCommand(): Command {
-  return addModelOptions(new Command("eval"), { ratio: 4 })
+  return addRuntimeOptions(addModelOptions(new Command("eval"), { ratio: 4 }))
     .description("evaluate a trained model on the Fashion-MNIST test set")
     .requiredOption("--weights <file>", "safetensors weights (vgg-ts or PyTorch)")
     .option("--data-dir <dir>", "Fashion-MNIST folder")
     .option("--no-download", "never download the dataset")
-    .option(
-      "--resize <n>",
-      "resize images to n x n (default: the model's input size)",
-      positiveInt("--resize"),
-    )
     .option("--limit <n>", "use the first n test examples", positiveInt("--limit"))
     .option(
       "--classes <list>",
@@ -40,17 +39,14 @@ export function evalCommand(): Command {
       classList,
     )
     .option("--batch-size <n>", "batch size", positiveInt("--batch-size"), 128)
-    .option("--threads <n>", "kernel threads", positiveInt("--threads"))
-    .option("--backend <name>", "native or reference")
     .option("--json", "print the result as JSON")
     .action(async (flags: EvalFlags) => {
-      if (flags.backend) setBackend(flags.backend);
-      if (flags.threads) setNumThreads(flags.threads);
+      applyRuntimeFlags(flags);
       const { model } = loadWeightsForCli(flags.weights, {
         ...flags,
         inputSize: flags.inputSize ?? flags.resize,
       });
-      const size = flags.resize ?? model.config.inputSize;
+      const size = imageSizeFor(model.config, flags);
       let test = await loadFashionMnist({
         dataDir: flags.dataDir,
         split: "test",

@@ -1,24 +1,20 @@
-// The model flags shared by summary, train, eval, predict and export.
+// The model and input flags shared by every command that builds a model (summary, train, eval, predict,
+// serve, bench, export), and the kernel flags shared by every command that runs one: one definition each,
+// so the commands cannot drift apart (test/cli-flags.test.ts walks every command's --help).
 import { type Command, Option } from "commander";
-import {
-  type Layout,
-  parseArch,
-  type VggConfig,
-  type VggModel,
-  type VggOptions,
-  vgg,
-} from "../models/vgg.js";
+import { type BackendName, configureBackend } from "../backend/index.js";
+import type { ModelSpec } from "../models/spec.js";
+import type { VggConfig } from "../models/vgg.js";
 
-export interface ModelFlags {
-  arch: string;
-  ratio: number;
-  inChannels?: number;
-  inputSize?: number;
-  numClasses?: number;
-  batchNorm?: boolean;
-  layout: Layout;
-  dropout?: number;
-  classifierWidth?: number;
+export { buildModel, inputSizeOf, vggOptions } from "../models/spec.js";
+
+/** The model and input flags: the training API's model specification. */
+export type ModelFlags = ModelSpec;
+
+/** --backend and --threads, for every command that runs a model. */
+export interface RuntimeFlags {
+  backend?: BackendName;
+  threads?: number;
 }
 
 export function positiveInt(name: string) {
@@ -76,25 +72,37 @@ export function addModelOptions(cmd: Command, defaults: { ratio?: number } = {})
       "--classifier-width <n>",
       "hidden width of the fully connected layers (default 4096)",
       positiveInt("--classifier-width"),
+    )
+    .option(
+      "--resize <n>",
+      "resize images to n x n, the size the model takes (default: --input-size, else the weights' size, else 224)",
+      positiveInt("--resize"),
     );
 }
 
-export function vggOptions(f: ModelFlags): VggOptions {
-  const tv = f.layout === "torchvision";
-  return {
-    inChannels: f.inChannels ?? (tv ? 3 : 1),
-    numClasses: f.numClasses ?? (tv ? 1000 : 10),
-    inputSize: f.inputSize ?? 224,
-    widthRatio: f.ratio,
-    batchNorm: f.batchNorm ?? false,
-    dropout: f.dropout,
-    classifierWidth: f.classifierWidth,
-    layout: f.layout,
-  };
+export function addRuntimeOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      "--threads <n>",
+      "kernel threads (default: all cores, or $VGG_NUM_THREADS)",
+      positiveInt("--threads"),
+    )
+    .addOption(new Option("--backend <name>", "kernel backend").choices(["native", "reference"]));
 }
 
-export function buildModel(f: ModelFlags): VggModel {
-  return vgg(parseArch(f.arch), vggOptions(f));
+/** Applies --backend and --threads (else $VGG_NUM_THREADS). */
+export function applyRuntimeFlags(f: RuntimeFlags): void {
+  configureBackend(f);
+}
+
+/** The image size for a loaded model: --resize, which a d2l model's classifier must accept. */
+export function imageSizeFor(config: VggConfig, f: ModelFlags): number {
+  const size = f.resize ?? config.inputSize;
+  if (config.layout !== "torchvision" && size !== config.inputSize)
+    throw new Error(
+      `Expected --resize ${config.inputSize} (the model's input size: its classifier is sized for it) but received --resize ${size}`,
+    );
+  return size;
 }
 
 /** The model configuration as strings, for a safetensors `__metadata__` block. */

@@ -5,10 +5,18 @@ import { FASHION_MNIST_CLASSES } from "../data/fashion-mnist.js";
 import { IMAGENET_CLASSES } from "../interop/imagenet-classes.js";
 import { preprocessImagenet, preprocessSmall, readImage } from "../io/image.js";
 import { Tensor } from "../tensor.js";
-import { addModelOptions, type ModelFlags, positiveInt } from "./model-options.js";
+import {
+  addModelOptions,
+  addRuntimeOptions,
+  applyRuntimeFlags,
+  imageSizeFor,
+  type ModelFlags,
+  positiveInt,
+  type RuntimeFlags,
+} from "./model-options.js";
 import { loadWeightsForCli } from "./weights.js";
 
-interface PredictFlags extends ModelFlags {
+interface PredictFlags extends ModelFlags, RuntimeFlags {
   weights: string;
   top: number;
   invert?: boolean;
@@ -23,7 +31,7 @@ export function softmax(logits: Float32Array): Float64Array {
 }
 
 export function predictCommand(): Command {
-  return addModelOptions(new Command("predict"), { ratio: 4 })
+  return addRuntimeOptions(addModelOptions(new Command("predict"), { ratio: 4 }))
     .description("classify images (PNG or JPEG) with a trained model")
     .argument("<images...>", "image files")
     .requiredOption("--weights <file>", "safetensors weights (vgg-ts or PyTorch)")
@@ -34,17 +42,19 @@ export function predictCommand(): Command {
     )
     .option("--json", "print the result as JSON")
     .action((images: string[], flags: PredictFlags) => {
+      applyRuntimeFlags(flags);
       const { model } = loadWeightsForCli(flags.weights, flags);
       model.eval();
       const cfg = model.config;
+      const imagenet = cfg.layout === "torchvision" && cfg.inChannels === 3;
+      // ImageNet preprocessing is torchvision's (resize 256, centre crop 224) unless --resize asks otherwise.
+      const size = imagenet ? (flags.resize ?? 224) : imageSizeFor(cfg, flags);
       const names =
         cfg.numClasses === 10 ? FASHION_MNIST_CLASSES : cfg.numClasses === 1000 ? IMAGENET_CLASSES : null;
       const results = images.map((file) => {
         const img = readImage(file);
-        const imagenet = cfg.layout === "torchvision" && cfg.inChannels === 3;
-        const size = imagenet ? 224 : cfg.inputSize;
         const x = imagenet
-          ? preprocessImagenet(img)
+          ? preprocessImagenet(img, Math.round((size * 256) / 224), size)
           : preprocessSmall(img, cfg.inChannels, size, flags.invert);
         const logits = noGrad(() => model.forward(new Tensor(x, [1, cfg.inChannels, size, size])));
         const p = softmax(logits.data);

@@ -5,22 +5,31 @@ import { Command } from "commander";
 import { sendFile, sendText } from "../web/http.js";
 import { startWebServer } from "../web/server.js";
 import { addListenOptions, type ListenFlags } from "./dashboard.js";
-import { addModelOptions, type ModelFlags } from "./model-options.js";
+import {
+  addModelOptions,
+  addRuntimeOptions,
+  applyRuntimeFlags,
+  imageSizeFor,
+  type ModelFlags,
+  type RuntimeFlags,
+} from "./model-options.js";
 import { loadWeightsForCli } from "./weights.js";
 
 export const SERVE_PORT = 8080;
 
 export function serveCommand(): Command {
-  return addListenOptions(addModelOptions(new Command("serve"), { ratio: 4 }), SERVE_PORT)
+  return addListenOptions(addRuntimeOptions(addModelOptions(new Command("serve"), { ratio: 4 })), SERVE_PORT)
     .description("serve a page that classifies pictures and drawings in the browser with a trained model")
     .requiredOption("--weights <file>", "safetensors weights (vgg-ts, or PyTorch with the model flags)")
-    .action(async (flags: ModelFlags & ListenFlags & { weights: string }) => {
+    .action(async (flags: ModelFlags & RuntimeFlags & ListenFlags & { weights: string }) => {
+      applyRuntimeFlags(flags);
       // Load once here so a bad file fails now, with the CLI's message, rather than in the page.
       const { model } = loadWeightsForCli(flags.weights, flags);
       if (model.config.layout === "torchvision" && model.config.inChannels === 3)
         throw new Error(
           `Expected a Fashion-MNIST model (1 input channel) but ${flags.weights} is an ImageNet-layout model; the page classifies Fashion-MNIST`,
         );
+      imageSizeFor(model.config, flags);
       const config = JSON.stringify(model.config);
       const server = await startWebServer({
         host: flags.host,
