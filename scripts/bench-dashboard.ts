@@ -6,24 +6,17 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Command } from "commander";
-import { addDashboardOptions } from "../src/cli/dashboard.js";
-import { addModelOptions } from "../src/cli/model-options.js";
-import { addTrainOptions, runTrain, type TrainFlags } from "../src/cli/train.js";
+import { runTrain } from "../src/cli/train.js";
+import type { FitOptions } from "../src/train/fit.js";
 import { TrainDashboard } from "../src/web/train-dashboard.js";
 
-const ARGS = ["--arch", "1x16,1x32", "--ratio", "1", "--resize", "28", "--classifier-width", "64"];
-const RUN = ["--limit-train", "12288", "--limit-test", "512", "--batch-size", "64", "--epochs", "2"];
-
-function flagsFor(out: string): TrainFlags {
-  const cmd = addDashboardOptions(addTrainOptions(addModelOptions(new Command("train"), { ratio: 4 })));
-  cmd.parse([...ARGS, ...RUN, "--out", out], { from: "user" });
-  return cmd.opts() as TrainFlags;
-}
+const RUN: Partial<FitOptions> = {
+  ...{ arch: "1x16,1x32", ratio: 1, resize: 28, classifierWidth: 64 },
+  ...{ limitTrain: 12288, limitTest: 512, batchSize: 64, epochs: 2 },
+};
 
 async function once(withDashboard: boolean): Promise<{ ips: number; wall: number }> {
   const out = mkdtempSync(join(tmpdir(), "vgg-bench-dash-"));
-  const flags = flagsFor(out);
   let dashboard: TrainDashboard | undefined;
   let reader: ReturnType<typeof spawn> | undefined;
   if (withDashboard) {
@@ -31,7 +24,7 @@ async function once(withDashboard: boolean): Promise<{ ips: number; wall: number
     reader = spawn("curl", ["-sN", "-o", "/dev/null", `${dashboard.url}events`], { stdio: "ignore" });
   }
   const start = performance.now();
-  const code = await runTrain(flags, new Set(), dashboard);
+  const code = await runTrain({ ...RUN, out }, dashboard ? [dashboard] : []);
   const wall = (performance.now() - start) / 1000;
   await dashboard?.close("finished");
   reader?.kill();
@@ -74,14 +67,14 @@ console.log(
   const d = await TrainDashboard.start({ host: "127.0.0.1", port: 0 });
   const testSet = await loadFashionMnist({ split: "test", download: false });
   const model = vgg(parseArch("1x16,1x32"), { inputSize: 28, classifierWidth: 64 });
-  d.start({
+  d.trainBegin({
     ...{ options: {}, model, testSet, trainSize: 60000, testSize: 10000, stepsPerEpoch: 938 },
     ...{ startEpoch: 0, epochs: 10, history: [], device: "cpu" },
   });
   const n = 200_000;
   let t = performance.now();
   for (let i = 0; i < n; i++)
-    d.batch({
+    d.batchEnd({
       epoch: 0,
       batch: i % 900,
       batches: 938,

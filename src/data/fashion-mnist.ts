@@ -177,3 +177,19 @@ function describeError(err: Error): string {
   const cause = (err as Error & { cause?: unknown }).cause;
   return cause instanceof Error ? `${err.message} (${cause.message})` : err.message;
 }
+
+/** Keeps the examples of the chosen classes, relabelled 0..k-1 in the order given. */
+export function selectClasses(set: FashionMnist, classes: readonly number[]): FashionMnist {
+  const label = new Int32Array(256).fill(-1);
+  classes.forEach((c, i) => {
+    label[c] = i;
+  });
+  const keep: number[] = [];
+  for (let i = 0; i < set.count; i++) if (label[set.labels[i]] >= 0) keep.push(i);
+  const plane = set.rows * set.cols;
+  const images = new Uint8Array(keep.length * plane);
+  keep.forEach((src, dst) => {
+    images.set(set.images.subarray(src * plane, (src + 1) * plane), dst * plane);
+  });
+  return { ...set, images, labels: Uint8Array.from(keep, (i) => label[set.labels[i]]), count: keep.length };
+}

@@ -3,10 +3,9 @@
 // clock read; progress is posted at most every PROGRESS_INTERVAL_MS, and the picture grid (16 forward
 // passes) once per epoch.
 import { Worker } from "node:worker_threads";
-import type { TrainObserver, TrainRunInfo } from "../cli/train.js";
 import { FASHION_MNIST_CLASSES } from "../data/fashion-mnist.js";
 import { summarize } from "../models/summary.js";
-import type { BatchReport } from "../train/trainer.js";
+import type { BatchReport, TrainCallback, TrainRunInfo } from "../train/events.js";
 import type { FromWorker, ToWorker } from "./dashboard-worker.js";
 import { predictSamples, sampleIndices } from "./samples.js";
 import type { DashboardEvent } from "./sse.js";
@@ -44,7 +43,7 @@ export function configEvent(run: Omit<TrainRunInfo, "testSet" | "history">): Das
   };
 }
 
-export class TrainDashboard implements TrainObserver {
+export class TrainDashboard implements TrainCallback {
   private run?: TrainRunInfo;
   private indices: Int32Array = new Int32Array(0);
   private lastPost = 0;
@@ -73,7 +72,7 @@ export class TrainDashboard implements TrainObserver {
     if (!this.closed) this.worker.postMessage({ op: "publish", event, mode } satisfies ToWorker);
   }
 
-  start(run: TrainRunInfo): void {
+  trainBegin(run: TrainRunInfo): void {
     this.run = run;
     this.indices = sampleIndices(run.testSize, SAMPLE_COUNT);
     this.post(configEvent(run));
@@ -81,7 +80,7 @@ export class TrainDashboard implements TrainObserver {
     this.started = performance.now();
   }
 
-  batch(r: BatchReport): void {
+  batchEnd(r: BatchReport): void {
     this.batchesDone++;
     const now = performance.now();
     if (now - this.lastPost < PROGRESS_INTERVAL_MS && r.batch + 1 < r.batches) return;
