@@ -1,9 +1,8 @@
 // `vgg predict`: top-k classes with probabilities for PNG/JPEG images of any size, colour or grey.
 import { Command } from "commander";
 import { noGrad } from "../autograd.js";
-import { FASHION_MNIST_CLASSES } from "../data/fashion-mnist.js";
-import { IMAGENET_CLASSES } from "../interop/imagenet-classes.js";
-import { preprocessImagenet, preprocessSmall, readImage } from "../io/image.js";
+import { readImage } from "../io/image.js";
+import { classNames, imageToInput, inputShape, topClasses } from "../serve/classify.js";
 import { Tensor } from "../tensor.js";
 import {
   addModelOptions,
@@ -23,13 +22,6 @@ interface PredictFlags extends ModelFlags, RuntimeFlags {
   json?: boolean;
 }
 
-export function softmax(logits: Float32Array): Float64Array {
-  const max = Math.max(...logits);
-  const e = Float64Array.from(logits, (v) => Math.exp(v - max));
-  const s = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / s);
-}
-
 export function predictCommand(): Command {
   return addRuntimeOptions(addModelOptions(new Command("predict"), { ratio: 4 }))
     .description("classify images (PNG or JPEG) with a trained model")
@@ -46,23 +38,13 @@ export function predictCommand(): Command {
       const { model } = loadWeightsForCli(flags.weights, flags);
       model.eval();
       const cfg = model.config;
-      const imagenet = cfg.layout === "torchvision" && cfg.inChannels === 3;
-      // ImageNet preprocessing is torchvision's (resize 256, centre crop 224) unless --resize asks otherwise.
-      const size = imagenet ? (flags.resize ?? 224) : imageSizeFor(cfg, flags);
-      const names =
-        cfg.numClasses === 10 ? FASHION_MNIST_CLASSES : cfg.numClasses === 1000 ? IMAGENET_CLASSES : null;
+      // Checks --resize against a d2l model's input size; an ImageNet model takes any crop size.
+      imageSizeFor(cfg, flags);
+      const names = classNames(cfg);
       const results = images.map((file) => {
-        const img = readImage(file);
-        const x = imagenet
-          ? preprocessImagenet(img, Math.round((size * 256) / 224), size)
-          : preprocessSmall(img, cfg.inChannels, size, flags.invert);
-        const logits = noGrad(() => model.forward(new Tensor(x, [1, cfg.inChannels, size, size])));
-        const p = softmax(logits.data);
-        const top = [...p.keys()]
-          .sort((a, b) => p[b] - p[a])
-          .slice(0, flags.top)
-          .map((i) => ({ class: i, name: names?.[i] ?? `class ${i}`, probability: p[i] }));
-        return { file, top };
+        const x = imageToInput(readImage(file), cfg, flags.invert, flags.resize);
+        const logits = noGrad(() => model.forward(new Tensor(x, [1, ...inputShape(cfg, flags.resize)])));
+        return { file, top: topClasses(logits.data, flags.top, names) };
       });
       if (flags.json) {
         console.log(JSON.stringify(results, null, 2));

@@ -1,9 +1,11 @@
-// `vgg serve --weights FILE`: the in-browser classifier. The server only hands out the page, the weights
-// and the model's configuration; the browser runs the network itself.
+// `vgg serve --weights FILE`: the inference API over HTTP (src/serve/) and, unless --api, the page that
+// classifies pictures and drawings in the browser (the server hands out the page, the weights and the
+// model's configuration; the browser runs the network itself).
 import { statSync } from "node:fs";
 import { Command } from "commander";
+import { parseArch } from "../models/vgg.js";
+import { startInferenceServer } from "../serve/server.js";
 import { sendFile, sendText } from "../web/http.js";
-import { startWebServer } from "../web/server.js";
 import { addListenOptions, type ListenFlags } from "./dashboard.js";
 import {
   addModelOptions,
@@ -11,46 +13,101 @@ import {
   applyRuntimeFlags,
   imageSizeFor,
   type ModelFlags,
+  positiveInt,
   type RuntimeFlags,
+  vggOptions,
 } from "./model-options.js";
 import { loadWeightsForCli } from "./weights.js";
 
 export const SERVE_PORT = 8080;
 
+interface ServeFlags extends ModelFlags, RuntimeFlags, ListenFlags {
+  weights: string;
+  api?: boolean;
+  modelName: string;
+  maxBatch: number;
+  maxDelayMs: number;
+  maxQueue: number;
+  maxBodyBytes: number;
+  requestTimeoutMs: number;
+}
+
+function nonNegative(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0)
+      throw new Error(`Expected ${name} to be a number >= 0 but received "${v}"`);
+    return n;
+  };
+}
+
 export function serveCommand(): Command {
   return addListenOptions(addRuntimeOptions(addModelOptions(new Command("serve"), { ratio: 4 })), SERVE_PORT)
-    .description("serve a page that classifies pictures and drawings in the browser with a trained model")
+    .description(
+      "serve predictions over HTTP (Open Inference Protocol v2, /v1/classify) and a classifier page",
+    )
     .requiredOption("--weights <file>", "safetensors weights (vgg-ts, or PyTorch with the model flags)")
-    .action(async (flags: ModelFlags & RuntimeFlags & ListenFlags & { weights: string }) => {
+    .option("--api", "serve only the inference API, not the browser page")
+    .option("--model-name <name>", "the model's name in /v2/models/{name}", "vgg")
+    .option("--max-batch <n>", "most images per batch", positiveInt("--max-batch"), 32)
+    .option("--max-delay-ms <ms>", "longest wait for a batch to fill", nonNegative("--max-delay-ms"), 5)
+    .option("--max-queue <n>", "images allowed to wait; beyond it 503", positiveInt("--max-queue"), 256)
+    .option(
+      "--max-body-bytes <n>",
+      "largest request body; beyond it 413",
+      positiveInt("--max-body-bytes"),
+      8 << 20,
+    )
+    .option(
+      "--request-timeout-ms <ms>",
+      "answer 504 after this long (0: never)",
+      nonNegative("--request-timeout-ms"),
+      30_000,
+    )
+    .action(async (flags: ServeFlags) => {
       applyRuntimeFlags(flags);
-      // Load once here so a bad file fails now, with the CLI's message, rather than in the page.
+      // Load once here so a bad file fails now, with the CLI's message; the model thread loads its own copy.
       const { model } = loadWeightsForCli(flags.weights, flags);
-      if (model.config.layout === "torchvision" && model.config.inChannels === 3)
+      const pageable = !(model.config.layout === "torchvision" && model.config.inChannels === 3);
+      if (!flags.api && !pageable)
         throw new Error(
-          `Expected a Fashion-MNIST model (1 input channel) but ${flags.weights} is an ImageNet-layout model; the page classifies Fashion-MNIST`,
+          `Expected a Fashion-MNIST model (1 input channel) but ${flags.weights} is an ImageNet-layout model; the page classifies Fashion-MNIST (serve the API alone with --api)`,
         );
       imageSizeFor(model.config, flags);
       const config = JSON.stringify(model.config);
-      const server = await startWebServer({
-        host: flags.host,
-        port: flags.port,
-        index: "classifier.html",
-        route: (path, req, res) => {
-          if (path === "/model.safetensors") {
-            statSync(flags.weights);
-            sendFile(req, res, flags.weights, false);
-            return true;
-          }
-          if (path === "/model-config.json") {
-            res.setHeader("Cache-Control", "no-store");
-            sendText(res, 200, config);
-            return true;
-          }
-          return false;
+      const server = await startInferenceServer({
+        ...flags,
+        source: {
+          weights: flags.weights,
+          fallback: { convArch: parseArch(flags.arch), options: vggOptions(flags) },
         },
+        page: flags.api
+          ? undefined
+          : {
+              index: "classifier.html",
+              route: (path, req, res) => {
+                if (path === "/model.safetensors") {
+                  statSync(flags.weights);
+                  sendFile(req, res, flags.weights, false);
+                  return true;
+                }
+                if (path === "/model-config.json") {
+                  res.setHeader("Cache-Control", "no-store");
+                  sendText(res, 200, config);
+                  return true;
+                }
+                return false;
+              },
+            },
       });
-      console.log(`Classifier for ${flags.weights}: ${server.url} (Ctrl-C to stop)`);
-      await new Promise<void>((resolve) => process.once("SIGINT", resolve));
-      await server.close();
+      console.log(
+        `${flags.api ? "Inference API" : "Classifier page and inference API"} for ${flags.weights}: ${server.url} (model "${flags.modelName}"; Ctrl-C or SIGTERM to stop)`,
+      );
+      const signal = await new Promise<string>((resolve) => {
+        process.once("SIGINT", () => resolve("SIGINT"));
+        process.once("SIGTERM", () => resolve("SIGTERM"));
+      });
+      console.log(`${signal}: answering the requests already received, then stopping`);
+      await server.drain();
     });
 }

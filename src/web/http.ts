@@ -105,14 +105,21 @@ export function admitRequest(
     sendText(res, 405, `Expected a GET or HEAD request but received ${req.method}`);
     return false;
   }
-  // 0.0.0.0 / :: (all interfaces) serve any name; otherwise only the bound address and localhost.
-  const anyInterface = server.host === "0.0.0.0" || server.host === "::";
-  const host = req.headers.host ?? "";
-  if (!anyInterface && !allowedHosts(server.host, server.port).has(host.toLowerCase())) {
-    sendText(res, 421, `Expected the Host header to name this server but received "${host}"`);
+  if (!hostAllowed(req, server)) {
+    sendText(
+      res,
+      421,
+      `Expected the Host header to name this server but received "${req.headers.host ?? ""}"`,
+    );
     return false;
   }
   return true;
+}
+
+/** 0.0.0.0 / :: (all interfaces) serve any name; otherwise only the bound address and localhost. */
+export function hostAllowed(req: IncomingMessage, server: { host: string; port: number }): boolean {
+  const anyInterface = server.host === "0.0.0.0" || server.host === "::";
+  return anyInterface || allowedHosts(server.host, server.port).has((req.headers.host ?? "").toLowerCase());
 }
 
 export function urlPath(req: IncomingMessage): string {

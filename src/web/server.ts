@@ -36,10 +36,13 @@ export interface WebServer {
   close(): Promise<void>;
 }
 
-export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
+/** The request handler of startWebServer, for a server that also answers other routes (vgg serve's API). */
+export function webRequestHandler(
+  o: WebServerOptions,
+  bound: { host: string; port: number },
+): (req: IncomingMessage, res: ServerResponse) => void {
   const root = assetsDir(o.index, o.assets);
-  const bound = { host: o.host, port: o.port };
-  const server = createServer((req, res) => {
+  return (req, res) => {
     try {
       if (!admitRequest(req, res, bound)) return;
       const path = urlPath(req);
@@ -51,7 +54,12 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
       if (!res.headersSent) sendText(res, 500, (e as Error).message);
       else res.destroy();
     }
-  });
+  };
+}
+
+export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
+  const bound = { host: o.host, port: o.port };
+  const server = createServer(webRequestHandler(o, bound));
   // Bound the time a client may take to send its headers, so idle half-open sockets do not pile up.
   server.headersTimeout = 10_000;
   server.requestTimeout = 0; // the event stream is a request that never ends

@@ -1,0 +1,176 @@
+// Dynamic batching: requests wait in a bounded queue and run together, up to `maxBatch` images per batch,
+// once the oldest has waited `maxDelayMs` or the queue holds a full batch. One batch runs at a time, so
+// under load the requests that arrive while a batch runs form the next one and batches grow with the load.
+
+export interface BatcherOptions {
+  /** Largest batch, in images. */
+  maxBatch: number;
+  /** How long the oldest request may wait for others before its batch starts. */
+  maxDelayMs: number;
+  /** Images allowed to wait; a request that would exceed it is refused with QueueFullError. */
+  maxQueue: number;
+  /** Floats in one image's input and in one image's output. */
+  inputSize: number;
+  outputSize: number;
+  /** Runs n images (inputs concatenated) and resolves with their outputs concatenated. */
+  run: (input: Float32Array, n: number) => Promise<Float32Array>;
+  /** Told of every batch that ran: its size and how long the run took. */
+  onBatch?: (n: number, seconds: number) => void;
+}
+
+/** The queue is full: the client should retry later (HTTP 503 with Retry-After). */
+export class QueueFullError extends Error {}
+/** The request waited longer than its timeout (HTTP 504). */
+export class RequestTimeoutError extends Error {}
+/** The batcher is closed and takes no more requests (HTTP 503). */
+export class ClosedError extends Error {}
+
+interface Pending {
+  input: Float32Array;
+  n: number;
+  enqueuedAt: number;
+  resolve: (out: Float32Array) => void;
+  reject: (e: Error) => void;
+  timer?: NodeJS.Timeout;
+  settled: boolean;
+}
+
+export class Batcher {
+  private readonly queue: Pending[] = [];
+  private queuedImages = 0;
+  private running = false;
+  private timer?: NodeJS.Timeout;
+  private flushing = false;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly o: BatcherOptions) {
+    for (const k of ["maxBatch", "maxQueue", "inputSize", "outputSize"] as const)
+      if (!Number.isInteger(o[k]) || o[k] < 1)
+        throw new RangeError(`Expected ${k} to be a positive integer but received ${o[k]}`);
+    if (!(o.maxDelayMs >= 0)) throw new RangeError(`Expected maxDelayMs >= 0 but received ${o.maxDelayMs}`);
+  }
+
+  /** Images waiting (not counting the batch that is running). */
+  get depth(): number {
+    return this.queuedImages;
+  }
+
+  /**
+   * Queues n images (inputs concatenated, n <= maxBatch) and resolves with their outputs; rejects with
+   * QueueFullError at once when they do not fit, or RequestTimeoutError after timeoutMs (0: never).
+   */
+  submit(input: Float32Array, n: number, timeoutMs = 0): Promise<Float32Array> {
+    if (this.closed) return Promise.reject(new ClosedError("the server is shutting down"));
+    if (!Number.isInteger(n) || n < 1 || n > this.o.maxBatch)
+      return Promise.reject(new RangeError(`Expected 1 to ${this.o.maxBatch} images but received ${n}`));
+    if (input.length !== n * this.o.inputSize)
+      return Promise.reject(
+        new RangeError(
+          `Expected ${n * this.o.inputSize} input values for ${n} images but received ${input.length}`,
+        ),
+      );
+    if (this.queuedImages + n > this.o.maxQueue)
+      return Promise.reject(
+        new QueueFullError(
+          `the queue is full (${this.queuedImages} of ${this.o.maxQueue} images waiting); retry later`,
+        ),
+      );
+    return new Promise((resolve, reject) => {
+      const p: Pending = { input, n, enqueuedAt: performance.now(), resolve, reject, settled: false };
+      if (timeoutMs > 0)
+        p.timer = setTimeout(() => {
+          const i = this.queue.indexOf(p);
+          if (i >= 0) {
+            this.queue.splice(i, 1);
+            this.queuedImages -= p.n;
+          }
+          this.settle(p, new RequestTimeoutError(`the request took longer than ${timeoutMs} ms`));
+        }, timeoutMs);
+      this.queue.push(p);
+      this.queuedImages += n;
+      this.schedule();
+    });
+  }
+
+  /** From now on batches start as soon as the model is free, without waiting for the delay (shutdown). */
+  flush(): void {
+    this.flushing = true;
+    this.schedule();
+  }
+
+  /** Flushes, refuses new requests, and resolves when every queued request is answered. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.flush();
+    if (this.running || this.queue.length > 0) await new Promise<void>((ok) => this.idleWaiters.push(ok));
+  }
+
+  private settle(p: Pending, result: Float32Array | Error): void {
+    if (p.settled) return;
+    p.settled = true;
+    clearTimeout(p.timer);
+    if (result instanceof Error) p.reject(result);
+    else p.resolve(result);
+  }
+
+  private schedule(): void {
+    if (this.running) return;
+    if (this.queue.length === 0) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      for (const ok of this.idleWaiters.splice(0)) ok();
+      return;
+    }
+    const waited = performance.now() - this.queue[0].enqueuedAt;
+    if (this.flushing || this.queuedImages >= this.o.maxBatch || waited >= this.o.maxDelayMs) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.dispatch();
+    } else if (!this.timer)
+      this.timer = setTimeout(
+        () => {
+          this.timer = undefined;
+          this.schedule();
+        },
+        Math.max(1, Math.ceil(this.o.maxDelayMs - waited)),
+      );
+  }
+
+  private dispatch(): void {
+    const batch: Pending[] = [];
+    let n = 0;
+    while (this.queue.length > 0 && n + this.queue[0].n <= this.o.maxBatch) {
+      const p = this.queue.shift() as Pending;
+      batch.push(p);
+      n += p.n;
+    }
+    this.queuedImages -= n;
+    const input = new Float32Array(n * this.o.inputSize);
+    let offset = 0;
+    for (const p of batch) {
+      input.set(p.input, offset);
+      offset += p.input.length;
+    }
+    this.running = true;
+    const started = performance.now();
+    this.o
+      .run(input, n)
+      .then((out) => {
+        this.o.onBatch?.(n, (performance.now() - started) / 1000);
+        let row = 0;
+        for (const p of batch) {
+          const size = p.n * this.o.outputSize;
+          this.settle(p, out.slice(row, row + size));
+          row += size;
+        }
+      })
+      .catch((e: Error) => {
+        for (const p of batch) this.settle(p, e);
+      })
+      .finally(() => {
+        this.running = false;
+        this.schedule();
+      });
+  }
+}

@@ -1,0 +1,37 @@
+// Worker-thread entry of the inference server: this thread owns the model and the native kernels, so a
+// batch runs without blocking the HTTP thread, which keeps accepting requests and answering health checks.
+import { parentPort, workerData } from "node:worker_threads";
+import { noGrad } from "../autograd.js";
+import { configureBackend } from "../backend/index.js";
+import { prepackForInference } from "../nn/layers.js";
+import { Tensor } from "../tensor.js";
+import { loadModel } from "../train/checkpoint.js";
+import { inputShape } from "./classify.js";
+import type { FromModelThread, ModelSource, ToModelThread } from "./model-thread.js";
+
+const port = parentPort;
+if (!port) throw new Error("serve/worker.js runs only as a worker thread");
+const post = (m: FromModelThread, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
+
+try {
+  const source = workerData as ModelSource;
+  configureBackend(source.runtime ?? {});
+  const { model } = loadModel(source.weights, source.fallback);
+  // Eval mode, and the fully connected weights packed once for the many batches to come.
+  prepackForInference(model);
+  const shape = inputShape(model.config, source.resize);
+  port.on("message", (m: ToModelThread) => {
+    try {
+      const logits = noGrad(() => model.forward(new Tensor(m.input, [m.n, ...shape])));
+      // A copy the worker can hand over: the output tensor's buffer may be pooled and reused.
+      const out = logits.data.slice();
+      post({ op: "done", id: m.id, logits: out }, [out.buffer]);
+    } catch (e) {
+      post({ op: "error", id: m.id, message: (e as Error).message });
+    }
+  });
+  post({ op: "ready", config: model.config });
+} catch (e) {
+  post({ op: "failed", message: (e as Error).message });
+  port.close();
+}
