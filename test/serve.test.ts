@@ -100,7 +100,8 @@ test("concurrent clients, batched, get vgg predict's answers", { timeout: 180_00
   assert.equal(batch.status, 200, batch.body);
   const results = JSON.parse(batch.body).results as { top: Ranked[] }[];
   assert.equal(results.length, files.length);
-  results.forEach((r, i) => assertSameRanking(r.top, expected[i].top.slice(0, 3), 1e-6, files[i]));
+  for (const [i, r] of results.entries())
+    assertSameRanking(r.top, expected[i].top.slice(0, 3), 1e-6, files[i]);
   const m = (await http(`${s.url}/metrics`)).body;
   assert.equal(metric(m, "vgg_serve_requests_total", 'route="classify",code="200"'), 61);
   assert.equal(metric(m, "vgg_serve_batch_size_sum"), 60 + files.length);
