@@ -1,5 +1,6 @@
 // Test helpers: seeded random tensors and a finite-difference gradient check.
 import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
 import { noGrad } from "../src/autograd.js";
 import { Generator } from "../src/rng.js";
 import { Tensor } from "../src/tensor.js";
@@ -57,4 +58,54 @@ export function gradcheck(
     }
   });
   return worst;
+}
+
+/** A running child process with its combined output and how it ended. */
+export interface Started {
+  child: ChildProcess;
+  /** stdout and stderr so far, interleaved as they arrived. */
+  output(): string;
+  /** Resolves when the process has exited: with its code, or the signal that ended it. */
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; timedOut: boolean }>;
+}
+
+/**
+ * Spawns `node bin/vgg ...args` with a hang guard: after `timeoutMs` (generous; it only turns a hang into a
+ * failure with a message, never asserts speed) the child is killed and `done` reports `timedOut`.
+ */
+export function startVgg(
+  args: string[],
+  { env = process.env, timeoutMs = 120_000 }: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Started {
+  const child = spawn(process.execPath, ["bin/vgg", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout?.on("data", (d) => (out += d));
+  child.stderr?.on("data", (d) => (out += d));
+  let timedOut = false;
+  const guard = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, timeoutMs);
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; timedOut: boolean }>(
+    (resolve) =>
+      child.on("close", (code, signal) => {
+        clearTimeout(guard);
+        resolve({ code, signal, timedOut });
+      }),
+  );
+  return { child, output: () => out, done };
+}
+
+/**
+ * Polls `ready` (a cheap check of what the child wrote: a file, its output) until it holds, and resolves
+ * true; resolves false if the child exits first. The poll interval only bounds how late the caller reacts.
+ */
+export async function waitUntil(p: Started, ready: () => boolean, intervalMs = 2): Promise<boolean> {
+  let exited = false;
+  p.done.then(() => (exited = true));
+  for (;;) {
+    if (ready()) return true;
+    if (exited) return ready();
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
 }
