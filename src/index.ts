@@ -1,7 +1,13 @@
 // vgg-ts: the library entry point.
 export { isGradEnabled, noGrad } from "./autograd.js";
 export type { Backend, BackendName } from "./backend/index.js";
-export { backend, backendFallbackReason, configureBackend, setBackend, setNumThreads } from "./backend/index.js";
+export {
+  backend,
+  backendFallbackReason,
+  configureBackend,
+  setBackend,
+  setNumThreads,
+} from "./backend/index.js";
 export * as data from "./data/index.js";
 export * as io from "./io/index.js";
 export { type ModelSummary, summarize } from "./models/summary.js";
@@ -23,6 +29,6 @@ export {
   Tensor,
   zeros,
 } from "./tensor.js";
-export * as train from "./train/index.js";
 export type { TrainCallback } from "./train/events.js";
 export { FIT_DEFAULTS, type FitOptions, type FitResult, fit } from "./train/fit.js";
+export * as train from "./train/index.js";
