@@ -231,7 +231,7 @@ __attribute__((target("avx2,fma"))) void grad_row_stream_avx2(float* out, const 
 void normalize_row(float* out, const float* x, int64_t len, float mean, float scale, float shift, bool relu,
                    bool stream) {
 #ifdef VGG_X86
-  if (stream && active_isa() == Isa::Avx2Fma) return normalize_row_stream_avx2(out, x, len, mean, scale, shift, relu);
+  if (stream && isa_at_least(Isa::Avx2Fma)) return normalize_row_stream_avx2(out, x, len, mean, scale, shift, relu);
 #endif
   (void)stream;
   normalize_row_portable(out, x, len, mean, scale, shift, relu);
@@ -240,7 +240,7 @@ void normalize_row(float* out, const float* x, int64_t len, float mean, float sc
 void grad_row(float* out, const float* g, const float* x, int64_t len, float mean, float a, float b, float k,
               bool stream) {
 #ifdef VGG_X86
-  if (stream && active_isa() == Isa::Avx2Fma) return grad_row_stream_avx2(out, g, x, len, mean, a, b, k);
+  if (stream && isa_at_least(Isa::Avx2Fma)) return grad_row_stream_avx2(out, g, x, len, mean, a, b, k);
 #endif
   (void)stream;
   grad_row_portable(out, g, x, len, mean, a, b, k);
@@ -279,7 +279,7 @@ void batch_norm_forward_train(float* y, float* save_mean, float* save_inv_std, c
                               const float* beta, int64_t n, int64_t c, int64_t hw, double eps, bool relu) {
   const double count = static_cast<double>(n * hw);
   const bool stream = static_cast<double>(n * c * hw) * sizeof(float) >= kStreamBytes;
-  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const bool avx2 = isa_at_least(Isa::Avx2Fma);
   parallel_run(
       [&](int ith, int nth) {
         int64_t c0, c1;
@@ -320,7 +320,7 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
                          const float* save_mean, const float* save_inv_std, int64_t n, int64_t c, int64_t hw) {
   const double m = static_cast<double>(n * hw);
   const bool stream = static_cast<double>(n * c * hw) * sizeof(float) >= kStreamBytes;
-  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const bool avx2 = isa_at_least(Isa::Avx2Fma);
   parallel_run(
       [&](int ith, int nth) {
         int64_t c0, c1;
@@ -344,5 +344,7 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
       },
       c);
 }
+
+const char* batch_norm_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "avx2+fma" : "portable C++"; }
 
 }  // namespace vgg

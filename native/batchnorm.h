@@ -18,4 +18,7 @@ void channel_affine(float* y, const float* x, const float* scale, const float* s
 void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* gamma,
                          const float* save_mean, const float* save_inv_std, int64_t n, int64_t c, int64_t hw);
 
+/** The batch-norm statistics and output kernels in use, for `vgg info`. */
+const char* batch_norm_kernel_name();
+
 }  // namespace vgg

@@ -19,6 +19,7 @@
 #include "pool.h"
 #include "sgd.h"
 #include "threadpool.h"
+#include "winograd.h"
 
 namespace {
 
@@ -471,27 +472,45 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("isa", vgg::isa_name(vgg::active_isa()));
+  o.Set("bestIsa", vgg::isa_name(vgg::best_isa()));
+  Napi::Array features = Napi::Array::New(env);
+  const std::pair<vgg::Feature, const char*> names[] = {
+      {vgg::Feature::Avx2, "avx2"},         {vgg::Feature::Fma, "fma"},
+      {vgg::Feature::Avx512F, "avx512f"},   {vgg::Feature::Avx512BW, "avx512bw"},
+      {vgg::Feature::Avx512VL, "avx512vl"}, {vgg::Feature::Avx512DQ, "avx512dq"},
+      {vgg::Feature::Avx512Bf16, "avx512_bf16"}, {vgg::Feature::AmxTile, "amx-tile"},
+      {vgg::Feature::AmxBf16, "amx-bf16"}};
+  uint32_t nf = 0;
+  for (const auto& [f, name] : names)
+    if (vgg::cpu_has(f)) features.Set(nf++, name);
+  o.Set("cpuFeatures", features);
+  o.Set("cpuHasAvx2Fma", vgg::cpu_has(vgg::Feature::Avx2) && vgg::cpu_has(vgg::Feature::Fma));
   o.Set("threads", vgg::num_threads());
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  o.Set("cpuHasAvx2Fma", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
-#else
-  o.Set("cpuHasAvx2Fma", false);
-#endif
-  const bool avx2 = vgg::active_isa() == vgg::Isa::Avx2Fma;
-  std::string gemm = avx2 ? "6x16 avx2+fma" : "6x16 portable C++";
+  std::string gemm = vgg::gemm_kernel_name();
   if (vgg::sparse_gemm_enabled())
     gemm += "; A with at most " + std::to_string(static_cast<int>(vgg::sparse_gemm_max_density() * 100 + 0.5)) +
-            "% nonzeros: sparse x dense, 64 columns " + (avx2 ? "avx2+fma" : "portable C++");
+            "% nonzeros: " + vgg::sparse_gemm_kernel_name();
   else
     gemm += "; sparse A path off (VGG_SPARSE_GEMM=0)";
   o.Set("gemmKernel", gemm);
+  Napi::Object kernels = Napi::Object::New(env);
+  kernels.Set("gemm", vgg::gemm_kernel_name());
+  kernels.Set("sparseGemm", vgg::sparse_gemm_kernel_name());
+  kernels.Set("winogradTransforms", vgg::winograd_kernel_name());
+  kernels.Set("directConv", vgg::direct_conv_kernel_name());
+  kernels.Set("maxPool", vgg::max_pool_kernel_name());
+  kernels.Set("batchNorm", vgg::batch_norm_kernel_name());
+  kernels.Set("elementwise", vgg::elementwise_kernel_name());
+  kernels.Set("sgd", vgg::sgd_kernel_name());
+  o.Set("kernels", kernels);
   o.Set("sparseGemmCalls", static_cast<double>(vgg::sparse_gemm_calls()));
   o.Set("kernelCache", vgg::kernel_cache_path());
   return o;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // A level VGG_NATIVE_ISA asks for that the CPU lacks: fail the load with the reason, run nothing.
+  if (!vgg::isa_error().empty()) throw Napi::Error::New(env, vgg::isa_error());
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("gemmPackB", Napi::Function::New(env, GemmPackB));
   exports.Set("gemmPackedB", Napi::Function::New(env, GemmPackedB));

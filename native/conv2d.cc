@@ -224,7 +224,7 @@ void small_kdim_weight_grad(float* dw, const float* dyb, const float* xb, const 
   if (beta == 0.0f) std::memset(dw, 0, s.c_out * kdim * sizeof(float));
   float* cols = thread_scratch(2, kSmallKdim * kPixelChunk);
 #if defined(__x86_64__) || defined(__i386__)
-  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const bool avx2 = isa_at_least(Isa::Avx2Fma);
 #endif
   for (int64_t q0 = 0; q0 < plane; q0 += kPixelChunk) {
     const int64_t len = std::min(kPixelChunk, plane - q0);
@@ -347,7 +347,7 @@ void direct_small_forward(float* y, const float* x, const float* w, const float*
         if (r0 >= r1) return;
         float* buf = thread_scratch(0, s.c_in * s.kh * (s.w + 2 * s.pad_w));
 #if defined(__x86_64__) || defined(__i386__)
-        if (active_isa() == Isa::Avx2Fma) return direct_small_rows_avx2(y, x, w, bias, s, relu, r0, r1, buf);
+        if (isa_at_least(Isa::Avx2Fma)) return direct_small_rows_avx2(y, x, w, bias, s, relu, r0, r1, buf);
 #endif
         direct_small_rows_portable(y, x, w, bias, s, relu, r0, r1, buf);
       },
@@ -1203,5 +1203,7 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
     }
   }
 }
+
+const char* direct_conv_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "avx2+fma" : "portable C++"; }
 
 }  // namespace vgg

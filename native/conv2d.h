@@ -34,4 +34,7 @@ void conv2d_backward_input(float* dx, const float* dy, const float* w, const flo
 // dw is (cOut, cIn*kh*kw) and db (cOut) or null, both overwritten; dy is (n, cOut, outH, outW); x is (n, cIn, h, w).
 void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s);
 
+/** The direct (small-filter first layer) convolution in use, for `vgg info`. */
+const char* direct_conv_kernel_name();
+
 }  // namespace vgg

@@ -101,4 +101,7 @@ void add_row_bias(float* y, const float* bias, int64_t rows, int64_t cols) {
       rows);
 }
 
+// Compiled without target flags: the baseline x86-64 vector width whatever the level.
+const char* elementwise_kernel_name() { return "compiler-vectorised, baseline (sse2)"; }
+
 }  // namespace vgg

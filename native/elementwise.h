@@ -18,4 +18,7 @@ void add_inplace(float* y, const float* x, int64_t len);
 // y (rows, cols) += bias (cols) on every row.
 void add_row_bias(float* y, const float* bias, int64_t rows, int64_t cols);
 
+/** The element-wise loops (ReLU, dropout, add), for `vgg info`. */
+const char* elementwise_kernel_name();
+
 }  // namespace vgg

@@ -124,7 +124,7 @@ __attribute__((target("avx2,fma"))) void micro_avx2_rows(float* c, int64_t ldc, 
 // The kernel for a full-width tile of `rows` < MR rows, or null where the edge path below serves.
 MicroKernel micro_kernel_rows(int64_t rows) {
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) {
+  if (isa_at_least(Isa::Avx2Fma)) {
     static constexpr MicroKernel kernels[MR] = {nullptr, micro_avx2_rows<1>, micro_avx2_rows<2>,
                                                 micro_avx2_rows<3>, micro_avx2_rows<4>, micro_avx2_rows<5>};
     return kernels[rows];
@@ -136,7 +136,7 @@ MicroKernel micro_kernel_rows(int64_t rows) {
 
 MicroKernel micro_kernel() {
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) return micro_avx2;
+  if (isa_at_least(Isa::Avx2Fma)) return micro_avx2;
 #endif
   return micro_portable;
 }
@@ -247,7 +247,7 @@ void pack_b(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, i
 void pack_panel_from_rows(float* d, const float* const* rows, int64_t kc) {
 #ifdef VGG_X86
   // The aligned stores need d 32-byte aligned: panels start at multiples of kc * NR floats of a 64-byte buffer.
-  if (active_isa() == Isa::Avx2Fma && (reinterpret_cast<uintptr_t>(d) & 31) == 0) return pack_panel_rows_avx2(d, rows, kc);
+  if (isa_at_least(Isa::Avx2Fma) && (reinterpret_cast<uintptr_t>(d) & 31) == 0) return pack_panel_rows_avx2(d, rows, kc);
 #endif
   pack_panel_rows_portable(d, rows, 0, kc);
 }
@@ -485,7 +485,7 @@ void gemv_rows_avx2(float* c, int64_t ldc, const float* a, int64_t lda, const fl
 void gemv_rows(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t j0,
                int64_t j1, int64_t k, float beta) {
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) return gemv_rows_avx2(c, ldc, a, lda, b, ldb, m, j0, j1, k, beta);
+  if (isa_at_least(Isa::Avx2Fma)) return gemv_rows_avx2(c, ldc, a, lda, b, ldb, m, j0, j1, k, beta);
 #endif
   gemv_rows_portable(c, ldc, a, lda, b, ldb, m, j0, j1, k, beta);
 }
@@ -580,5 +580,7 @@ void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const fl
       },
       (total + align - 1) / align);
 }
+
+std::string gemm_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "6x16 avx2+fma" : "6x16 portable C++"; }
 
 }  // namespace vgg

@@ -1,6 +1,7 @@
 // Packed, cache-blocked single-precision GEMM (BLIS-style: A and B packed into MR x kc and kc x NR
 // micro-panels, a 6x16 register-tiled micro-kernel, AVX2+FMA or portable C++ chosen at run time).
 #pragma once
+#include <string>
 #include <cstdint>
 
 namespace vgg {
@@ -34,7 +35,7 @@ void pack_panel_from_rows(float* d, const float* const* rows, int64_t kc);
 #if defined(__x86_64__) || defined(__i386__)
 /**
  * out[q * out_stride + i] = rows[i][p + q] for i, q < 8, a null row reading zeros: one 8x8 transpose in AVX2
- * registers (call only where active_isa() is Avx2Fma). out 32-byte aligned, out_stride a multiple of 8.
+ * registers (call only where isa_at_least(Isa::Avx2Fma)). out 32-byte aligned, out_stride a multiple of 8.
  */
 void transpose_8x8_avx2(float* out, int64_t out_stride, const float* const* rows, int64_t p);
 #endif
@@ -81,5 +82,8 @@ void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const fl
                     int64_t k, float beta);
 void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m, int64_t n,
            int64_t k, bool trans_a, bool trans_b, float beta, GemmEpilogue ep = {});
+
+/** The dense micro-kernel in use, for `vgg info` (e.g. "6x16 avx2+fma"). */
+std::string gemm_kernel_name();
 
 }  // namespace vgg

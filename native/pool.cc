@@ -77,7 +77,7 @@ __attribute__((target("avx2,fma"))) void max_pool_2x2_avx2(float* yp, int32_t* a
 
 void max_pool_2x2(float* yp, int32_t* ap, const float* xp, const PoolShape& s) {
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) return max_pool_2x2_avx2(yp, ap, xp, s);
+  if (isa_at_least(Isa::Avx2Fma)) return max_pool_2x2_avx2(yp, ap, xp, s);
 #endif
   for (int64_t oy = 0; oy < s.out_h; oy++) max_pool_2x2_row(yp, ap, xp, s, oy, 0);
 }
@@ -193,7 +193,7 @@ bool max_pool_2x2_backward_plane(float* dxp, const float* dyp, const int32_t* ap
                                  const PoolShape& s) {
   const int64_t w = s.w, out_w = s.out_w;
 #ifdef VGG_X86
-  const bool avx2 = active_isa() == Isa::Avx2Fma && w + 1 <= INT32_MAX / 2;
+  const bool avx2 = isa_at_least(Isa::Avx2Fma) && w + 1 <= INT32_MAX / 2;
 #endif
   for (int64_t oy = 0; oy < s.out_h; oy++) {
 #ifdef VGG_X86
@@ -242,5 +242,7 @@ void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, cons
       },
       planes);
 }
+
+const char* max_pool_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "2x2 avx2" : "portable C++"; }
 
 }  // namespace vgg

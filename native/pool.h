@@ -31,4 +31,7 @@ void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolSha
 // > 0 then passes no gradient, so dx equals ReLU's backward applied to the plain result (fused).
 void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, const float* relu_y, const PoolShape& s);
 
+/** The 2x2 max-pool kernels in use, for `vgg info`. */
+const char* max_pool_kernel_name();
+
 }  // namespace vgg

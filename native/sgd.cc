@@ -25,4 +25,7 @@ void sgd_step(float* param, const float* grad, float* buf, int64_t len, const Sg
       len / (1 << 15) + 1);
 }
 
+// Compiled without target flags: the baseline x86-64 vector width whatever the level.
+const char* sgd_kernel_name() { return "compiler-vectorised double, baseline (sse2)"; }
+
 }  // namespace vgg

@@ -12,4 +12,7 @@ struct SgdParams {
 // param, grad and momentum_buf are (len); momentum_buf may be null only when momentum == 0.
 void sgd_step(float* param, const float* grad, float* momentum_buf, int64_t len, const SgdParams& o);
 
+/** The SGD update loop, for `vgg info`. */
+const char* sgd_kernel_name();
+
 }  // namespace vgg

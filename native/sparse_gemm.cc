@@ -108,7 +108,7 @@ __attribute__((target("avx2,popcnt"))) int32_t list_row_avx2(int32_t* idx, float
 
 int32_t list_row(int32_t* idx, float* val, const float* src, int64_t k) {
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) return list_row_avx2(idx, val, src, k);
+  if (isa_at_least(Isa::Avx2Fma)) return list_row_avx2(idx, val, src, k);
 #endif
   return list_row_portable(idx, val, src, 0, k);
 }
@@ -175,7 +175,7 @@ __attribute__((target("avx2"))) void pack_slices_transposed_avx2(float* dst, con
 void pack_slices(float* dst, const float* b, int64_t ldb, bool trans_b, int64_t p0, int64_t j0, int64_t kb,
                  int64_t nc) {
 #ifdef VGG_X86
-  if (trans_b && active_isa() == Isa::Avx2Fma) return pack_slices_transposed_avx2(dst, b, ldb, p0, j0, kb, nc);
+  if (trans_b && isa_at_least(Isa::Avx2Fma)) return pack_slices_transposed_avx2(dst, b, ldb, p0, j0, kb, nc);
 #endif
   pack_slices_portable(dst, b, ldb, trans_b, p0, j0, kb, nc);
 }
@@ -267,7 +267,7 @@ __attribute__((target("avx2,fma"))) void row_avx2_edge(float* c, RowsView b, con
 
 RowKernel row_kernel(int64_t cols) {
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) return cols == kSub ? row_avx2 : row_avx2_edge;
+  if (isa_at_least(Isa::Avx2Fma)) return cols == kSub ? row_avx2 : row_avx2_edge;
 #endif
   return row_portable;
 }
@@ -288,7 +288,7 @@ __attribute__((target("avx2"))) bool any_nonfinite_avx2(const float* x, int64_t 
 bool any_nonfinite(const float* x, int64_t n) {
   int64_t i = 0;
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma) {
+  if (isa_at_least(Isa::Avx2Fma)) {
     i = n / 8 * 8;
     if (any_nonfinite_avx2(x, i)) return true;
   }
@@ -484,6 +484,10 @@ bool sgemm_sparse_a_packed_b(float* c, int64_t ldc, const float* a, int64_t lda,
   if (!qualifies(a, lda, false, m, n, k)) return false;
   run(Problem{c, ldc, a, lda, false, nullptr, 0, false, packed_b, m, n, k, beta});
   return true;
+}
+
+std::string sparse_gemm_kernel_name() {
+  return std::string("sparse x dense, 64 columns ") + (isa_at_least(Isa::Avx2Fma) ? "avx2+fma" : "portable C++");
 }
 
 }  // namespace vgg

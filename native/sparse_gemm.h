@@ -2,6 +2,7 @@
 // layer's input and in the gradient of its output, and those are the left operands of all three GEMMs of
 // its training step (y = x W^T, dx = dy W, dW = dy^T x): skipping the zero terms skips most of the work.
 #pragma once
+#include <string>
 #include <cstdint>
 
 namespace vgg {
@@ -29,5 +30,8 @@ double sparse_gemm_max_density();
 bool sparse_gemm_enabled();
 /** How many products the sparse path has computed in this process (for tests and `vgg info`). */
 int64_t sparse_gemm_calls();
+
+/** The sparse-A kernel in use, for `vgg info`. */
+std::string sparse_gemm_kernel_name();
 
 }  // namespace vgg

@@ -221,7 +221,7 @@ void transform_input_chunk(float* v, int64_t e_stride, const float* x, const Con
                            int64_t chunk) {
   const int64_t tiles_w = (s.out_w + 1) / 2, tiles = winograd_tiles(s), x_size = s.c_in * s.h * s.w;
 #ifdef VGG_X86
-  if (active_isa() == Isa::Avx2Fma)
+  if (isa_at_least(Isa::Avx2Fma))
     return transform_input_tiles<2, 16>(v, e_stride, x, s, t0, nt, chunk, tiles_w, tiles, input_transform_8);
 #endif
   for (int64_t ci = 0; ci < s.c_in; ci++)
@@ -240,7 +240,7 @@ int64_t winograd_tiles(const ConvShape& s) { return ((s.out_h + 1) / 2) * ((s.ou
 void winograd_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
                              const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end,
                              const PoolTarget* pool) {
-  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const bool avx2 = isa_at_least(Isa::Avx2Fma);
   const int64_t tiles_w = (s.out_w + 1) / 2, image_tiles = winograd_tiles(s), tiles = images * image_tiles;
   const int64_t plane = s.out_h * s.out_w;
   // Chunk so V (16, cIn, chunk) and M (16, cOut, chunk) take about 1 MiB together.
@@ -371,7 +371,7 @@ VGG_AVX2 void grad_transform_8_avx2(float* w, int64_t e_stride, const float* p, 
 
 void winograd_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
                                  bool accumulate) {
-  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const bool avx2 = isa_at_least(Isa::Avx2Fma);
   (void)avx2;  // only the x86 build has the vector transform
   const int64_t tiles_w = (s.out_w + 1) / 2, image_tiles = winograd_tiles(s), tiles = images * image_tiles;
   const int64_t plane = s.out_h * s.out_w;
@@ -454,5 +454,7 @@ void winograd_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64
     }
   }
 }
+
+const char* winograd_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "8 tiles per vector, avx2+fma" : "portable C++"; }
 
 }  // namespace vgg

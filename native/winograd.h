@@ -111,4 +111,7 @@ void winograd4_weight_grad_images(float* m, const float* dy, const float* x, int
                                   bool accumulate);
 void winograd4_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64_t c_in, int64_t f0, int64_t f1);
 
+/** The Winograd transforms in use (both tile sizes), for `vgg info`. */
+const char* winograd_kernel_name();
+
 }  // namespace vgg

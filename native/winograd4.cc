@@ -497,7 +497,7 @@ int64_t winograd4_weight_acc_size(int64_t c_out, int64_t c_in) { return 36 * c_o
 
 void winograd4_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
                                   bool accumulate) {
-  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const bool avx2 = isa_at_least(Isa::Avx2Fma);
   const int64_t tiles = images * winograd4_tiles(s);
   // Chunk so V (36, cIn, chunk) and G (36, cOut, chunk) take a few MiB (the GEMMs reduce over the chunk,
   // so it is longer than the forward pass's).
@@ -581,7 +581,7 @@ void winograd4_prepare_weights(float* packed, const float* w, int64_t c_out, int
 void winograd4_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
                               const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end,
                               const PoolTarget* pool) {
-  const bool avx2 = active_isa() == Isa::Avx2Fma;
+  const bool avx2 = isa_at_least(Isa::Avx2Fma);
   const int64_t tiles_w = tiles_w_of(s), image_tiles = winograd4_tiles(s), tiles = images * image_tiles;
   const int64_t plane = s.out_h * s.out_w;
   // Chunk so V (36, cIn, chunk) and M (36, cOut, chunk) take about 1 MiB together (at least 32 tiles).

@@ -18,11 +18,20 @@ export const addonPaths = [
 
 /** What the addon reports about itself. */
 export interface NativeInfo {
-  /** Kernel instruction set in use: "avx2+fma" or "portable" (VGG_NATIVE_ISA=portable forces it). */
+  /**
+   * Kernel instruction-set level in use: "portable", "avx2" (AVX2+FMA), "avx512" (F/BW/VL/DQ) or "amx"
+   * (AMX-BF16), the best the CPU and OS allow unless VGG_NATIVE_ISA forces a lower one.
+   */
   isa: string;
+  /** The best level this CPU and OS allow, whatever VGG_NATIVE_ISA says. */
+  bestIsa: string;
+  /** The CPU features the kernels may use (CPUID and the OS's register state), e.g. "avx512_bf16". */
+  cpuFeatures: string[];
   threads: number;
   cpuHasAvx2Fma: boolean;
   gemmKernel: string;
+  /** The kernel chosen for each family (gemm, sparseGemm, winogradTransforms, directConv, maxPool, ...). */
+  kernels: Record<string, string>;
   /** How many GEMMs this process has run on the sparse-A path (a left operand mostly zeros, e.g. after ReLU and dropout). */
   sparseGemmCalls: number;
   /** The file recording measured kernel choices ("" when VGG_KERNEL_CACHE=off or there is no home folder). */
@@ -114,6 +123,9 @@ export function loadNativeAddon(): NativeAddon | Error {
     const require = createRequire(import.meta.url);
     addon = require(path) as NativeAddon;
   } catch (e) {
+    // A level VGG_NATIVE_ISA asks for that the CPU lacks (or an unknown name): the user's setting is wrong,
+    // so say so instead of quietly falling back to the reference backend.
+    if (/VGG_NATIVE_ISA/.test((e as Error).message)) throw new Error((e as Error).message);
     cached = new Error(
       `the native addon at ${path} failed to load: ${(e as Error).message}. Possible solutions: run \`npx node-gyp rebuild\`.`,
     );
@@ -382,9 +394,12 @@ export function nativeInfo(): NativeInfo & { available: boolean; reason?: string
       available: false,
       reason: addon.message,
       isa: "none",
+      bestIsa: "none",
+      cpuFeatures: [],
       threads: 0,
       cpuHasAvx2Fma: false,
       gemmKernel: "none",
+      kernels: {},
       sparseGemmCalls: 0,
       kernelCache: "",
     };

@@ -1,4 +1,4 @@
-// `vgg info`: the backend in use, why (if it fell back), the CPU features, threads, and the conv
+// `vgg info`: the backend in use, why (if it fell back), the CPU features, the ISA level and each kernel chosen, threads, and the conv
 // kernel chosen per layer of a model.
 import { cpus } from "node:os";
 import { Command } from "commander";
@@ -66,8 +66,11 @@ export function infoCommand(): Command {
         cpu: cpus()[0]?.model ?? "unknown",
         cores: cpus().length,
         isa: native.isa,
+        bestIsa: native.bestIsa,
+        cpuFeatures: native.cpuFeatures,
         cpuHasAvx2Fma: native.cpuHasAvx2Fma,
         gemmKernel: native.gemmKernel,
+        kernels: native.kernels,
         threads: be.numThreads(),
         convKernels: layers,
       };
@@ -78,10 +81,12 @@ export function infoCommand(): Command {
       console.log(
         `backend: ${info.backend}${info.fallbackReason ? ` (fallback: ${info.fallbackReason})` : ""}`,
       );
+      console.log(`cpu: ${info.cpu}, ${info.cores} cores; features: ${info.cpuFeatures.join(" ") || "none"}`);
       console.log(
-        `cpu: ${info.cpu}, ${info.cores} cores; kernels: ${info.isa} (AVX2+FMA available: ${info.cpuHasAvx2Fma})`,
+        `isa level: ${info.isa} (best here: ${info.bestIsa}; VGG_NATIVE_ISA=portable|avx2|avx512|amx forces one)`,
       );
       console.log(`gemm: ${info.gemmKernel}; threads: ${info.threads}`);
+      for (const [family, kernel] of Object.entries(info.kernels)) console.log(`  ${family}: ${kernel}`);
       if (layers.length) {
         console.log(`conv kernels for ${flags.arch}/${flags.ratio} at batch ${flags.batchSize}:`);
         for (const l of layers)
