@@ -13,10 +13,13 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { PNG } from "pngjs";
+import { writeSyntheticFashionMnist } from "./helpers.js";
 
 const BIN = fileURLToPath(new URL("../../bin/vgg", import.meta.url));
-const DATA_DIR = "/usr/share/datasets/fashion-mnist";
-const TIMEOUT_MS = 30_000;
+// A hang guard per run (a hang is a failure), generous for a loaded machine; no assertion depends on speed.
+const TIMEOUT_MS = 60_000;
+// Each test: its runs, two at a time, each within TIMEOUT_MS.
+const TEST_TIMEOUT_MS = 600_000;
 
 // Values that parse but are extreme (they reach the code past the flag parsers) ...
 const extreme = [
@@ -122,7 +125,7 @@ function runVgg(args: string[], cwd: string): Promise<Outcome> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd,
-      env: { ...process.env, FASHION_MNIST_DIR: DATA_DIR, VGG_KERNEL_CACHE: "off", NO_COLOR: "1" },
+      env: { ...process.env, FASHION_MNIST_DIR: dataDir, VGG_KERNEL_CACHE: "off", NO_COLOR: "1" },
       stdio: ["ignore", "ignore", "pipe"],
       timeout: TIMEOUT_MS,
     });
@@ -174,12 +177,15 @@ const MODEL: Base = [
 const MODEL_EXTRA = ["--in-channels", "--num-classes", "--layout", "--dropout", "--batch-norm"];
 
 let work = "";
+// Small synthetic Fashion-MNIST files: the fuzz needs the format, not the real pictures.
+let dataDir = "";
 let outCounter = 0;
 let weights = "";
 const images: string[] = [];
 
 before(() => {
   work = mkdtempSync(join(tmpdir(), "vgg-fuzz-cli-"));
+  dataDir = writeSyntheticFashionMnist(join(work, "data"), { train: 64, test: 32 }).dir;
   // A tiny trained model for eval and predict.
   const train = spawnSync(
     process.execPath,
@@ -196,9 +202,13 @@ before(() => {
       "--out",
       join(work, "model"),
     ],
-    { encoding: "utf8", env: { ...process.env, FASHION_MNIST_DIR: DATA_DIR, VGG_KERNEL_CACHE: "off" } },
+    {
+      encoding: "utf8",
+      env: { ...process.env, FASHION_MNIST_DIR: dataDir, VGG_KERNEL_CACHE: "off" },
+      timeout: TIMEOUT_MS,
+    },
   );
-  assert.equal(train.status, 0, train.stderr);
+  assert.equal(train.status, 0, `${train.error ?? ""}${train.stderr}`);
   weights = join(work, "model", "model.safetensors");
   const png = new PNG({ width: 12, height: 9 });
   png.data.fill(180);
@@ -236,7 +246,9 @@ async function fuzzCommand(
   assert.deepEqual(failures, []);
 }
 
-test("vgg summary with hostile flag values exits 0/1/2 with a message, never a crash", async (t) => {
+test("vgg summary with hostile flag values exits 0/1/2 with a message, never a crash", {
+  timeout: TEST_TIMEOUT_MS,
+}, async (t) => {
   await fuzzCommand(
     t,
     "summary",
@@ -247,7 +259,9 @@ test("vgg summary with hostile flag values exits 0/1/2 with a message, never a c
   );
 });
 
-test("vgg train with hostile flag values exits 0/1/2 with a message, never a crash", async (t) => {
+test("vgg train with hostile flag values exits 0/1/2 with a message, never a crash", {
+  timeout: TEST_TIMEOUT_MS,
+}, async (t) => {
   await fuzzCommand(
     t,
     "train",
@@ -261,7 +275,7 @@ test("vgg train with hostile flag values exits 0/1/2 with a message, never a cra
       ["--epochs", "1"],
       ["--batch-size", "16"],
       ["--lr", "0.05"],
-      ["--data-dir", DATA_DIR],
+      ["--data-dir", dataDir],
       ["--no-download", null],
       ["--out", "@OUT@"],
       ["--threads", "1"],
@@ -289,14 +303,16 @@ test("vgg train with hostile flag values exits 0/1/2 with a message, never a cra
   );
 });
 
-test("vgg eval with hostile flag values exits 0/1/2 with a message, never a crash", async (t) => {
+test("vgg eval with hostile flag values exits 0/1/2 with a message, never a crash", {
+  timeout: TEST_TIMEOUT_MS,
+}, async (t) => {
   await fuzzCommand(
     t,
     "eval",
     () => [
       ...MODEL,
       ["--weights", weights],
-      ["--data-dir", DATA_DIR],
+      ["--data-dir", dataDir],
       ["--no-download", null],
       ["--limit", "16"],
       ["--batch-size", "8"],
@@ -308,7 +324,9 @@ test("vgg eval with hostile flag values exits 0/1/2 with a message, never a cras
   );
 });
 
-test("vgg predict with hostile flag values and garbage images exits 0/1/2 with a message, never a crash", async (t) => {
+test("vgg predict with hostile flag values and garbage images exits 0/1/2 with a message, never a crash", {
+  timeout: TEST_TIMEOUT_MS,
+}, async (t) => {
   let k = 0;
   await fuzzCommand(
     t,
@@ -323,7 +341,9 @@ test("vgg predict with hostile flag values and garbage images exits 0/1/2 with a
 });
 
 // Sizes that parse but would make the model enormous are refused by the model builder before it allocates.
-test("sizes that parse but cannot fit in memory are refused with a clear message, quickly", async () => {
+test("sizes that parse but cannot fit in memory are refused with a clear message before allocating", {
+  timeout: TEST_TIMEOUT_MS,
+}, async () => {
   const cases = [
     ["--input-size", "46341"],
     ["--classifier-width", "1000000"],
@@ -349,7 +369,7 @@ test("sizes that parse but cannot fit in memory are refused with a clear message
           const started = Date.now();
           const child = spawn(process.execPath, [BIN, ...c.args], {
             stdio: ["ignore", "ignore", "pipe"],
-            timeout: 5000,
+            timeout: TIMEOUT_MS,
           });
           let stderr = "";
           child.stderr.on("data", (s: Buffer) => {

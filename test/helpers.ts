@@ -1,7 +1,13 @@
-// Test helpers: seeded random tensors and a finite-difference gradient check.
+// Test helpers: seeded random tensors, a finite-difference gradient check, small Fashion-MNIST-format
+// data sets, and child processes with a hang guard.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
 import { noGrad } from "../src/autograd.js";
+import { FASHION_MNIST_FILES, locateFashionMnist } from "../src/data/fashion-mnist.js";
+import { encodeIdx } from "../src/data/idx.js";
 import { Generator } from "../src/rng.js";
 import { Tensor } from "../src/tensor.js";
 
@@ -108,4 +114,64 @@ export async function waitUntil(p: Started, ready: () => boolean, intervalMs = 2
     if (exited) return ready();
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/**
+ * Why a test that needs the real Fashion-MNIST images (their accuracy, their counts) is skipped, or false
+ * when they are found or CI is set (CI installs them, so there a missing data set fails the test).
+ */
+export function skipWithoutRealData(): string | false {
+  const found = locateFashionMnist("train") !== undefined && locateFashionMnist("test") !== undefined;
+  return found || process.env.CI
+    ? false
+    : "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)";
+}
+
+export interface SyntheticData {
+  /** The folder holding the four files, for --data-dir or FASHION_MNIST_DIR. */
+  dir: string;
+  train: { images: Uint8Array; labels: Uint8Array };
+  test: { images: Uint8Array; labels: Uint8Array };
+}
+
+/**
+ * Writes the four Fashion-MNIST files (gzipped, as the mirror serves them, or raw) into `dir`, holding
+ * `train` and `test` 28x28 pictures of a quickly learnt task: class c < 9 is an 8x8 bright square in cell c
+ * of a 3x3 grid, class 9 a bright bar across the middle, over dim noise. Labels run through the ten classes
+ * in a seeded order, so each class has n/10 pictures when n is a multiple of 10.
+ */
+export function writeSyntheticFashionMnist(
+  dir: string,
+  { train = 1024, test = 256, gzip = true, seed = 0 } = {},
+): SyntheticData {
+  mkdirSync(dir, { recursive: true });
+  const g = new Generator(seed);
+  const make = (n: number) => {
+    const labels = new Uint8Array(n);
+    for (let i = 0; i < n; i += 10) {
+      const order = g.permutation(10);
+      for (let k = 0; k < 10 && i + k < n; k++) labels[i + k] = order[k];
+    }
+    const images = new Uint8Array(n * 784);
+    for (let i = 0; i < n; i++) {
+      const c = labels[i];
+      const [r0, c0, h, w] = c < 9 ? [2 + 8 * Math.floor(c / 3), 2 + 8 * (c % 3), 8, 8] : [12, 2, 4, 24];
+      for (let p = 0; p < 784; p++) {
+        const [r, col] = [Math.floor(p / 28), p % 28];
+        const on = r >= r0 && r < r0 + h && col >= c0 && col < c0 + w;
+        images[i * 784 + p] = on ? 160 + g.int(96) : g.int(48);
+      }
+    }
+    return { images, labels };
+  };
+  const data = { train: make(train), test: make(test) };
+  for (const split of ["train", "test"] as const) {
+    const { images, labels } = data[split];
+    const names = FASHION_MNIST_FILES[split];
+    const write = (name: string, bytes: Uint8Array) =>
+      writeFileSync(join(dir, gzip ? `${name}.gz` : name), gzip ? gzipSync(bytes) : bytes);
+    write(names.images, encodeIdx([labels.length, 28, 28], images));
+    write(names.labels, encodeIdx([labels.length], labels));
+  }
+  return { dir, ...data };
 }

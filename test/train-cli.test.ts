@@ -1,14 +1,15 @@
-// `vgg train`, `vgg eval` and `vgg predict` end to end on the real Fashion-MNIST (CI installs Debian's
-// dataset-fashion-mnist): a short run that must reach a stated accuracy, exact resumption, early errors.
+// `vgg train`, `vgg eval` and `vgg predict` end to end: a short run on the real Fashion-MNIST (CI installs
+// Debian's dataset-fashion-mnist) that must reach a stated accuracy; exact resumption, early errors and class
+// subsets on small synthetic files of the same format.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { PNG } from "pngjs";
-import { locateFashionMnist } from "../src/data/fashion-mnist.js";
 import { readSafetensors } from "../src/io/safetensors.js";
+import { skipWithoutRealData, writeSyntheticFashionMnist } from "./helpers.js";
 
 function vgg(...args: string[]) {
   const r = spawnSync(process.execPath, ["bin/vgg", ...args], {
@@ -16,15 +17,16 @@ function vgg(...args: string[]) {
     env: { ...process.env, VGG_QUIET: "1" },
     timeout: 600_000,
   });
+  if (r.error) throw new Error(`vgg ${args.join(" ")}: ${r.error.message}\n${r.stdout}${r.stderr}`);
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
-const haveData = locateFashionMnist("train") !== undefined && locateFashionMnist("test") !== undefined;
-// Without the data the tests fail in CI (which installs it) and are skipped elsewhere, saying why.
-const skip =
-  !haveData && !process.env.CI
-    ? "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)"
-    : false;
+// Without the real data its test fails in CI (which installs it) and is skipped elsewhere, saying why.
+const skip = skipWithoutRealData();
+const root = mkdtempSync(join(tmpdir(), "vgg-train-cli-"));
+after(() => rmSync(root, { recursive: true, force: true }));
+const synthetic = writeSyntheticFashionMnist(join(root, "data"), { train: 1024, test: 600 });
+const data = ["--data-dir", synthetic.dir, "--no-download"];
 
 // A small VGG at 28x28: two blocks, so 7x7 features, as the d2l recipe at a size a test can afford.
 const small = [
@@ -40,8 +42,11 @@ const small = [
   "64",
 ];
 
-test("a short real training run beats the stated accuracy and writes its outputs", { skip }, () => {
-  const out = mkdtempSync(join(tmpdir(), "vgg-train-"));
+test("a short real training run beats the stated accuracy and writes its outputs", {
+  skip,
+  timeout: 900_000,
+}, () => {
+  const out = mkdtempSync(join(root, "train-"));
   const r = vgg(
     "train",
     ...small,
@@ -110,9 +115,10 @@ test("a short real training run beats the stated accuracy and writes its outputs
   assert.match(bad.err, /not a PNG or JPEG image/);
 });
 
-test("a resumed run ends with the same weights as an uninterrupted one", { skip }, () => {
+test("a resumed run ends with the same weights as an uninterrupted one", { timeout: 900_000 }, () => {
   const common = [
     ...small,
+    ...data,
     "--limit-train",
     "640",
     "--limit-test",
@@ -123,8 +129,8 @@ test("a resumed run ends with the same weights as an uninterrupted one", { skip 
     "--dropout",
     "0.5",
   ];
-  const a = mkdtempSync(join(tmpdir(), "vgg-a-"));
-  const b = mkdtempSync(join(tmpdir(), "vgg-b-"));
+  const a = mkdtempSync(join(root, "a-"));
+  const b = mkdtempSync(join(root, "b-"));
   assert.equal(vgg("train", ...common, "--epochs", "2", "--out", a).code, 0);
   assert.equal(vgg("train", ...common, "--epochs", "1", "--out", b).code, 0);
   const r = vgg("train", "--resume", b, "--epochs", "2");
@@ -145,12 +151,12 @@ test("a resumed run ends with the same weights as an uninterrupted one", { skip 
   );
 });
 
-test("an unwritable output folder is reported before training starts", { skip }, () => {
-  const parent = mkdtempSync(join(tmpdir(), "vgg-ro-"));
+test("an unwritable output folder is reported before training starts", { timeout: 300_000 }, () => {
+  const parent = mkdtempSync(join(root, "ro-"));
   const blocker = join(parent, "file");
   writeFileSync(blocker, "x");
   chmodSync(blocker, 0o444);
-  const r = vgg("train", ...small, "--out", join(blocker, "run"));
+  const r = vgg("train", ...small, ...data, "--out", join(blocker, "run"));
   assert.equal(r.code, 1);
   assert.match(r.err, /Cannot write to the output folder .*run: .*; choose another with --out/);
 });
@@ -158,12 +164,12 @@ test("an unwritable output folder is reported before training starts", { skip },
 // A 1 MB tmpfs stands in for a full disk; mounting one needs root (CI runs as root).
 const notRoot = process.getuid?.() !== 0 ? "mounting a small tmpfs needs root" : false;
 
-test("a full disk is reported before training starts", { skip: notRoot }, () => {
+test("a full disk is reported before training starts", { skip: notRoot, timeout: 300_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), "vgg-full-"));
   const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
   assert.equal(mounted.status, 0, `mount failed: ${mounted.stderr}`);
   try {
-    const r = vgg("train", ...small, "--classifier-width", "512", "--out", join(dir, "run"));
+    const r = vgg("train", ...small, ...data, "--classifier-width", "512", "--out", join(dir, "run"));
     assert.equal(r.code, 1, r.out + r.err);
     assert.match(r.err, /Not enough disk space in .*run: checkpoints need about \d+ MB but \d+ MB are free/);
     assert.doesNotMatch(r.out, /epoch 1/);
@@ -172,11 +178,12 @@ test("a full disk is reported before training starts", { skip: notRoot }, () => 
   }
 });
 
-test("a diverging run stops with a clear message naming epoch and batch", { skip }, () => {
-  const out = mkdtempSync(join(tmpdir(), "vgg-nan-"));
+test("a diverging run stops with a clear message naming epoch and batch", { timeout: 300_000 }, () => {
+  const out = mkdtempSync(join(root, "nan-"));
   const r = vgg(
     "train",
     ...small,
+    ...data,
     "--lr",
     "1e6",
     "--limit-train",
@@ -195,7 +202,7 @@ test("a diverging run stops with a clear message naming epoch and batch", { skip
   );
 });
 
-test("train flags are validated", () => {
+test("train flags are validated", { timeout: 300_000 }, () => {
   const r = vgg("train", "--epochs", "0");
   assert.notEqual(r.code, 0);
   assert.match(r.err, /Expected --epochs to be a positive integer but received "0"/);
@@ -211,11 +218,14 @@ test("train flags are validated", () => {
   assert.match(vgg("train", "--classes", "1,1").err, /Expected --classes to be distinct class indices 0-9/);
 });
 
-test("--classes trains a smaller head on a subset, relabelled in the order given", { skip }, () => {
-  const out = mkdtempSync(join(tmpdir(), "vgg-classes-"));
+test("--classes trains a smaller head on a subset, relabelled in the order given", {
+  timeout: 300_000,
+}, () => {
+  const out = mkdtempSync(join(root, "classes-"));
   const r = vgg(
     "train",
     ...small,
+    ...data,
     "--classes",
     "9,1,5",
     "--epochs",
@@ -229,16 +239,17 @@ test("--classes trains a smaller head on a subset, relabelled in the order given
   );
   assert.equal(r.code, 0, r.err);
   const e = JSON.parse(
-    vgg("eval", "--weights", join(out, "model.safetensors"), "--classes", "9,1,5", "--json").out,
+    vgg("eval", "--weights", join(out, "model.safetensors"), ...data, "--classes", "9,1,5", "--json").out,
   );
   assert.deepEqual(
     e.perClass.map((c: { class: string }) => c.class),
     ["Ankle boot", "Trouser", "Sandal"],
   );
   assert.equal(e.confusion.length, 3);
-  // Fashion-MNIST's test set has 1000 of each class.
+  // The whole test set is evaluated: every picture of each chosen class, counted in its order.
+  const count = (c: number) => synthetic.test.labels.filter((l) => l === c).length;
   assert.deepEqual(
     e.perClass.map((c: { total: number }) => c.total),
-    [1000, 1000, 1000],
+    [count(9), count(1), count(5)],
   );
 });
