@@ -175,3 +175,25 @@ export function writeSyntheticFashionMnist(
   }
   return { dir, ...data };
 }
+
+/**
+ * Runs `f` with the global Uint8Array constructor watched and returns the longest length code running in
+ * the meantime asked `new Uint8Array(n)` for: a measure of what an input made a reader allocate that does not
+ * depend on the machine's speed. (Libraries that kept their own reference to Uint8Array are not seen.)
+ */
+export function largestUint8Array(f: () => void): number {
+  const Original = globalThis.Uint8Array;
+  let largest = 0;
+  globalThis.Uint8Array = new Proxy(Original, {
+    construct(target, args, newTarget) {
+      if (typeof args[0] === "number") largest = Math.max(largest, args[0]);
+      return Reflect.construct(target, args, newTarget === globalThis.Uint8Array ? target : newTarget);
+    },
+  });
+  try {
+    f();
+  } finally {
+    globalThis.Uint8Array = Original;
+  }
+  return largest;
+}

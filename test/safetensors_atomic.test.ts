@@ -135,32 +135,43 @@ test("bad arguments get clear messages", () => {
 
 test(
   "SIGKILL at random moments never leaves a torn file",
+  { timeout: 300_000 },
   withTempDir(async (dir) => {
     const target = path.join(dir, "ckpt.bin");
     const atomicUrl = new URL("../src/io/atomic.js", import.meta.url).href;
-    // The child alternates between two files of different sizes and contents as fast as it can.
+    // The child alternates between two files of different sizes and contents as fast as it can, and says
+    // how many it has written; each kill comes after a given count, so it lands inside the writing (which
+    // never ends) at a moment that does not depend on the machine's speed.
     const script = `
       import { writeFileAtomic } from ${JSON.stringify(atomicUrl)};
       const a = new Uint8Array(4 << 20).fill(0x61), b = new Uint8Array(3 << 20).fill(0x62);
-      writeFileAtomic(${JSON.stringify(target)}, a);
-      process.stdout.write("ready\\n");
-      for (let i = 0; ; i++) writeFileAtomic(${JSON.stringify(target)}, i % 2 ? a : b);
+      for (let i = 0; ; i++) {
+        writeFileAtomic(${JSON.stringify(target)}, i % 2 ? a : b);
+        process.stdout.write(\`\${i + 1}\\n\`);
+      }
     `;
-    const delays = [3, 17, 41, 8, 29, 55];
-    for (const delay of delays) {
+    const writesBeforeKill = [1, 3, 17, 8, 29, 55];
+    for (const writes of writesBeforeKill) {
       const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
         stdio: ["ignore", "pipe", "inherit"],
+        timeout: 120_000, // a hang guard: the child is killed long before, once it reports its writes
       });
-      await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      let out = "";
       const exited = new Promise((resolve) => child.once("exit", resolve));
+      await new Promise<void>((resolve) => {
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          if (out.split("\n").length > writes) resolve();
+        });
+        child.once("exit", () => resolve());
+      });
       child.kill("SIGKILL");
-      await exited;
+      assert.equal(await exited, null, "the writer ended by itself");
       const bytes = fs.readFileSync(target);
       const whole =
         (bytes.length === 4 << 20 && bytes.every((x) => x === 0x61)) ||
         (bytes.length === 3 << 20 && bytes.every((x) => x === 0x62));
-      assert.ok(whole, `torn file after SIGKILL at ${delay} ms: ${bytes.length} bytes`);
+      assert.ok(whole, `torn file after SIGKILL after ${writes} writes: ${bytes.length} bytes`);
     }
   }),
 );
