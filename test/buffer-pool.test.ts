@@ -87,8 +87,9 @@ if (process.env.VGG_POOL_CHILD) {
       const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
         env: { ...process.env, VGG_POOL_CHILD: "1", VGG_BUFFER_POOL: pool },
         encoding: "utf8",
+        timeout: 300_000, // a hang guard: a hang fails with its output
       });
-      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.status, 0, `${r.error ?? ""}${r.stderr}`);
       return JSON.parse(r.stdout) as { digest: string; heldIntact: boolean };
     };
     const on = child("1");

@@ -7,7 +7,9 @@ function vgg(...args: string[]) {
   const r = spawnSync(process.execPath, ["bin/vgg", ...args], {
     encoding: "utf8",
     env: { ...process.env, VGG_QUIET: "1" },
+    timeout: 120_000, // a hang guard: a hang fails with its output
   });
+  if (r.error) throw new Error(`vgg ${args.join(" ")}: ${r.error.message}\n${r.stdout}${r.stderr}`);
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 

@@ -60,7 +60,9 @@ test("a d2l model whose trunk output is not 7x7 does not convert", () => {
 });
 
 function vggCli(...args: string[]) {
-  const r = spawnSync(process.execPath, ["bin/vgg", ...args], { encoding: "utf8" });
+  // A hang guard: a hang fails with its output.
+  const r = spawnSync(process.execPath, ["bin/vgg", ...args], { encoding: "utf8", timeout: 300_000 });
+  if (r.error) throw new Error(`vgg ${args.join(" ")}: ${r.error.message}\n${r.stdout}${r.stderr}`);
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 

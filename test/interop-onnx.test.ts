@@ -132,7 +132,9 @@ test("ONNX export errors: sizes adaptive pooling cannot express, a d2l size chan
 });
 
 function vggCli(...args: string[]) {
-  const r = spawnSync(process.execPath, ["bin/vgg", ...args], { encoding: "utf8" });
+  // A hang guard: a hang fails with its output.
+  const r = spawnSync(process.execPath, ["bin/vgg", ...args], { encoding: "utf8", timeout: 300_000 });
+  if (r.error) throw new Error(`vgg ${args.join(" ")}: ${r.error.message}\n${r.stdout}${r.stderr}`);
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
