@@ -62,24 +62,40 @@ async function findGpu(): Promise<GPU> {
   return dawnGpu;
 }
 
-function lookedFor(): string {
+/**
+ * Whether the Vulkan loader that Dawn opens (libvulkan.so.1) is known to the dynamic linker, on Linux;
+ * null where that cannot be told (no ldconfig, another OS, a browser).
+ */
+export async function vulkanLoaderInstalled(): Promise<boolean | null> {
+  if (typeof process === "undefined" || process.platform !== "linux") return null;
+  const { spawnSync } = await import("node:child_process");
+  for (const ldconfig of ["/sbin/ldconfig", "ldconfig"]) {
+    const r = spawnSync(ldconfig, ["-p"], { encoding: "utf8" });
+    if (r.status === 0) return r.stdout.includes("libvulkan.so.1");
+  }
+  return null;
+}
+
+async function lookedFor(): Promise<string> {
   if (typeof process === "undefined") return "the browser's navigator.gpu returned no adapter";
+  if (process.platform !== "linux")
+    return `Dawn found no WebGPU adapter (${process.platform === "darwin" ? "Metal" : "D3D12 or Vulkan"})`;
   const icd = process.env.VK_ICD_FILENAMES;
-  if (process.platform === "linux")
-    return (
-      `Dawn found no WebGPU adapter: it looked for Vulkan drivers through libvulkan.so.1 ` +
-      `(${icd ? `VK_ICD_FILENAMES=${icd}` : "the system's Vulkan ICDs; VK_ICD_FILENAMES is not set"}). ` +
-      `Without a GPU, a CPU adapter: apt-get install chromium libvulkan1, then set ` +
-      `VK_ICD_FILENAMES=${SWIFTSHADER_ICD}`
-    );
-  return `Dawn found no WebGPU adapter (${process.platform === "darwin" ? "Metal" : "D3D12 or Vulkan"})`;
+  const loader =
+    (await vulkanLoaderInstalled()) === false
+      ? "the Vulkan loader libvulkan.so.1, which is not installed (Debian: apt-get install libvulkan1)"
+      : `Vulkan drivers through libvulkan.so.1 (${icd ? `VK_ICD_FILENAMES=${icd}` : "the system's Vulkan ICDs; VK_ICD_FILENAMES is not set"})`;
+  return (
+    `Dawn found no WebGPU adapter: it looked for ${loader}. Without a GPU, a CPU adapter: ` +
+    `apt-get install chromium libvulkan1, then set VK_ICD_FILENAMES=${SWIFTSHADER_ICD}`
+  );
 }
 
 /** Requests the high-performance adapter and a device with its buffer limits. */
 export async function requestWebGpuDevice(): Promise<WebGpuDevice> {
   const gpu = await findGpu();
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  if (!adapter) throw new WebGpuUnavailableError(lookedFor());
+  if (!adapter) throw new WebGpuUnavailableError(await lookedFor());
   const l = adapter.limits;
   const device = await adapter.requestDevice({
     requiredLimits: {
