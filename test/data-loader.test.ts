@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
 import { after, test } from "node:test";
 import { type Batch, DataLoader, type DataLoaderOptions, type Dataset } from "../src/data/loader.js";
 import { toFloat } from "../src/data/transforms.js";
@@ -155,34 +156,46 @@ test("invalid options are rejected with clear messages", () => {
   });
 });
 
-test("the worker prepares the next 224x224 batch while the consumer's thread is busy", async () => {
-  const data = makeDataset(128 * 3, 28, 28);
-  const options: DataLoaderOptions = { batchSize: 128, resize: 224, augment: true, shuffle: true };
-  // Time one batch on the calling thread.
-  const sync = loader(data, { ...options, workers: 0 });
-  const t0 = performance.now();
-  for await (const _ of sync) break;
-  const prepareMs = performance.now() - t0;
+/**
+ * CPU time this thread (the main one, whose id is the process id) has used, in clock ticks, from Linux's
+ * /proc: work done, unlike wall time, whatever the machine's speed or load.
+ */
+function mainThreadTicks(): number {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]); // utime + stime
+}
+const noProc = existsSync(`/proc/self/task/${process.pid}/stat`)
+  ? false
+  : "needs Linux's /proc/self/task/<tid>/stat to count the main thread's CPU time";
 
-  // Block this thread (a long synchronous "training step") far longer than a preparation takes. Only a
-  // batch prepared off this thread can be ready the moment the step ends; inline preparation would
-  // start only then. The margin (10x, at least 2 s) keeps this independent of machine speed and load.
-  const threaded = loader(data, { ...options, workers: 1 });
-  const it = threaded[Symbol.asyncIterator]();
-  const first = await it.next();
-  assert.equal(first.value?.x.length, 128 * 224 * 224);
-  const end = performance.now() + Math.max(2000, 10 * prepareMs);
-  while (performance.now() < end) {} // compute
-  const t1 = performance.now();
-  const second = await it.next();
-  const waitMs = performance.now() - t1;
-  assert.equal(second.value?.index, 1);
-  await it.return?.();
+test("with a worker, the 224x224 batches are prepared off the consumer's thread", {
+  skip: noProc,
+}, async () => {
+  const options: DataLoaderOptions = { batchSize: 128, resize: 224, augment: true, shuffle: true };
+  // The main thread's CPU time for n batches, from asking to receiving (waiting for a worker is idle).
+  const cost = async (workers: 0 | 1, n: number) => {
+    const l = loader(makeDataset(128 * n, 28, 28), { ...options, workers });
+    const before = mainThreadTicks();
+    let seen = 0;
+    for await (const b of l) {
+      assert.equal(b.x.length, 128 * 224 * 224);
+      seen++;
+    }
+    assert.equal(seen, n);
+    return mainThreadTicks() - before;
+  };
+  // Enough batches that preparing them inline costs at least 25 ticks, however fast the machine.
+  let n = 2;
+  let inline = await cost(0, n);
+  while (inline < 25 && n < 256) inline = await cost(0, (n *= 2));
+  const threaded = await cost(1, n);
   console.log(
-    `224x224 batch of 128: ${prepareMs.toFixed(1)} ms to prepare inline; ${waitMs.toFixed(1)} ms wait after a busy step`,
+    `${n} batches of 128 at 224x224: ${inline} ticks of the main thread inline, ${threaded} with a worker`,
   );
+  // Inline, the thread does all the resizing and augmenting; with a worker it only receives the batches.
   assert.ok(
-    waitMs < prepareMs,
-    `waited ${waitMs} ms for a batch that takes ${prepareMs} ms to prepare inline`,
+    threaded * 4 <= inline,
+    `with a worker the main thread still spent ${threaded} of ${inline} ticks`,
   );
 });
