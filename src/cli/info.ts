@@ -10,6 +10,7 @@ import {
   setNumThreads,
 } from "../backend/index.js";
 import { loadNativeAddon, nativeInfo } from "../backend/native.js";
+import { describeWebGpu } from "../backend/webgpu/device.js";
 import { topLevelLayers } from "../models/summary.js";
 import { Conv2d } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
@@ -21,6 +22,7 @@ interface InfoFlags extends ModelFlags {
   threads?: number;
   backend?: BackendName;
   json?: boolean;
+  webgpu?: boolean;
 }
 
 export function infoCommand(): Command {
@@ -30,7 +32,8 @@ export function infoCommand(): Command {
     .option("--threads <n>", "kernel threads", positiveInt("--threads"))
     .option("--backend <name>", "native or reference")
     .option("--json", "print JSON")
-    .action((flags: InfoFlags) => {
+    .option("--webgpu", "also look for a WebGPU adapter and print it (vendor, architecture, limits)")
+    .action(async (flags: InfoFlags) => {
       if (flags.backend) setBackend(flags.backend);
       if (flags.threads) setNumThreads(flags.threads);
       const be = backend();
@@ -73,6 +76,7 @@ export function infoCommand(): Command {
         kernels: native.kernels,
         threads: be.numThreads(),
         convKernels: layers,
+        webgpu: flags.webgpu ? await describeWebGpu() : undefined,
       };
       if (flags.json) {
         console.log(JSON.stringify(info, null, 2));
@@ -87,6 +91,17 @@ export function infoCommand(): Command {
       );
       console.log(`gemm: ${info.gemmKernel}; threads: ${info.threads}`);
       for (const [family, kernel] of Object.entries(info.kernels)) console.log(`  ${family}: ${kernel}`);
+      if (info.webgpu && "unavailable" in info.webgpu)
+        console.log(`webgpu: none (${info.webgpu.unavailable})`);
+      else if (info.webgpu) {
+        const a = info.webgpu;
+        console.log(`webgpu: ${a.vendor} ${a.architecture} (${a.description || a.device})`);
+        console.log(
+          `  limits: ${Object.entries(a.limits)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(", ")}`,
+        );
+      }
       if (layers.length) {
         console.log(`conv kernels for ${flags.arch}/${flags.ratio} at batch ${flags.batchSize}:`);
         for (const l of layers)

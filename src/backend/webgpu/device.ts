@@ -122,3 +122,15 @@ export async function requestWebGpuDevice(): Promise<WebGpuDevice> {
     },
   };
 }
+
+/** The adapter a WebGPU backend would use, or why there is none (for `vgg info`); releases the device. */
+export async function describeWebGpu(): Promise<WebGpuAdapterSummary | { unavailable: string }> {
+  try {
+    const { device, adapter } = await requestWebGpuDevice();
+    device.destroy();
+    return adapter;
+  } catch (err) {
+    if (err instanceof WebGpuUnavailableError) return { unavailable: err.message };
+    throw err;
+  }
+}
