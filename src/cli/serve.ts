@@ -3,7 +3,7 @@
 // model's configuration; the browser runs the network itself).
 import { statSync } from "node:fs";
 import { Command } from "commander";
-import { parseArch } from "../models/vgg.js";
+import { parseArch, type VggConfig } from "../models/vgg.js";
 import { startInferenceServer } from "../serve/server.js";
 import { sendFile, sendText } from "../web/http.js";
 import { addListenOptions, type ListenFlags } from "./dashboard.js";
@@ -41,6 +41,21 @@ function nonNegative(name: string) {
   };
 }
 
+/**
+ * Loads the weights once here, so that a bad file or wrong flags fail now with the CLI's message; the model
+ * thread loads its own copy, and this one is left to the garbage collector.
+ */
+function checkedConfig(flags: ServeFlags): VggConfig {
+  const { model } = loadWeightsForCli(flags.weights, flags);
+  const pageable = !(model.config.layout === "torchvision" && model.config.inChannels === 3);
+  if (!flags.api && !pageable)
+    throw new Error(
+      `Expected a Fashion-MNIST model (1 input channel) but ${flags.weights} is an ImageNet-layout model; the page classifies Fashion-MNIST (serve the API alone with --api)`,
+    );
+  imageSizeFor(model.config, flags);
+  return model.config;
+}
+
 export function serveCommand(): Command {
   return addListenOptions(addRuntimeOptions(addModelOptions(new Command("serve"), { ratio: 4 })), SERVE_PORT)
     .description(
@@ -66,15 +81,7 @@ export function serveCommand(): Command {
     )
     .action(async (flags: ServeFlags) => {
       applyRuntimeFlags(flags);
-      // Load once here so a bad file fails now, with the CLI's message; the model thread loads its own copy.
-      const { model } = loadWeightsForCli(flags.weights, flags);
-      const pageable = !(model.config.layout === "torchvision" && model.config.inChannels === 3);
-      if (!flags.api && !pageable)
-        throw new Error(
-          `Expected a Fashion-MNIST model (1 input channel) but ${flags.weights} is an ImageNet-layout model; the page classifies Fashion-MNIST (serve the API alone with --api)`,
-        );
-      imageSizeFor(model.config, flags);
-      const config = JSON.stringify(model.config);
+      const config = JSON.stringify(checkedConfig(flags));
       const server = await startInferenceServer({
         ...flags,
         source: {

@@ -56,6 +56,18 @@ export class Batcher {
     return this.queuedImages;
   }
 
+  /** Whether n more images fit in the queue now. */
+  hasRoom(n: number): boolean {
+    return this.queuedImages + n <= this.o.maxQueue;
+  }
+
+  /** The refusal for a request that does not fit. */
+  fullError(): QueueFullError {
+    return new QueueFullError(
+      `the queue is full (${this.queuedImages} of ${this.o.maxQueue} images waiting); retry later`,
+    );
+  }
+
   /**
    * Queues n images (inputs concatenated, n <= maxBatch) and resolves with their outputs; rejects with
    * QueueFullError at once when they do not fit, or RequestTimeoutError after timeoutMs (0: never).
@@ -70,12 +82,7 @@ export class Batcher {
           `Expected ${n * this.o.inputSize} input values for ${n} images but received ${input.length}`,
         ),
       );
-    if (this.queuedImages + n > this.o.maxQueue)
-      return Promise.reject(
-        new QueueFullError(
-          `the queue is full (${this.queuedImages} of ${this.o.maxQueue} images waiting); retry later`,
-        ),
-      );
+    if (!this.hasRoom(n)) return Promise.reject(this.fullError());
     return new Promise((resolve, reject) => {
       const p: Pending = { input, n, enqueuedAt: performance.now(), resolve, reject, settled: false };
       if (timeoutMs > 0)

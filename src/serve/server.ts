@@ -118,8 +118,13 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
       methodAllowed(req, "GET");
       return fixed(res);
     }
+    // A full queue refuses before the body is read and decoded: under overload, refusing stays cheap.
+    const full = () => {
+      if (!service.batcher.hasRoom(1)) throw service.batcher.fullError();
+    };
     if (path === "/v1/classify") {
       methodAllowed(req, "POST");
+      full();
       const body = await readBody(req, o.maxBodyBytes);
       return sendJson(res, 200, await classify(service, req, body, query));
     }
@@ -142,6 +147,7 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
       return sendJson(res, 200, modelMetadata(service));
     }
     methodAllowed(req, "POST");
+    full();
     const type = mediaType(req);
     if (type !== "" && type !== "application/json")
       throw new HttpError(415, `Expected Content-Type application/json but received "${type}"`);

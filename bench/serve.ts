@@ -1,0 +1,195 @@
+// `npm run bench:serve`: `vgg serve --api` under load from autocannon, side by side with a minimal Node
+// server around onnxruntime-node on the same model's ONNX export (bench/serve-ort.ts, batching the same
+// way). The d2l model (VGG-11/4, 1 channel, freshly initialised) at 32x32 and 224x224; 1, 8, 64 and 256
+// concurrent clients POSTing one PNG each to /v1/classify, for a fixed time per run; the two servers take
+// turns at each load so that a drift in the machine's speed touches both. Then an overload run (a queue
+// limit below the client count: only 503s may be refused) and the offline `vgg bench --mode infer`
+// throughput at the same batch size, the goal's yardstick. Client and servers share the machine.
+// Run: npm run bench:serve -- [--seconds 10] [--clients 1,8,64,256] [--sizes 32,224] [--no-ort]
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import autocannon from "autocannon";
+import { PNG } from "pngjs";
+import { exportOnnx } from "../src/interop/onnx.js";
+import { vgg, vggArchs } from "../src/models/vgg.js";
+import { manualSeed } from "../src/rng.js";
+import { saveModel } from "../src/train/checkpoint.js";
+
+const arg = (name: string, dflt: string) => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+};
+const seconds = Number(arg("--seconds", "10"));
+const clientCounts = arg("--clients", "1,8,64,256").split(",").map(Number);
+const sizes = arg("--sizes", "32,224").split(",").map(Number);
+const withOrt = !process.argv.includes("--no-ort");
+const MAX_BATCH = 32;
+
+interface Server {
+  name: string;
+  url: string;
+  child: ChildProcess;
+}
+
+function start(name: string, args: string[]): Promise<Server> {
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  return new Promise((resolve, reject) => {
+    child.stdout?.on("data", (d) => {
+      out += d;
+      const m = /(http:\/\/127\.0\.0\.1:\d+)\//.exec(out);
+      if (m) resolve({ name, url: m[1], child });
+    });
+    child.once("exit", (code) => reject(new Error(`${name} exited (${code}): ${out}`)));
+  });
+}
+
+function stop(s: Server): Promise<void> {
+  return new Promise((ok) => {
+    if (s.child.exitCode !== null) return ok();
+    s.child.once("exit", () => ok());
+    s.child.kill("SIGTERM");
+  });
+}
+
+const rssMb = (s: Server) =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${s.child.pid}/status`, "utf8"))?.[1] ?? Number.NaN) /
+  1024;
+
+async function batchTotals(s: Server): Promise<{ images: number; batches: number }> {
+  const text = await (await fetch(`${s.url}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+  return { images: value("vgg_serve_batch_size_sum"), batches: value("vgg_serve_batch_size_count") };
+}
+
+function pngOf(size: number): Buffer {
+  const png = new PNG({ width: size, height: size });
+  for (let i = 0; i < png.data.length; i++) png.data[i] = (i & 3) === 3 ? 255 : (i * 7919) % 251;
+  return PNG.sync.write(png);
+}
+
+interface Run {
+  rps: number;
+  p50: number;
+  p99: number;
+  batch: number;
+  errors: number;
+  /** Connection errors (timeouts included) and timeouts alone: no answer at all. */
+  connErrors: number;
+  timeouts: number;
+  codes: Record<string, number>;
+  rssBefore: number;
+  rssAfter: number;
+}
+
+async function load(s: Server, body: Buffer, connections: number, duration: number): Promise<Run> {
+  const rssBefore = rssMb(s);
+  const before = await batchTotals(s);
+  const r = await autocannon({
+    url: `${s.url}/v1/classify`,
+    method: "POST",
+    headers: { "content-type": "image/png" },
+    body,
+    connections,
+    duration,
+    timeout: 60,
+  });
+  const after = await batchTotals(s);
+  const codes: Record<string, number> = {};
+  for (const [code, v] of Object.entries(r.statusCodeStats ?? {})) codes[code] = v.count ?? 0;
+  return {
+    rps: r["2xx"] / r.duration,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    batch: (after.images - before.images) / Math.max(1, after.batches - before.batches),
+    errors: r.errors + r.non2xx,
+    connErrors: r.errors,
+    timeouts: r.timeouts,
+    codes,
+    rssBefore,
+    rssAfter: rssMb(s),
+  };
+}
+
+const row = (name: string, clients: number, r: Run) =>
+  `${name.padEnd(12)} ${String(clients).padStart(7)} ${r.rps.toFixed(1).padStart(9)} ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${(r.p99 / Math.max(r.p50, 0.001)).toFixed(1).padStart(7)} ${r.batch.toFixed(1).padStart(6)} ${String(r.errors).padStart(6)} ${r.rssBefore.toFixed(0).padStart(6)} -> ${r.rssAfter.toFixed(0).padStart(4)}`;
+
+function offline(size: number): number {
+  const out = execFileSync(process.execPath, [
+    "bin/vgg",
+    "bench",
+    "--mode",
+    "infer",
+    "--resize",
+    String(size),
+    "--batch-size",
+    String(MAX_BATCH),
+    "--iters",
+    size > 64 ? "3" : "20",
+    "--warmup",
+    "2",
+    "--json",
+  ]).toString();
+  return (JSON.parse(out) as { images_per_s: number }).images_per_s;
+}
+
+const dir = join(tmpdir(), `vgg-bench-serve-${process.pid}`);
+execFileSync("mkdir", ["-p", dir]);
+const cpu = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown CPU";
+console.log(
+  `vgg serve vs onnxruntime-node, d2l VGG-11/4, ${seconds} s per run, max batch ${MAX_BATCH}, max delay 5 ms; ${cpu}; client and servers on the same machine`,
+);
+try {
+  for (const size of sizes) {
+    manualSeed(0);
+    const model = vgg(vggArchs.vgg11, { widthRatio: 4, inChannels: 1, inputSize: size, numClasses: 10 });
+    const weights = join(dir, `d2l-${size}.safetensors`);
+    saveModel(weights, model);
+    const onnx = join(dir, `d2l-${size}.onnx`);
+    writeFileSync(onnx, exportOnnx(model));
+    const config = join(dir, `d2l-${size}.json`);
+    writeFileSync(config, JSON.stringify(model.config));
+    const body = pngOf(size);
+    const servers = [
+      await start("vgg serve", ["bin/vgg", "serve", "--api", "--port", "0", "--weights", weights]),
+    ];
+    if (withOrt)
+      servers.push(
+        await start("onnxruntime", ["dist/bench/serve-ort.js", "--onnx", onnx, "--config", config]),
+      );
+    // Warm-up: the kernels' per-shape choices and the JIT, at every batch size the runs will see.
+    for (const s of servers) await load(s, body, 64, 2);
+    console.log(`\n${size}x${size}, one ${body.length}-byte PNG per request`);
+    console.log("server       clients   req/s   p50 ms   p99 ms p99/p50  batch errors  RSS MB");
+    for (const clients of clientCounts)
+      for (const s of servers) console.log(row(s.name, clients, await load(s, body, clients, seconds)));
+    for (const s of servers) await stop(s);
+    const images = offline(size);
+    console.log(
+      `offline vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}: ${images.toFixed(1)} images/s`,
+    );
+    if (size === 32) {
+      // Overload: 256 clients against a queue of 32 images; only 503s may be refused.
+      const s = await start("vgg serve", [
+        "bin/vgg",
+        "serve",
+        "--api",
+        "--port",
+        "0",
+        "--weights",
+        weights,
+        "--max-queue",
+        "32",
+      ]);
+      const r = await load(s, body, 256, seconds);
+      console.log(
+        `overload, 256 clients, --max-queue 32: ${r.rps.toFixed(1)} answers/s, status codes ${JSON.stringify(r.codes)}, connection errors ${r.connErrors} (timeouts ${r.timeouts}), p99 ${r.p99.toFixed(1)} ms, RSS ${r.rssBefore.toFixed(0)} -> ${r.rssAfter.toFixed(0)} MB`,
+      );
+      await stop(s);
+    }
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
