@@ -13,6 +13,7 @@ import { Batcher, QueueFullError } from "../src/serve/batcher.js";
 import { readBody, sendJson } from "../src/serve/body.js";
 import { imageToInput, inputShape, topClasses } from "../src/serve/classify.js";
 import { ServeMetrics } from "../src/serve/metrics.js";
+import { servingThreads } from "../src/serve/model-thread.js";
 
 const arg = (name: string, dflt?: string): string => {
   const i = process.argv.indexOf(name);
@@ -22,7 +23,8 @@ const arg = (name: string, dflt?: string): string => {
 };
 const config = JSON.parse(readFileSync(arg("--config"), "utf8")) as VggConfig;
 const maxBatch = Number(arg("--max-batch", "32"));
-const threads = Number(arg("--threads", "2"));
+// The same thread count vgg serve's kernels take: all cores but one, which the HTTP thread needs.
+const threads = Number(arg("--threads", String(servingThreads() ?? process.env.VGG_NUM_THREADS)));
 const session = await ort.InferenceSession.create(arg("--onnx"), {
   intraOpNumThreads: threads,
   interOpNumThreads: 1,

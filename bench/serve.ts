@@ -6,6 +6,7 @@
 // limit below the client count: only 503s may be refused) and the offline `vgg bench --mode infer`
 // throughput at the same batch size, the goal's yardstick. Client and servers share the machine.
 // Run: npm run bench:serve -- [--seconds 10] [--clients 1,8,64,256] [--sizes 32,224] [--no-ort]
+//      [--serve-args "--threads 1"]
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,6 +26,8 @@ const seconds = Number(arg("--seconds", "10"));
 const clientCounts = arg("--clients", "1,8,64,256").split(",").map(Number);
 const sizes = arg("--sizes", "32,224").split(",").map(Number);
 const withOrt = !process.argv.includes("--no-ort");
+/** Extra flags for vgg serve, e.g. --serve-args "--threads 1 --max-delay-ms 2". */
+const serveArgs = arg("--serve-args", "").split(" ").filter(Boolean);
 const MAX_BATCH = 32;
 
 interface Server {
@@ -153,7 +156,16 @@ try {
     writeFileSync(config, JSON.stringify(model.config));
     const body = pngOf(size);
     const servers = [
-      await start("vgg serve", ["bin/vgg", "serve", "--api", "--port", "0", "--weights", weights]),
+      await start("vgg serve", [
+        "bin/vgg",
+        "serve",
+        "--api",
+        "--port",
+        "0",
+        "--weights",
+        weights,
+        ...serveArgs,
+      ]),
     ];
     if (withOrt)
       servers.push(

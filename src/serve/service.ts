@@ -50,6 +50,11 @@ export class ModelService {
     return this.o.modelName;
   }
 
+  /** The most images one request may carry: a batch, and no more than the queue holds. */
+  get maxImagesPerRequest(): number {
+    return Math.min(this.o.maxBatch, this.o.maxQueue);
+  }
+
   /** Floats in one image's input, C * H * W. */
   get imageSize(): number {
     return this.shape[0] * this.shape[1] * this.shape[2];

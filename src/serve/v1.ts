@@ -81,10 +81,10 @@ export async function classify(
   query: URLSearchParams,
 ): Promise<{ top: RankedClass[] } | { results: { top: RankedClass[] }[] }> {
   const r = parseClassifyRequest(req, body, query, svc.config.numClasses);
-  if (r.images.length > svc.o.maxBatch)
+  if (r.images.length > svc.maxImagesPerRequest)
     throw new HttpError(
       400,
-      `Expected at most ${svc.o.maxBatch} images per request but received ${r.images.length}`,
+      `Expected at most ${svc.maxImagesPerRequest} images per request but received ${r.images.length}`,
     );
   const size = svc.imageSize;
   const input = new Float32Array(r.images.length * size);

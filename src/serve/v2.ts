@@ -94,9 +94,9 @@ export function parseInferRequest(json: unknown, svc: ModelService): InferReques
       `Expected input "${INPUT_NAME}" of shape [${want.join(", ")}] but received ${JSON.stringify(shape)}`,
     );
   const n = shape[0] as number;
-  if (n > svc.o.maxBatch)
+  if (n > svc.maxImagesPerRequest)
     throw bad(
-      `Expected at most ${svc.o.maxBatch} images per request but the shape's first dimension is ${n}`,
+      `Expected at most ${svc.maxImagesPerRequest} images per request but the shape's first dimension is ${n}`,
     );
   const input = new Float32Array(n * svc.imageSize);
   const written = flatten(t.data, input, 0);

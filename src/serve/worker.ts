@@ -7,7 +7,12 @@ import { prepackForInference } from "../nn/layers.js";
 import { Tensor } from "../tensor.js";
 import { loadModel } from "../train/checkpoint.js";
 import { inputShape } from "./classify.js";
-import type { FromModelThread, ModelSource, ToModelThread } from "./model-thread.js";
+import {
+  type FromModelThread,
+  type ModelSource,
+  servingThreads,
+  type ToModelThread,
+} from "./model-thread.js";
 
 const port = parentPort;
 if (!port) throw new Error("serve/worker.js runs only as a worker thread");
@@ -15,7 +20,7 @@ const post = (m: FromModelThread, transfer: ArrayBuffer[] = []) => port.postMess
 
 try {
   const source = workerData as ModelSource;
-  configureBackend(source.runtime ?? {});
+  configureBackend({ ...source.runtime, threads: servingThreads(source.runtime?.threads) });
   const { model } = loadModel(source.weights, source.fallback);
   // Eval mode, and the fully connected weights packed once for the many batches to come.
   prepackForInference(model);
