@@ -44,13 +44,22 @@ const batcher = new Batcher({
   },
   onBatch: (n, s) => metrics?.batch(n, s),
 });
-metrics = new ServeMetrics(() => batcher.depth, maxBatch);
+let inFlight = 0;
+metrics = new ServeMetrics(
+  () => batcher.depth,
+  maxBatch,
+  () => inFlight,
+);
 const served = metrics;
 
 const server = createServer(async (req, res) => {
   const started = performance.now();
   const route = req.url?.startsWith("/v1/classify") ? "classify" : "metrics";
-  res.once("close", () => served.request(route, res.statusCode, (performance.now() - started) / 1000));
+  inFlight++;
+  res.once("close", () => {
+    inFlight--;
+    served.request(route, res.statusCode, (performance.now() - started) / 1000);
+  });
   try {
     if (route === "metrics") {
       res.end(await served.registry.metrics());

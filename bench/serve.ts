@@ -87,7 +87,18 @@ interface Run {
   rssAfter: number;
 }
 
+/** Waits until the server has answered everything (autocannon leaves requests behind when it stops). */
+async function settle(s: Server): Promise<void> {
+  for (;;) {
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+    if (gauge("vgg_serve_requests_in_flight") <= 1 && gauge("vgg_serve_queue_images") === 0) return;
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+}
+
 async function load(s: Server, body: Buffer, connections: number, duration: number): Promise<Run> {
+  await settle(s);
   const rssBefore = rssMb(s);
   const before = await batchTotals(s);
   const r = await autocannon({

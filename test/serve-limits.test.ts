@@ -3,6 +3,7 @@
 // queue fills or SIGTERM flushes it.
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
+import { connect } from "node:net";
 import { after, before, test } from "node:test";
 import {
   agent,
@@ -101,6 +102,30 @@ test("a request that waits longer than --request-timeout-ms gets 504 and later o
   assert.equal(r.status, 504, r.body);
   assert.match(JSON.parse(r.body).error, /the request took longer than 200 ms/);
   assert.equal(metric((await http(`${s.url}/metrics`)).body, "vgg_serve_queue_images"), 0);
+  s.child.kill("SIGTERM");
+  assert.equal(await s.exit, 0);
+});
+
+test("a client that goes away takes its images out of the queue", { timeout: 120_000 }, async () => {
+  const s = await serve(HELD);
+  const { hostname, port } = new URL(s.url);
+  const body = image(7);
+  const socket = connect(Number(port), hostname, () =>
+    socket.write(
+      Buffer.concat([
+        Buffer.from(
+          `POST /v1/classify HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: image/png\r\nContent-Length: ${body.length}\r\n\r\n`,
+        ),
+        body,
+      ]),
+    ),
+  );
+  socket.on("error", () => {});
+  await waitForMetrics(s.url, queued(1));
+  socket.destroy();
+  const m = await waitForMetrics(s.url, queued(0));
+  assert.equal(metric(m, "vgg_serve_requests_total", 'code="499"'), 1);
+  assert.equal(metric(m, "vgg_serve_batch_size_count"), 0);
   s.child.kill("SIGTERM");
   assert.equal(await s.exit, 0);
 });

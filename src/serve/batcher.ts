@@ -71,8 +71,9 @@ export class Batcher {
   /**
    * Queues n images (inputs concatenated, n <= maxBatch) and resolves with their outputs; rejects with
    * QueueFullError at once when they do not fit, or RequestTimeoutError after timeoutMs (0: never).
+   * An abort (the client went away) takes the images out of the queue if they are still waiting.
    */
-  submit(input: Float32Array, n: number, timeoutMs = 0): Promise<Float32Array> {
+  submit(input: Float32Array, n: number, timeoutMs = 0, signal?: AbortSignal): Promise<Float32Array> {
     if (this.closed) return Promise.reject(new ClosedError("the server is shutting down"));
     if (!Number.isInteger(n) || n < 1 || n > this.o.maxBatch)
       return Promise.reject(new RangeError(`Expected 1 to ${this.o.maxBatch} images but received ${n}`));
@@ -85,15 +86,20 @@ export class Batcher {
     if (!this.hasRoom(n)) return Promise.reject(this.fullError());
     return new Promise((resolve, reject) => {
       const p: Pending = { input, n, enqueuedAt: performance.now(), resolve, reject, settled: false };
+      const withdraw = (e: Error) => {
+        const i = this.queue.indexOf(p);
+        if (i >= 0) {
+          this.queue.splice(i, 1);
+          this.queuedImages -= p.n;
+        }
+        this.settle(p, e);
+      };
       if (timeoutMs > 0)
-        p.timer = setTimeout(() => {
-          const i = this.queue.indexOf(p);
-          if (i >= 0) {
-            this.queue.splice(i, 1);
-            this.queuedImages -= p.n;
-          }
-          this.settle(p, new RequestTimeoutError(`the request took longer than ${timeoutMs} ms`));
-        }, timeoutMs);
+        p.timer = setTimeout(
+          () => withdraw(new RequestTimeoutError(`the request took longer than ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      signal?.addEventListener("abort", () => withdraw(new Error("the client went away")), { once: true });
       this.queue.push(p);
       this.queuedImages += n;
       this.schedule();

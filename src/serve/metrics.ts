@@ -14,7 +14,8 @@ export class ServeMetrics {
   private readonly batchSize: Histogram;
   private readonly batchSeconds: Histogram;
 
-  constructor(queueDepth: () => number, maxBatch: number) {
+  /** queueDepth: images waiting; inFlight: requests received and not yet answered. */
+  constructor(queueDepth: () => number, maxBatch: number, inFlight: () => number) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
@@ -49,6 +50,14 @@ export class ServeMetrics {
       help: "Time the model thread took for one batch, including the hand-over between threads",
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
+    });
+    new Gauge({
+      name: "vgg_serve_requests_in_flight",
+      help: "Requests received and not yet answered (this scrape included)",
+      registers,
+      collect() {
+        this.set(inFlight());
+      },
     });
     new Gauge({
       name: "vgg_serve_queue_images",

@@ -83,12 +83,16 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
   let metrics: ServeMetrics | undefined;
   const thread = await ModelThread.start(o.source);
   const service = new ModelService(thread, { ...o, onBatch: (n, s) => metrics?.batch(n, s) });
-  metrics = new ServeMetrics(() => service.batcher.depth, o.maxBatch);
+  let active = 0;
+  metrics = new ServeMetrics(
+    () => service.batcher.depth,
+    o.maxBatch,
+    () => active,
+  );
   const served = metrics;
   const bound = { host: o.host, port: o.port };
   const page = o.page ? webRequestHandler({ ...o.page, host: o.host, port: o.port }, bound) : null;
   let draining = false;
-  let active = 0;
   let onIdle: (() => void) | null = null;
 
   const getRoutes: Record<string, (res: ServerResponse) => void | Promise<void>> = {
@@ -105,7 +109,12 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     },
   };
 
-  async function answer(path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function answer(
+    path: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    signal: AbortSignal,
+  ): Promise<void> {
     if (!hostAllowed(req, bound))
       throw new HttpError(
         421,
@@ -126,7 +135,7 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
       methodAllowed(req, "POST");
       full();
       const body = await readBody(req, o.maxBodyBytes);
-      return sendJson(res, 200, await classify(service, req, body, query));
+      return sendJson(res, 200, await classify(service, req, body, query, signal));
     }
     const m = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(\/ready|\/infer)?$/.exec(path);
     if (!m) throw new HttpError(404, `Not found: ${path}`);
@@ -152,7 +161,7 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     if (type !== "" && type !== "application/json")
       throw new HttpError(415, `Expected Content-Type application/json but received "${type}"`);
     const request = parseInferRequest(parseJson(await readBody(req, o.maxBodyBytes)), service);
-    const logits = await service.infer(request.input, request.n);
+    const logits = await service.infer(request.input, request.n, signal);
     sendJson(res, 200, inferResponse(service, request, logits));
   }
 
@@ -166,11 +175,19 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     const started = performance.now();
     const route = routeLabel(path);
     active++;
+    // A client that closes its connection before the answer withdraws its images from the queue.
+    const gone = new AbortController();
     res.once("close", () => {
-      served.request(route, res.statusCode, (performance.now() - started) / 1000);
+      if (!res.writableFinished) gone.abort();
+      // 499, as nginx logs it: the client closed the connection before the answer.
+      served.request(
+        route,
+        res.writableFinished ? res.statusCode : 499,
+        (performance.now() - started) / 1000,
+      );
       if (--active === 0) onIdle?.();
     });
-    answer(path, req, res).catch((e: unknown) => {
+    answer(path, req, res, gone.signal).catch((e: unknown) => {
       const err = errorAnswer(e);
       if (res.headersSent) res.destroy();
       else

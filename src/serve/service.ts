@@ -66,8 +66,8 @@ export class ModelService {
   }
 
   /** Logits (n, numClasses) for n images; rejects with the batcher's QueueFullError, RequestTimeoutError, ... */
-  infer(input: Float32Array, n: number, timeoutMs = this.o.requestTimeoutMs): Promise<Float32Array> {
-    return this.batcher.submit(input, n, timeoutMs);
+  infer(input: Float32Array, n: number, signal?: AbortSignal): Promise<Float32Array> {
+    return this.batcher.submit(input, n, this.o.requestTimeoutMs, signal);
   }
 
   /** Answers what is queued, then stops the model thread. */

@@ -79,6 +79,7 @@ export async function classify(
   req: IncomingMessage,
   body: Buffer,
   query: URLSearchParams,
+  signal?: AbortSignal,
 ): Promise<{ top: RankedClass[] } | { results: { top: RankedClass[] }[] }> {
   const r = parseClassifyRequest(req, body, query, svc.config.numClasses);
   if (r.images.length > svc.maxImagesPerRequest)
@@ -97,7 +98,7 @@ export async function classify(
     }
     input.set(x, i * size);
   });
-  const logits = await svc.infer(input, r.images.length);
+  const logits = await svc.infer(input, r.images.length, signal);
   const k = svc.config.numClasses;
   const results = r.images.map((_, i) => ({
     top: topClasses(logits.subarray(i * k, (i + 1) * k), r.top, svc.names),
