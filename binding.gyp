@@ -31,5 +31,29 @@
       },
       "msvs_settings": { "VCCLCompilerTool": { "ExceptionHandling": 1 } }
     }
+  ],
+  "variables": { "vgg_mpi_found": "<!(node native/mpi/detect.cjs found)" },
+  "conditions": [
+    [
+      "vgg_mpi_found==1",
+      {
+        "targets": [
+          {
+            "target_name": "vgg_mpi",
+            "sources": ["native/mpi/mpi_binding.cc", "native/mpi/comm.cc"],
+            "include_dirs": [
+              "<!(node -p \"require('node-addon-api').include_dir\")",
+              "<!@(node native/mpi/detect.cjs include)"
+            ],
+            "libraries": ["<!@(node native/mpi/detect.cjs libs)", "-ldl"],
+            "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "OMPI_SKIP_MPICXX"],
+            "cflags!": ["-fno-exceptions"],
+            "cflags_cc!": ["-fno-exceptions", "-std=gnu++1y", "-std=gnu++17"],
+            "cflags_cc": ["-std=c++17", "-fexceptions", "-pthread"],
+            "ldflags": ["-pthread"]
+          }
+        ]
+      }
+    ]
   ]
 }
