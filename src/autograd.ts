@@ -89,7 +89,32 @@ function topologicalOrder(root: GradTensor): GradTensor[] {
   return order;
 }
 
-export function backward(root: GradTensor, gradient?: { data: Float32Array; shape: Shape }): void {
+export interface BackwardOptions {
+  /**
+   * Called once per leaf as soon as its gradient is final (its last consumer has run), while the rest
+   * of the walk continues: data-parallel training starts summing it across processes there.
+   */
+  onLeafGradient?: (leaf: GradTensor) => void;
+}
+
+/** For each position k of `order`, the leaves whose last consumer in the walk (high k to low) is k. */
+function lastLeafUses(order: readonly GradTensor[]): Map<number, GradTensor[]> {
+  const seen = new Set<GradTensor>();
+  const byStep = new Map<number, GradTensor[]>();
+  for (let k = 0; k < order.length; k++)
+    for (const input of order[k].node?.inputs ?? [])
+      if (!input.node && input.requiresGrad && !seen.has(input)) {
+        seen.add(input);
+        byStep.set(k, [...(byStep.get(k) ?? []), input]);
+      }
+  return byStep;
+}
+
+export function backward(
+  root: GradTensor,
+  gradient?: { data: Float32Array; shape: Shape },
+  options: BackwardOptions = {},
+): void {
   if (!root.requiresGrad)
     throw new Error(
       "backward() called on a tensor that does not require grad (no input had requiresGrad set)",
@@ -112,14 +137,20 @@ export function backward(root: GradTensor, gradient?: { data: Float32Array; shap
   // Buffers this walk allocated and may add into; others may be shared between inputs.
   const owned = new Set<Float32Array>([seed]);
   const order = topologicalOrder(root);
+  const onLeaf = options.onLeafGradient;
+  const lastUses = onLeaf ? lastLeafUses(order) : null;
   for (let k = order.length - 1; k >= 0; k--) {
     const t = order[k];
     const g = grads.get(t);
     grads.delete(t);
     const node = t.node;
-    if (!g) continue;
+    if (!g) {
+      for (const leaf of lastUses?.get(k) ?? []) onLeaf!(leaf);
+      continue;
+    }
     if (!node) {
       t.accumulateGrad(g, owned.has(g));
+      onLeaf?.(t);
       continue;
     }
     const inputGrads = node.backward(g);
@@ -156,5 +187,6 @@ export function backward(root: GradTensor, gradient?: { data: Float32Array; shap
     // Free the graph as we go, so activations can be collected (or reused, see memory.ts).
     t.node = null;
     releaseInternal(t);
+    for (const leaf of lastUses?.get(k) ?? []) onLeaf!(leaf);
   }
 }

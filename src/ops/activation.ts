@@ -39,6 +39,24 @@ export function relu(x: Tensor): Tensor {
   return record(adopt(new Tensor(y, x.shape)), "relu", [x], (dy) => [reluGradient(dy, y)]);
 }
 
+/** Rows [first, first + count) of a global batch of `total` rows (data-parallel training). */
+export interface BatchShard {
+  first: number;
+  count: number;
+  total: number;
+}
+
+let batchShard: BatchShard | null = null;
+
+/**
+ * While set, dropout over an input of `count` rows draws the masks of all `total` rows and keeps rows
+ * [first, first + count): each process of a data-parallel run then drops what one process would drop
+ * for the whole batch, and the generator advances the same on every process.
+ */
+export function setDropoutBatchShard(shard: BatchShard | null): void {
+  batchShard = shard;
+}
+
 /**
  * Dropout: in training, zeroes each element with probability p and scales the rest by 1/(1-p), so the
  * expectation is unchanged; in evaluation it is the identity. The mask comes from the seeded generator.
@@ -51,19 +69,23 @@ export function dropout(
 ): Tensor {
   if (!(p >= 0 && p <= 1)) throw new RangeError(`Expected a dropout probability in [0, 1] but received ${p}`);
   if (!training || p === 0) return x;
-  const mask = takeFloat32(x.size);
   const keep = p === 1 ? 0 : 1 / (1 - p);
   const be = backend();
-  if (be.dropoutMask) be.dropoutMask(mask, p, keep, generator.stateWords());
-  else for (let i = 0; i < mask.length; i++) mask[i] = generator.random() >= p ? keep : 0;
+  const shard = batchShard && x.shape[0] === batchShard.count ? batchShard : null;
+  const rowSize = x.size / x.shape[0];
+  const drawn = takeFloat32(shard ? shard.total * rowSize : x.size);
+  if (be.dropoutMask) be.dropoutMask(drawn, p, keep, generator.stateWords());
+  else for (let i = 0; i < drawn.length; i++) drawn[i] = generator.random() >= p ? keep : 0;
+  if (shard) drawn.copyWithin(0, shard.first * rowSize, (shard.first + shard.count) * rowSize);
+  const mask = shard ? drawn.subarray(0, x.size) : drawn;
   const y = takeFloat32(x.size);
   backend().mul(y, x.data, mask);
   const out = record(adopt(new Tensor(y, x.shape)), "dropout", [x], (dy) => {
     const dx = takeFloat32(dy.length);
     backend().mul(dx, dy, mask);
-    give(mask);
+    give(drawn);
     return [dx];
   });
-  if (!out.node) give(mask);
+  if (!out.node) give(drawn);
   return out;
 }

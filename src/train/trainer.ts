@@ -2,6 +2,7 @@
 // metrics (mean loss, accuracy, examples per second).
 import { noGrad } from "../autograd.js";
 import type { Batch } from "../data/loader.js";
+import { type DataParallel, shardRange } from "../distributed/data-parallel.js";
 import type { Module } from "../nn/module.js";
 import { crossEntropy } from "../ops/loss.js";
 import type { SGD } from "../optim/sgd.js";
@@ -90,6 +91,8 @@ export interface TrainEpochOptions {
   onBatch?: (r: BatchReport) => void;
   /** Checked between batches; when it returns true the epoch stops early (Ctrl-C). */
   shouldStop?: () => boolean;
+  /** Data-parallel training: this process's share of every batch, gradients summed over the ranks. */
+  distributed?: DataParallel;
 }
 
 export async function trainEpoch(
@@ -106,7 +109,40 @@ export async function trainEpoch(
   let examples = 0;
   let i = 0;
   let stopped = false;
+  const report = (value: number) => {
+    const seconds = (performance.now() - start) / 1000;
+    o.onBatch?.({
+      epoch: o.epoch,
+      batch: i,
+      batches: numBatches,
+      loss: value,
+      meanLoss: lossSum / examples,
+      accuracy: correct / examples,
+      examples,
+      examplesPerSec: examples / seconds,
+      lr: optimizer.lr,
+    });
+    i++;
+  };
   for await (const batch of batches) {
+    const dp = o.distributed;
+    if (dp) {
+      // Every rank decides together: a stop wish is summed with the batch's metrics.
+      if (o.lrAt) optimizer.lr = o.lrAt((o.firstStep ?? 0) + i);
+      const r = await dp.trainStep(model, optimizer, batch, o.shouldStop?.() ?? false, countCorrect);
+      if (!Number.isFinite(r.lossSum)) throw new NonFiniteError(o.epoch, i, "the loss");
+      if (!gradientsFinite(optimizer)) throw new NonFiniteError(o.epoch, i, "a gradient");
+      optimizer.step();
+      lossSum += r.lossSum;
+      correct += r.correct;
+      examples += r.examples;
+      report(r.lossSum / r.examples);
+      if (r.stop) {
+        stopped = true;
+        break;
+      }
+      continue;
+    }
     if (o.shouldStop?.()) {
       stopped = true;
       break;
@@ -125,19 +161,7 @@ export async function trainEpoch(
     lossSum += value * n;
     correct += countCorrect(logits.data, batch.y, logits.shape[1]);
     examples += n;
-    const seconds = (performance.now() - start) / 1000;
-    o.onBatch?.({
-      epoch: o.epoch,
-      batch: i,
-      batches: numBatches,
-      loss: value,
-      meanLoss: lossSum / examples,
-      accuracy: correct / examples,
-      examples,
-      examplesPerSec: examples / seconds,
-      lr: optimizer.lr,
-    });
-    i++;
+    report(value);
   }
   return { ...epochMetrics(lossSum, correct, examples, start), stopped };
 }
@@ -152,6 +176,7 @@ export async function evaluate(
   model: Module,
   batches: AsyncIterable<Batch>,
   numClasses: number,
+  distributed?: DataParallel,
 ): Promise<EvalMetrics> {
   model.eval();
   const start = performance.now();
@@ -159,7 +184,19 @@ export async function evaluate(
   let lossSum = 0;
   let correct = 0;
   let examples = 0;
-  for await (const batch of batches) {
+  for await (let batch of batches) {
+    if (distributed) {
+      // Each rank evaluates its rows of the batch; the sums are combined after the last batch.
+      const { first, count } = shardRange(batch.y.length, distributed.rank, distributed.size);
+      if (count === 0) continue;
+      const plane = batch.x.length / batch.y.length;
+      batch = {
+        ...batch,
+        x: batch.x.subarray(first * plane, (first + count) * plane),
+        shape: [count, batch.shape[1], batch.shape[2], batch.shape[3]],
+        y: batch.y.subarray(first, first + count),
+      };
+    }
     const logits = noGrad(() => model.forward(new Tensor(batch.x, batch.shape)));
     const n = batch.y.length;
     lossSum += noGrad(() => crossEntropy(logits, batch.y)).item() * n;
@@ -167,6 +204,12 @@ export async function evaluate(
     correct += countCorrect(logits.data, batch.y, logits.shape[1], predictions);
     for (let i = 0; i < n; i++) confusion[batch.y[i]][predictions[i]]++;
     examples += n;
+  }
+  if (distributed) {
+    const sums = await distributed.sum([lossSum, correct, examples, ...confusion.flat()]);
+    [lossSum, correct, examples] = sums;
+    for (let t = 0; t < numClasses; t++)
+      for (let p = 0; p < numClasses; p++) confusion[t][p] = sums[3 + t * numClasses + p];
   }
   return { ...epochMetrics(lossSum, correct, examples, start), confusion };
 }
