@@ -3,6 +3,14 @@
 // progress bar and log lines, Ctrl-C, the live dashboard and the exit code.
 import { SingleBar } from "cli-progress";
 import { type Command, Command as CommandClass, Option } from "commander";
+import {
+  addDistributedOptions,
+  type DistributedFlags,
+  failDistributed,
+  finishDistributed,
+  startDistributed,
+} from "../distributed/cli.js";
+import type { DataParallel } from "../distributed/data-parallel.js";
 import type { EpochSummary, TrainCallback } from "../train/events.js";
 import { FIT_DEFAULTS, type FitOptions, fit } from "../train/fit.js";
 import { NonFiniteError } from "../train/trainer.js";
@@ -12,7 +20,7 @@ import { addModelOptions, addRuntimeOptions, positiveInt, probability } from "./
 
 const D = FIT_DEFAULTS;
 
-export type TrainFlags = FitOptions & DashboardFlags;
+export type TrainFlags = FitOptions & DashboardFlags & DistributedFlags;
 
 function nonNegative(name: string) {
   return (v: string): number => {
@@ -78,8 +86,10 @@ export function addTrainOptions(cmd: Command): Command {
 }
 
 export function trainCommand(): Command {
-  return addDashboardOptions(
-    addTrainOptions(addRuntimeOptions(addModelOptions(new CommandClass("train"), { ratio: 4 }))),
+  return addDistributedOptions(
+    addDashboardOptions(
+      addTrainOptions(addRuntimeOptions(addModelOptions(new CommandClass("train"), { ratio: 4 }))),
+    ),
   )
     .description("train a VGG on Fashion-MNIST; the defaults are the d2l chapter's recipe")
     .action(async (flags: TrainFlags, cmd: Command) => {
@@ -88,12 +98,18 @@ export function trainCommand(): Command {
       const given = Object.fromEntries(
         Object.entries(flags).filter(([k]) => cmd.getOptionValueSource(k) !== "default"),
       ) as Partial<TrainFlags>;
-      const { dashboard: wantDashboard, host, port, ...options } = given;
-      const dashboard = wantDashboard ? await startTrainDashboard({ host, port }) : undefined;
+      const { dashboard: wantDashboard, host, port, distributed, mpiTimeout, ...options } = given;
+      const dp = startDistributed({ distributed, mpiTimeout });
+      const dashboard =
+        wantDashboard && (dp?.isRoot ?? true) ? await startTrainDashboard({ host, port }) : undefined;
       let status = "failed";
       try {
-        process.exitCode = await runTrain(options, dashboard ? [dashboard] : []);
+        process.exitCode = await runTrain(options, dashboard ? [dashboard] : [], dp);
         status = process.exitCode === 0 ? "finished" : `stopped (exit code ${process.exitCode})`;
+        finishDistributed(dp);
+      } catch (e) {
+        await failDistributed(dp, e as Error);
+        throw e;
       } finally {
         await dashboard?.close(status);
       }
@@ -149,7 +165,10 @@ function consoleProgress(): TrainCallback {
 export async function runTrain(
   options: Partial<FitOptions>,
   callbacks: TrainCallback[] = [],
+  distributed?: DataParallel,
 ): Promise<number> {
+  // Under mpirun every rank returns the same code; rank 0 alone prints the summary.
+  const say = distributed && !distributed.isRoot ? { log: () => {}, error: () => {} } : console;
   const abort = new AbortController();
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(130);
@@ -160,10 +179,14 @@ export async function runTrain(
   const out = () => options.resume ?? options.out ?? D.out;
   let result: Awaited<ReturnType<typeof fit>>;
   try {
-    result = await fit(options, { callbacks: [consoleProgress(), ...callbacks], signal: abort.signal });
+    result = await fit(options, {
+      callbacks: [consoleProgress(), ...callbacks],
+      signal: abort.signal,
+      distributed,
+    });
   } catch (e) {
     if (e instanceof NonFiniteError) {
-      console.error(`Stopped: ${e.message}. The last good checkpoint is kept in ${out()}.`);
+      say.error(`Stopped: ${e.message}. The last good checkpoint is kept in ${out()}.`);
       return 3;
     }
     throw e;
@@ -172,7 +195,7 @@ export async function runTrain(
   }
   const o = result.options;
   if (result.status === "interrupted") {
-    console.error(
+    say.error(
       `Interrupted. The last complete epoch is saved in ${o.out}; continue with: vgg train --resume ${o.out}`,
     );
     return 130;
@@ -181,15 +204,15 @@ export async function runTrain(
   if (!last) {
     const done = result.history.filter((h) => h.type === "epoch").at(-1);
     const epochs = result.history.filter((h) => h.type === "epoch").length;
-    console.log(
+    say.log(
       `Nothing to do: the run in ${o.out} already completed ${epochs} epochs (${JSON.stringify(done)})`,
     );
     return 0;
   }
-  console.log(`loss ${fmt(last.trainLoss)}, train acc ${fmt(last.trainAcc)}, test acc ${fmt(last.testAcc)}`);
-  console.log(`${result.examplesPerSec.toFixed(1)} examples/sec on ${result.device}`);
+  say.log(`loss ${fmt(last.trainLoss)}, train acc ${fmt(last.trainAcc)}, test acc ${fmt(last.testAcc)}`);
+  say.log(`${result.examplesPerSec.toFixed(1)} examples/sec on ${result.device}`);
   if (o.targetAcc !== undefined && last.testAcc < o.targetAcc) {
-    console.error(`Test accuracy ${fmt(last.testAcc)} is below the target ${o.targetAcc}`);
+    say.error(`Test accuracy ${fmt(last.testAcc)} is below the target ${o.targetAcc}`);
     return 2;
   }
   return 0;

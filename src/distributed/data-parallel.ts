@@ -61,6 +61,7 @@ export class DataParallel {
   private buckets: Bucket[] = [];
   private bucketOf = new Map<Parameter, number>();
   private nextBucket = 0;
+  private phase: "starting" | "training" | "refused" = "starting";
   /** Seconds spent in gradient all-reduces, and how many, since the last resetCommStats(). */
   commSeconds = 0;
   commCalls = 0;
@@ -124,13 +125,30 @@ export class DataParallel {
    * arguments or a missing file on one machine stop the whole job before any training.
    */
   async agree(error: Error | null): Promise<void> {
+    if (this.phase !== "starting")
+      throw new Error("DataParallel.agree may be called only once, before training");
+    this.phase = "training";
     const messages = await this.collective(this.mpi.allgather(error ? error.message || String(error) : ""));
     const failed = messages.map((m, r) => ({ m, r })).filter(({ m }) => m !== "");
     if (failed.length === 0) return;
+    this.phase = "refused";
     if (error) throw error;
     throw new Error(
       `the job cannot start: ${failed.map(({ m, r }) => `rank ${r} failed: ${m.split("\n")[0]}`).join("; ")}`,
     );
+  }
+
+  /** Where fit's caller calls agree with the error that stopped setup, unless training had started. */
+  async failedBeforeStart(error: Error): Promise<void> {
+    if (this.phase === "starting") await this.agree(error).catch(() => {});
+  }
+
+  /**
+   * starting: before agree(); training: every rank agreed; refused: some rank failed to start and every
+   * rank knows (they are still in step, so MPI can be finalised normally).
+   */
+  get state(): "starting" | "training" | "refused" {
+    return this.phase;
   }
 
   /** Rank 0's weights and buffers (batch-norm statistics) to every rank. */

@@ -8,11 +8,10 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
-/** Paths tried, in order, for the compiled MPI addon. */
-export const mpiAddonPaths = [
-  join(root, "build", "Release", "vgg_mpi.node"),
-  join(root, "build", "Debug", "vgg_mpi.node"),
-];
+/** Paths tried, in order, for the compiled MPI addon ($VGG_MPI_ADDON replaces them with one path). */
+export const mpiAddonPaths = process.env.VGG_MPI_ADDON
+  ? [process.env.VGG_MPI_ADDON]
+  : [join(root, "build", "Release", "vgg_mpi.node"), join(root, "build", "Debug", "vgg_mpi.node")];
 
 export interface WorldInfo {
   rank: number;

@@ -7,6 +7,7 @@ import { noGrad } from "../autograd.js";
 import { type BackendName, configureBackend } from "../backend/index.js";
 import { loadFashionMnist, selectClasses } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
+import type { DataParallel } from "../distributed/data-parallel.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { type ModelSpec, vggOptions } from "../models/spec.js";
 import { parseArch, type VggModel, vgg, vggFromConfig } from "../models/vgg.js";
@@ -91,6 +92,11 @@ export interface FitHooks {
   signal?: AbortSignal;
   /** Where the run's lines go (default console.log). */
   log?: (line: string) => void;
+  /**
+   * Data-parallel training over MPI (src/distributed/): this process is one rank; batches are split over
+   * the ranks, gradients summed; only rank 0 calls the callbacks, logs and writes files.
+   */
+  distributed?: DataParallel;
 }
 
 export interface FitResult {
@@ -167,8 +173,20 @@ function writeCurves(dir: string, history: Record<string, unknown>[], numEpochs:
  * unwritable `out` or missing data, before any training.
  */
 export async function fit(options: Partial<FitOptions> = {}, hooks: FitHooks = {}): Promise<FitResult> {
-  const log = hooks.log ?? ((line: string) => console.log(line));
-  const callbacks = hooks.callbacks ?? [];
+  try {
+    return await fitRun(options, hooks);
+  } catch (e) {
+    // A rank that fails while setting up tells the others, which stop too (DataParallel.agree).
+    await hooks.distributed?.failedBeforeStart(e as Error);
+    throw e;
+  }
+}
+
+async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<FitResult> {
+  const dp = hooks.distributed;
+  const writes = !dp || dp.isRoot;
+  const log = writes ? (hooks.log ?? ((line: string) => console.log(line))) : () => {};
+  const callbacks = writes ? (hooks.callbacks ?? []) : [];
   let o = resolveFitOptions(options);
   let resumed: ReturnType<typeof readCheckpoint> | null = null;
   if (o.resume) {
@@ -196,7 +214,7 @@ export async function fit(options: Partial<FitOptions> = {}, hooks: FitHooks = {
     ? vggFromConfig(resumed.config)
     : vgg(parseArch(o.arch), vggOptions({ ...o, numClasses, inputSize: o.resize }));
   const numParams = model.parameters().reduce((s, p) => s + p.size, 0);
-  prepareOutDir(o.out, numParams * 4 * 4);
+  if (writes) prepareOutDir(o.out, numParams * 4 * 4);
   if (!resumed) applyInit(model, o.init);
   if (o.initWeights && !resumed) {
     const { skipped } = loadInitWeights(o.initWeights, model);
@@ -240,7 +258,18 @@ export async function fit(options: Partial<FitOptions> = {}, hooks: FitHooks = {
     resize: o.resize,
     limit: o.limitTest,
   });
-  const device = `cpu (${be.name}, ${be.numThreads()} thread${be.numThreads() === 1 ? "" : "s"})`;
+  let device = `cpu (${be.name}, ${be.numThreads()} thread${be.numThreads() === 1 ? "" : "s"})`;
+  if (dp) {
+    // Every rank got here: from now on they run in step. Rank 0's weights are everyone's.
+    await dp.agree(null);
+    await dp.broadcastModel(model);
+    device = `${dp.size} MPI processes x ${device}`;
+    dp.setExitNote(
+      resumed
+        ? `The checkpoint of epoch ${startEpoch} in ${o.out} is intact; continue with: mpirun -np N vgg train --distributed --resume ${o.out}`
+        : `No epoch had completed, so nothing was saved in ${o.out}.`,
+    );
+  }
   log(
     `Training ${o.arch} /${o.ratio} (${numParams.toLocaleString("en-US")} parameters) on ${trainLoader.size} images at ${o.resize}x${o.resize}, ` +
       `batch ${o.batchSize}, lr ${o.lr}, ${o.epochs} epochs, on ${device}; writing to ${o.out}`,
@@ -293,6 +322,7 @@ export async function fit(options: Partial<FitOptions> = {}, hooks: FitHooks = {
         lrAt,
         firstStep: epoch * stepsPerEpoch,
         shouldStop: () => hooks.signal?.aborted ?? false,
+        distributed: dp,
         onBatch: (r) => {
           for (const c of callbacks) c.batchEnd?.(r);
           if ((r.batch + 1) % pointEvery === 0 || r.batch + 1 === r.batches) {
@@ -303,7 +333,7 @@ export async function fit(options: Partial<FitOptions> = {}, hooks: FitHooks = {
               trainAcc: r.accuracy,
               lr: r.lr,
             };
-            appendFileSync(metricsPath, `${JSON.stringify(point)}\n`);
+            if (writes) appendFileSync(metricsPath, `${JSON.stringify(point)}\n`);
             addRecord(point);
           }
         },
@@ -313,7 +343,9 @@ export async function fit(options: Partial<FitOptions> = {}, hooks: FitHooks = {
         for (const c of callbacks) c.epochStopped?.(epoch);
         break;
       }
-      const test = await evaluate(model, testLoader.batches(0), model.config.numClasses);
+      // Batch norm's running statistics are per rank; rank 0's are evaluated and saved (as PyTorch DDP).
+      await dp?.broadcastBuffers(model);
+      const test = await evaluate(model, testLoader.batches(0), model.config.numClasses, dp);
       trainSeconds += result.seconds;
       trainExamples += result.examples;
       last = {
@@ -335,10 +367,18 @@ export async function fit(options: Partial<FitOptions> = {}, hooks: FitHooks = {
         options: storedOptions,
         history,
       };
-      saveCheckpoint(join(o.out, "checkpoint.safetensors"), model, optimizer, state);
-      saveModel(join(o.out, "model.safetensors"), model, { epoch: String(epoch + 1) });
-      writeFileAtomic(metricsPath, `${history.map((h) => JSON.stringify(h)).join("\n")}\n`);
-      writeCurves(o.out, history, o.epochs);
+      if (writes) {
+        saveCheckpoint(join(o.out, "checkpoint.safetensors"), model, optimizer, state);
+        saveModel(join(o.out, "model.safetensors"), model, { epoch: String(epoch + 1) });
+        writeFileAtomic(metricsPath, `${history.map((h) => JSON.stringify(h)).join("\n")}\n`);
+        writeCurves(o.out, history, o.epochs);
+      }
+      if (dp) {
+        await dp.checkInSync(model);
+        dp.setExitNote(
+          `The checkpoint of epoch ${epoch + 1} in ${o.out} is intact; continue with: mpirun -np N vgg train --distributed --resume ${o.out}`,
+        );
+      }
       for (const c of callbacks) c.epochEnd?.(last);
     }
   } finally {
