@@ -7,7 +7,7 @@ import { Generator } from "../src/rng.js";
 function idx(magic: number, dims: number[], body: Uint8Array): Uint8Array {
   const header = new DataView(new ArrayBuffer(4 + 4 * dims.length));
   header.setUint32(0, magic);
-  dims.forEach((d, i) => header.setUint32(4 + 4 * i, d));
+  for (let i = 0; i < dims.length; i++) header.setUint32(4 + 4 * i, dims[i]);
   const out = new Uint8Array(header.byteLength + body.length);
   out.set(new Uint8Array(header.buffer), 0);
   out.set(body, header.byteLength);
