@@ -2,6 +2,7 @@
 #include "comm.h"
 
 #include <dlfcn.h>
+#include <stdlib.h>
 #include <mpi.h>
 #include <sched.h>
 #include <unistd.h>
@@ -49,6 +50,10 @@ WorldInfo Communicator::start(double timeout_seconds, int poll_us, Done done) {
   if (!dlopen("libmpi.so.40", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD)) {
     if (!dlopen("libmpi.so.40", RTLD_NOW | RTLD_GLOBAL)) dlopen("libmpi.so", RTLD_NOW | RTLD_GLOBAL);
   }
+  // Open MPI's non-blocking all-reduce picks ring or recursive doubling by default, half as fast here as
+  // Rabenseifner's reduce-scatter + all-gather (64 MB between 2 ranks: 90 vs 34-42 ms, as fast as the
+  // blocking MPI_Allreduce), which is also bandwidth-optimal between nodes. A user's setting wins.
+  setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "3", 0);
   std::promise<WorldInfo> ready;
   auto result = ready.get_future();
   thread_ = std::thread([this, &ready] {

@@ -11,6 +11,7 @@ import {
 } from "../backend/index.js";
 import { loadNativeAddon, nativeInfo } from "../backend/native.js";
 import { describeWebGpu } from "../backend/webgpu/device.js";
+import { printDistributedInfo } from "../distributed/info.js";
 import { topLevelLayers } from "../models/summary.js";
 import { Conv2d } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
@@ -23,6 +24,7 @@ interface InfoFlags extends ModelFlags {
   backend?: BackendName;
   json?: boolean;
   webgpu?: boolean;
+  distributed?: boolean;
 }
 
 export function infoCommand(): Command {
@@ -33,7 +35,9 @@ export function infoCommand(): Command {
     .option("--backend <name>", "native or reference")
     .option("--json", "print JSON")
     .option("--webgpu", "also look for a WebGPU adapter and print it (vendor, architecture, limits)")
+    .option("--distributed", "under mpirun: the ranks, their hosts and the measured all-reduce bandwidth")
     .action(async (flags: InfoFlags) => {
+      if (flags.distributed) return printDistributedInfo(flags.json ?? false);
       if (flags.backend) setBackend(flags.backend);
       if (flags.threads) setNumThreads(flags.threads);
       const be = backend();

@@ -28,6 +28,11 @@ export interface DataParallelOptions {
   bucketBytes?: number;
   /** Microseconds the communication thread sleeps between polls of a pending collective (default 50). */
   pollMicroseconds?: number;
+  /**
+   * Start each bucket's all-reduce during backward, as soon as its gradients are final (default true);
+   * false waits for the whole backward pass (for measuring what the overlap saves).
+   */
+  overlap?: boolean;
 }
 
 /** Rows [first, first + count) of a global batch of n rows that `rank` of `size` takes. */
@@ -62,14 +67,18 @@ export class DataParallel {
   private bucketOf = new Map<Parameter, number>();
   private nextBucket = 0;
   private phase: "starting" | "training" | "refused" = "starting";
-  /** Seconds spent in gradient all-reduces, and how many, since the last resetCommStats(). */
+  /** Seconds backward() waited for the gradient all-reduces after its own pass (the exposed part). */
   commSeconds = 0;
+  /** Seconds the communication thread spent in the gradient all-reduces (overlapped or not). */
+  commThreadSeconds = 0;
+  /** backward() calls counted in the two figures above. */
   commCalls = 0;
 
   private constructor(
     private readonly mpi: MpiAddon,
     info: WorldInfo,
     private readonly bucketBytes: number,
+    private readonly overlap: boolean,
   ) {
     this.rank = info.rank;
     this.size = info.size;
@@ -84,7 +93,7 @@ export class DataParallel {
     if (!(timeoutSeconds > 0))
       throw new RangeError(`Expected an MPI timeout > 0 seconds but received ${timeoutSeconds}`);
     const info = mpi.init({ timeoutSeconds, pollMicroseconds: options.pollMicroseconds ?? 50 });
-    return new DataParallel(mpi, info, options.bucketBytes ?? 25e6);
+    return new DataParallel(mpi, info, options.bucketBytes ?? 25e6, options.overlap ?? true);
   }
 
   get isRoot(): boolean {
@@ -226,11 +235,9 @@ export class DataParallel {
       b.pending = undefined;
     }
     this.nextBucket = 0;
-    backward(
-      loss,
-      { data: Float32Array.of(weight), shape: [] },
-      { onLeafGradient: (t) => this.gradReady(t as Parameter) },
-    );
+    const onLeafGradient = this.overlap ? (t: unknown) => this.gradReady(t as Parameter) : undefined;
+    backward(loss, { data: Float32Array.of(weight), shape: [] }, { onLeafGradient });
+    if (!this.overlap) for (const p of params) if (p.peekGrad()) this.gradReady(p);
     // Parameters the graph did not reach get a zero gradient, so that every rank sends the same buckets.
     for (const p of params) {
       if (p.peekGrad()) continue;
@@ -239,8 +246,9 @@ export class DataParallel {
     }
     this.submitReady();
     const t0 = performance.now();
-    await this.collective(Promise.all(this.buckets.map((b) => b.pending!)));
+    const seconds = await this.collective(Promise.all(this.buckets.map((b) => b.pending!)));
     this.commSeconds += (performance.now() - t0) / 1000;
+    this.commThreadSeconds += seconds.reduce((a, b) => a + b, 0);
     this.commCalls++;
   }
 
@@ -276,6 +284,16 @@ export class DataParallel {
     await this.backward(loss, shard.weight, optimizer.params);
     await this.collective(this.mpi.allreduce([local], "sum"));
     return { lossSum: local[0], correct: local[1], examples: local[2], stop: local[3] > 0 };
+  }
+
+  /** In-place sums over the ranks of float32 buffers; resolves with the seconds it took. */
+  allreduce(buffers: readonly Float32Array[]): Promise<number> {
+    return this.collective(this.mpi.allreduce(buffers, "sum"));
+  }
+
+  /** Every rank's string, by rank (e.g. host names). */
+  allgather(text: string): Promise<string[]> {
+    return this.collective(this.mpi.allgather(text));
   }
 
   /** Element-wise sums over the ranks (float64), e.g. [loss sum, correct, examples]. */
