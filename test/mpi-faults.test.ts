@@ -11,12 +11,14 @@ import { test } from "node:test";
 import { locateFashionMnist } from "../src/data/fashion-mnist.js";
 import { readSafetensors } from "../src/io/safetensors.js";
 import { readCheckpoint } from "../src/train/checkpoint.js";
-import { writeSyntheticFashionMnist } from "./mpi-data.js";
+import { writeSyntheticFashionMnist } from "./helpers.js";
 import { mpirunArgs, mpiSkip, rankPid } from "./mpi-helpers.js";
 
 const realData = locateFashionMnist("train") !== undefined && locateFashionMnist("test") !== undefined;
 const work = mkdtempSync(join(tmpdir(), "vgg-mpi-faults-"));
-const data = realData ? [] : ["--data-dir", writeSyntheticFashionMnist(join(work, "data"), 1024, 64)];
+const data = realData
+  ? []
+  : ["--data-dir", writeSyntheticFashionMnist(join(work, "data"), { train: 1024, test: 64 }).dir];
 
 // Many short steps (64 per epoch) and more epochs than the test waits for.
 function longRun(out: string, ...extra: string[]): string[] {

@@ -8,13 +8,15 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { locateFashionMnist } from "../src/data/fashion-mnist.js";
 import { readCheckpoint } from "../src/train/checkpoint.js";
-import { writeSyntheticFashionMnist } from "./mpi-data.js";
+import { writeSyntheticFashionMnist } from "./helpers.js";
 import { mpirunVgg, mpiSkip, worstRelativeDifference } from "./mpi-helpers.js";
 
 const realData = locateFashionMnist("train") !== undefined && locateFashionMnist("test") !== undefined;
 const work = mkdtempSync(join(tmpdir(), "vgg-mpi-"));
 // Real Fashion-MNIST where it is installed (CI), else a small synthetic set in the same IDX files.
-const data = realData ? [] : ["--data-dir", writeSyntheticFashionMnist(join(work, "data"))];
+const data = realData
+  ? []
+  : ["--data-dir", writeSyntheticFashionMnist(join(work, "data"), { train: 250, test: 100 }).dir];
 
 // The d2l model (VGG-11/4, dropout 0.5 in the classifier) at 32x32, momentum so that the steps matter:
 // 250 examples in batches of 64 make 4 steps an epoch, the last one short (58 rows: 29/29, 20/19/19).
