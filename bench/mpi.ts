@@ -3,14 +3,25 @@
 // all-reduce with the backward pass; the all-reduce time per step (exposed: what the step waited for
 // after its own backward; on the communication thread: the whole collective), the gradient's all-reduce
 // alone, and the efficiencies.
+// Then the scaling model (src/distributed/scaling-model.ts) is checked against the measured 2-process
+// point, and `--model` prints its predictions for 4-64 nodes at 10 and 100 Gbit/s.
 // Usage: npm run bench:mpi [-- --steps 4 --sizes 224,32 --batch 128]
+//        npm run bench:mpi -- --model [--ips224 82.2 --ips32 1134.7 --latency-us 20]
 import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
 import { setNumThreads } from "../src/backend/index.js";
 import type { Batch } from "../src/data/loader.js";
 import { formatBandwidth, measureAllreduce } from "../src/distributed/bandwidth.js";
 import { DataParallel } from "../src/distributed/data-parallel.js";
-import { vgg, vggArchs } from "../src/models/vgg.js";
+import {
+  type Link,
+  predictStep,
+  profileOf,
+  ringAllreduceSeconds,
+  type StepProfile,
+} from "../src/distributed/scaling-model.js";
+import { summarize } from "../src/models/summary.js";
+import { vgg, vggArchs, vggNamed } from "../src/models/vgg.js";
 import { crossEntropy } from "../src/ops/loss.js";
 import { SGD } from "../src/optim/sgd.js";
 import { Generator } from "../src/rng.js";
@@ -182,10 +193,72 @@ function orchestrate(): void {
     console.log(
       `  2 x 1 against 1 x 2: ${(vsThreads * 100).toFixed(1)}% (goal at 224: >= 90%); scaling efficiency against 1 x 1: ${(scaling * 100).toFixed(1)}%; without overlap ${((ips(twoByOneSerial) / ips(oneByTwo)) * 100).toFixed(1)}%`,
     );
+    // The model at N = 2 with this machine's numbers: 1-thread compute per image, and the link the
+    // gradient's all-reduce alone achieved (shared memory here).
+    const s = Number(size);
+    const profile = profileOf(`d2l-${s}`, d2l(s), [1, 1, s, s], oneByOne.stepSeconds / Number(batch));
+    const link: Link = { bytesPerSecond: twoByOne.busBandwidth, latencySeconds: 20e-6 };
+    for (const overlap of [true, false]) {
+      const p = predictStep(profile, 2, Number(batch) / 2, link, overlap);
+      const measured = overlap ? twoByOne : twoByOneSerial;
+      console.log(
+        `  model, ${overlap ? "overlap" : "no overlap"}: step ${((p.computeSeconds + p.exposedSeconds) * 1e3).toFixed(0)} ms (compute ${(p.computeSeconds * 1e3).toFixed(0)}, all-reduce ${(p.allreduceSeconds * 1e3).toFixed(0)}, exposed ${(p.exposedSeconds * 1e3).toFixed(0)}); measured ${(measured.stepSeconds * 1e3).toFixed(0)} ms`,
+      );
+    }
     summary.push({ size: Number(size), batch: Number(batch), oneByOne, oneByTwo, twoByOne, twoByOneSerial });
   }
   console.log(`\n${JSON.stringify(summary)}`);
 }
 
+function d2l(size: number) {
+  return vgg(vggArchs.vgg11, { widthRatio: 4, inputSize: size });
+}
+
+/** The model's predictions for 4-64 nodes, each node one process like this machine's 1 x 2 threads. */
+function printModel(): void {
+  const ips224 = Number(arg("--ips224", "82.2"));
+  const ips32 = Number(arg("--ips32", "1134.7"));
+  const latency = Number(arg("--latency-us", "20")) * 1e-6;
+  const d2l224 = profileOf("d2l VGG-11/4 at 224", d2l(224), [1, 1, 224, 224], 1 / ips224);
+  const d2l32 = profileOf("d2l VGG-11/4 at 32", d2l(32), [1, 1, 32, 32], 1 / ips32);
+  // VGG-16 (ImageNet, 3 x 224 x 224, 1000 classes): its MACs at the d2l model's measured MACs per second.
+  const v16 = vggNamed("vgg16");
+  const macs = (m: Parameters<typeof profileOf>[1], shape: number[]) => summarize(m, shape).totalMacs;
+  const vgg16 = profileOf(
+    "VGG-16 at 224 (ImageNet)",
+    v16,
+    [1, 3, 224, 224],
+    (1 / ips224) * (macs(v16, [1, 3, 224, 224]) / macs(d2l(224), [1, 1, 224, 224])),
+  );
+  const links: [string, Link][] = [
+    ["10", { bytesPerSecond: 10e9 / 8, latencySeconds: latency }],
+    ["100", { bytesPerSecond: 100e9 / 8, latencySeconds: latency }],
+  ];
+  console.log(
+    `Predicted efficiency (step time of one node / step time on N): ring all-reduce 2(N-1)/N G/bandwidth + 2(N-1) x ${(latency * 1e6).toFixed(0)} us, overlapped with the conv trunk's backward`,
+  );
+  for (const p of [d2l224, d2l32, vgg16]) {
+    console.log(
+      `\n${p.name}: gradient ${(p.gradientBytes / 1e6).toFixed(1)} MB, last bucket ${(p.lastBucketBytes / 1e6).toFixed(1)} MB, overlap window ${(p.overlapShare * 100).toFixed(0)}% of the step, ${(1 / p.secondsPerImage).toFixed(1)} images/s per node`,
+    );
+    console.log(
+      "  nodes | global batch 128: 10 Gbit/s  100 Gbit/s  (100, no overlap) | 128 per node: 10 Gbit/s  100 Gbit/s",
+    );
+    for (const n of [4, 8, 16, 32, 64]) {
+      const strong = links.map(([, l]) => predictStep(p, n, 128 / n, l).efficiency);
+      const serial = predictStep(p, n, 128 / n, links[1][1], false).efficiency;
+      const weak = links.map(([, l]) => predictStep(p, n, 128, l).efficiency);
+      const pct = (x: number) => `${(x * 100).toFixed(1)}%`.padStart(10);
+      console.log(
+        `  ${String(n).padStart(5)} |                  ${pct(strong[0])}  ${pct(strong[1])}  ${pct(serial)}          |               ${pct(weak[0])}  ${pct(weak[1])}`,
+      );
+    }
+    console.log(
+      `  (all-reduce of the gradient on 16 nodes: ${(ringAllreduceSeconds(p.gradientBytes, 16, links[0][1]) * 1e3).toFixed(0)} ms at 10 Gbit/s, ${(ringAllreduceSeconds(p.gradientBytes, 16, links[1][1]) * 1e3).toFixed(0)} ms at 100 Gbit/s)`,
+    );
+  }
+}
+
 if (process.argv.includes("--worker")) await worker();
+else if (process.argv.includes("--model")) printModel();
 else orchestrate();
