@@ -49,6 +49,7 @@ metrics = new ServeMetrics(
   () => batcher.depth,
   maxBatch,
   () => inFlight,
+  () => batcher.busy,
 );
 const served = metrics;
 

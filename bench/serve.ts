@@ -92,7 +92,12 @@ async function settle(s: Server): Promise<void> {
   for (;;) {
     const text = await (await fetch(`${s.url}/metrics`)).text();
     const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
-    if (gauge("vgg_serve_requests_in_flight") <= 1 && gauge("vgg_serve_queue_images") === 0) return;
+    if (
+      gauge("vgg_serve_requests_in_flight") <= 1 &&
+      gauge("vgg_serve_queue_images") === 0 &&
+      gauge("vgg_serve_batch_running") === 0
+    )
+      return;
     await new Promise((ok) => setTimeout(ok, 100));
   }
 }

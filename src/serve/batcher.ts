@@ -56,6 +56,11 @@ export class Batcher {
     return this.queuedImages;
   }
 
+  /** Whether a batch is running now. */
+  get busy(): boolean {
+    return this.running;
+  }
+
   /** Whether n more images fit in the queue now. */
   hasRoom(n: number): boolean {
     return this.queuedImages + n <= this.o.maxQueue;

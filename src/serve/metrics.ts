@@ -14,8 +14,8 @@ export class ServeMetrics {
   private readonly batchSize: Histogram;
   private readonly batchSeconds: Histogram;
 
-  /** queueDepth: images waiting; inFlight: requests received and not yet answered. */
-  constructor(queueDepth: () => number, maxBatch: number, inFlight: () => number) {
+  /** queueDepth: images waiting; inFlight: requests received and not yet answered; busy: a batch runs. */
+  constructor(queueDepth: () => number, maxBatch: number, inFlight: () => number, busy: () => boolean) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
@@ -57,6 +57,14 @@ export class ServeMetrics {
       registers,
       collect() {
         this.set(inFlight());
+      },
+    });
+    new Gauge({
+      name: "vgg_serve_batch_running",
+      help: "1 while the model runs a batch, else 0",
+      registers,
+      collect() {
+        this.set(busy() ? 1 : 0);
       },
     });
     new Gauge({

@@ -88,6 +88,7 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     () => service.batcher.depth,
     o.maxBatch,
     () => active,
+    () => service.batcher.busy,
   );
   const served = metrics;
   const bound = { host: o.host, port: o.port };
