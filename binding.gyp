@@ -8,6 +8,7 @@
         "native/conv2d.cc",
         "native/elementwise.cc",
         "native/gemm.cc",
+        "native/gemm_avx512.cc",
         "native/isa.cc",
         "native/kernel_cache.cc",
         "native/loss.cc",

@@ -1,6 +1,8 @@
 // SGEMM: loops jc (NC columns of B) > pc (KC deep) > ic (MC rows of A) > jr (NR) > ir (MR) around a
-// 6x16 micro-kernel. The packed B block (KC x NC) stays in L3/L2, an A block (MC x KC) in L2, and one
-// B micro-panel (KC x 16) in L1 while the kernel sweeps the A micro-panels.
+// 6x16 micro-kernel (AVX2 or portable), or at the avx512 level a 12x32 one (gemm_avx512.cc) over A panels
+// of 12 rows and two of the same 16-column B panels. The packed B block (KC x NC) stays in L3/L2, an A
+// block (MC x KC) in L2, and one B micro-panel (KC x 16 or 32) in L1/L2 while the kernel sweeps the A
+// micro-panels.
 #include "gemm.h"
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "gemm_avx512.h"
 #include "isa.h"
 #include "sparse_gemm.h"
 #include "threadpool.h"
@@ -22,6 +25,12 @@ namespace vgg {
 namespace {
 
 constexpr int64_t MR = 6, NR = kGemmNR;
+constexpr int64_t kMaxMR = MR > kAvx512MR ? MR : kAvx512MR;
+
+// Rows of the packed A panels at the active level.
+int64_t gemm_mr() { return isa_at_least(Isa::Avx512) ? kAvx512MR : MR; }
+// Columns a thread's slice of C is a multiple of: the widest tile, so slices end in full tiles.
+int64_t split_cols() { return isa_at_least(Isa::Avx512) ? NR * kAvx512Panels : NR; }
 constexpr int64_t KC = kGemmKC, MC = 240, NC = 3072;
 
 // The micro-kernel: c (MR, NR) row stride ldc = pa (kc, MR) packed x pb (kc, NR) packed, added to c when
@@ -141,24 +150,25 @@ MicroKernel micro_kernel() {
   return micro_portable;
 }
 
-// Packs op(A)[i0:i0+mc, p0:p0+kc] into MR-row micro-panels, each (kc, MR), zero-padded to MR rows.
-void pack_a(float* dst, const float* a, int64_t lda, bool trans_a, int64_t i0, int64_t p0, int64_t mc, int64_t kc) {
-  for (int64_t ir = 0; ir < mc; ir += MR) {
-    const int64_t rows = std::min(MR, mc - ir);
+// Packs op(A)[i0:i0+mc, p0:p0+kc] into mr-row micro-panels, each (kc, mr), zero-padded to mr rows.
+void pack_a(float* dst, const float* a, int64_t lda, bool trans_a, int64_t i0, int64_t p0, int64_t mc, int64_t kc,
+            int64_t mr) {
+  for (int64_t ir = 0; ir < mc; ir += mr) {
+    const int64_t rows = std::min(mr, mc - ir);
     float* d = dst + ir * kc;
     if (trans_a) {
       for (int64_t p = 0; p < kc; p++) {
         const float* src = a + (p0 + p) * lda + i0 + ir;
-        for (int64_t r = 0; r < rows; r++) d[p * MR + r] = src[r];
-        for (int64_t r = rows; r < MR; r++) d[p * MR + r] = 0.0f;
+        for (int64_t r = 0; r < rows; r++) d[p * mr + r] = src[r];
+        for (int64_t r = rows; r < mr; r++) d[p * mr + r] = 0.0f;
       }
     } else {
-      for (int64_t r = 0; r < MR; r++) {
+      for (int64_t r = 0; r < mr; r++) {
         if (r < rows) {
           const float* src = a + (i0 + ir + r) * lda + p0;
-          for (int64_t p = 0; p < kc; p++) d[p * MR + r] = src[p];
+          for (int64_t p = 0; p < kc; p++) d[p * mr + r] = src[p];
         } else {
-          for (int64_t p = 0; p < kc; p++) d[p * MR + r] = 0.0f;
+          for (int64_t p = 0; p < kc; p++) d[p * mr + r] = 0.0f;
         }
       }
     }
@@ -307,10 +317,18 @@ void drive(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, con
            int64_t m, int64_t n, int64_t k, float beta, GemmEpilogue ep) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) return scale_and_epilogue(c, ldc, m, n, beta, ep);
-  const MicroKernel kernel = micro_kernel(), rows_kernel = micro_kernel_rows(m % MR);
+  const bool avx512 = isa_at_least(Isa::Avx512);
+  const int64_t mr = gemm_mr(), mc_max = MC / mr * mr, max_panels = avx512 ? kAvx512Panels : 1;
+  // The kernel for a tile of `rows` rows and `panels` full B panels, or null where the edge path serves.
+  const MicroKernel full = micro_kernel(), rows_kernel = micro_kernel_rows(m % MR);
+  auto tile_kernel = [&](int64_t rows, int64_t panels) -> MicroKernel {
+    if (avx512) return avx512_micro_kernel(rows, panels);
+    return rows == MR ? full : rows_kernel;
+  };
+  const MicroKernel edge_kernel = tile_kernel(mr, 1);
   PackBuffers& buf = pack_buffers();
-  alignas(64) float edge[MR * NR];
-  const int64_t k_step = k_step_of(k), m_padded = (m + MR - 1) / MR * MR;
+  alignas(64) float edge[kMaxMR * NR];
+  const int64_t k_step = k_step_of(k), m_padded = (m + mr - 1) / mr * mr;
   const int64_t nc_max = KC * NC / k_step / NR * NR;  // the packed B block always fits KC x NC floats
   for (int64_t jc = 0; jc < n; jc += nc_max) {
     const int64_t nc = std::min(nc_max, n - jc);
@@ -323,29 +341,28 @@ void drive(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, con
         block_b = b.packed + pc * b.packed_n + (b.packed_j0 + jc) * kc;
       else
         b.pack(b.ctx, buf.b, pc, jc, kc, nc);
-      for (int64_t ic = 0; ic < m; ic += MC) {
-        const int64_t mc = std::min(MC, m - ic);
+      for (int64_t ic = 0; ic < m; ic += mc_max) {
+        const int64_t mc = std::min(mc_max, m - ic);
         const float* block_a = packed_a ? packed_a + pc * m_padded + ic * kc : buf.a;
-        if (!packed_a) pack_a(buf.a, a, lda, trans_a, ic, pc, mc, kc);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int64_t cols = std::min(NR, nc - jr);
+        if (!packed_a) pack_a(buf.a, a, lda, trans_a, ic, pc, mc, kc, mr);
+        for (int64_t jr = 0, panels; jr < nc; jr += panels * NR) {
+          // As many full panels as the kernel takes, else one (the last, partial) panel.
+          panels = std::max<int64_t>(1, std::min(max_panels, (nc - jr) / NR));
+          const int64_t cols = std::min(panels * NR, nc - jr);
           const float* pb = block_b + jr * kc;
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int64_t rows = std::min(MR, mc - ir);
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t rows = std::min(mr, mc - ir);
             const float* pa = block_a + ir * kc;
             float* ct = c + (ic + ir) * ldc + jc + jr;
             const float* bias = last && ep.row_bias ? ep.row_bias + ic + ir : nullptr;
             const bool relu = last && ep.relu;
-            if (rows == MR && cols == NR) {
+            const MicroKernel kernel = cols == panels * NR ? tile_kernel(rows, panels) : nullptr;
+            if (kernel) {
               kernel(ct, ldc, pa, pb, kc, accumulate, bias, relu);
               continue;
             }
-            if (cols == NR && rows_kernel) {
-              rows_kernel(ct, ldc, pa, pb, kc, accumulate, bias, relu);
-              continue;
-            }
-            // Edge tile: compute the full 6x16 tile into a scratch buffer, then store only the valid part.
-            kernel(edge, NR, pa, pb, kc, false, nullptr, false);
+            // Edge tile: compute the full mr x 16 tile into a scratch buffer, then store only the valid part.
+            edge_kernel(edge, NR, pa, pb, kc, false, nullptr, false);
             for (int64_t r = 0; r < rows; r++) {
               float* cr = ct + r * ldc;
               const float bv = bias ? bias[r] : 0.0f;
@@ -386,16 +403,20 @@ void sgemm_serial(float* c, int64_t ldc, const float* a, int64_t lda, const floa
   sgemm_serial_source(c, ldc, a, lda, trans_a, BSource{pack_matrix_b, &mb}, m, n, k, beta, ep);
 }
 
-int64_t packed_a_size(int64_t m, int64_t k) { return (m + MR - 1) / MR * MR * k; }
+int64_t packed_a_size(int64_t m, int64_t k) {
+  const int64_t mr = gemm_mr();
+  return (m + mr - 1) / mr * mr * k;
+}
 
 PackedALayout packed_a_layout(int64_t m, int64_t k) {
-  static_assert(MR == 6, "PackedALayout::offset assumes 6-row panels");
-  return PackedALayout{(m + MR - 1) / MR * MR, k, k_step_of(k)};
+  const int64_t mr = gemm_mr();
+  return PackedALayout{(m + mr - 1) / mr * mr, k, k_step_of(k), mr};
 }
 
 void pack_a_all(float* dst, const float* a, int64_t lda, bool trans_a, int64_t m, int64_t k) {
-  const int64_t k_step = k_step_of(k), m_padded = (m + MR - 1) / MR * MR;
-  for (int64_t pc = 0; pc < k; pc += k_step) pack_a(dst + pc * m_padded, a, lda, trans_a, 0, pc, m, std::min(k_step, k - pc));
+  const int64_t mr = gemm_mr(), k_step = k_step_of(k), m_padded = (m + mr - 1) / mr * mr;
+  for (int64_t pc = 0; pc < k; pc += k_step)
+    pack_a(dst + pc * m_padded, a, lda, trans_a, 0, pc, m, std::min(k_step, k - pc), mr);
 }
 
 void sgemm_serial_packed_a(float* c, int64_t ldc, const float* packed_a, const float* b, int64_t ldb, int64_t m,
@@ -517,7 +538,7 @@ void sgemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, i
   // start on their own cache lines when C is aligned); each thread packs its own panels.
   const bool split_n = n >= m;
   const int64_t total = split_n ? n : m;
-  const int64_t align = split_n ? NR : MR;
+  const int64_t align = split_n ? split_cols() : gemm_mr();
   parallel_run(
       [&](int ith, int nth) {
         int64_t begin, end;
@@ -567,7 +588,7 @@ void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const fl
   if (num_threads() == 1 || flops < 2e6) return run(0, m, 0, n);
   // The same split as sgemm's: disjoint slices of the larger output dimension, in multiples of the tile.
   const bool split_n = n >= m;
-  const int64_t total = split_n ? n : m, align = split_n ? NR : MR;
+  const int64_t total = split_n ? n : m, align = split_n ? split_cols() : gemm_mr();
   parallel_run(
       [&](int ith, int nth) {
         int64_t begin, end;
@@ -581,6 +602,10 @@ void sgemm_packed_b(float* c, int64_t ldc, const float* a, int64_t lda, const fl
       (total + align - 1) / align);
 }
 
-std::string gemm_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "6x16 avx2+fma" : "6x16 portable C++"; }
+std::string gemm_kernel_name() {
+  if (isa_at_least(Isa::Avx512))
+    return std::to_string(kAvx512MR) + "x" + std::to_string(NR * kAvx512Panels) + " avx512";
+  return isa_at_least(Isa::Avx2Fma) ? "6x16 avx2+fma" : "6x16 portable C++";
+}
 
 }  // namespace vgg

@@ -1,5 +1,5 @@
 // Packed, cache-blocked single-precision GEMM (BLIS-style: A and B packed into MR x kc and kc x NR
-// micro-panels, a 6x16 register-tiled micro-kernel, AVX2+FMA or portable C++ chosen at run time).
+// micro-panels, a 6x16 register-tiled micro-kernel, AVX2+FMA or portable C++, or 12x32 AVX-512, chosen at run time).
 #pragma once
 #include <string>
 #include <cstdint>
@@ -58,12 +58,12 @@ void sgemm_serial_source(float* c, int64_t ldc, const float* a, int64_t lda, boo
 // op(A) (m, k) packed once into the layout the driver reads, for many GEMMs sharing the same A (Winograd's
 // transformed weights): packed_a_size floats, filled by pack_a_all, consumed by sgemm_serial_packed_a.
 int64_t packed_a_size(int64_t m, int64_t k);
-/** Where pack_a_all puts op(A)[i][p] of an (m, k) matrix: row panels of 6 within each k block. */
+/** Where pack_a_all puts op(A)[i][p] of an (m, k) matrix: row panels of mr (6, or 12 at avx512) per k block. */
 struct PackedALayout {
-  int64_t m_padded, k, k_step;
+  int64_t m_padded, k, k_step, mr;
   int64_t offset(int64_t i, int64_t p) const {
     const int64_t pc = p / k_step * k_step, kc = k - pc < k_step ? k - pc : k_step;
-    return pc * m_padded + (i - i % 6) * kc + (p - pc) * 6 + i % 6;
+    return pc * m_padded + (i - i % mr) * kc + (p - pc) * mr + i % mr;
   }
 };
 PackedALayout packed_a_layout(int64_t m, int64_t k);

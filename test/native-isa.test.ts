@@ -105,6 +105,53 @@ for (const level of levels) {
   });
 }
 
+// A child's GEMM outputs at one level, hashed: dense (every transpose, beta 0 and 1, edge rows and columns,
+// k over several blocks) and sparse-A products (a ReLU-like A, 75% zeros), on 1 and 2 threads.
+const gemmDigestChild = `
+import { createHash } from "node:crypto";
+import { loadNativeAddon } from ${JSON.stringify(join(here, "..", "src", "backend", "native.js"))};
+const addon = loadNativeAddon();
+let seed = 7;
+const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296) * 2 - 1;
+const shapes = [[1, 17, 5], [13, 35, 9], [25, 47, 400], [37, 96, 1000], [130, 70, 385], [8, 640, 700], [200, 600, 520]];
+const hash = createHash("sha256");
+for (const threads of [1, 2]) {
+  addon.setNumThreads(threads);
+  for (const [m, n, k] of shapes)
+    for (const zeros of [0, 0.75])
+      for (const ta of [false, true])
+        for (const tb of [false, true])
+          for (const beta of [0, 1]) {
+            const a = Float32Array.from({ length: m * k }, () => (Math.abs(rand()) < zeros ? 0 : rand()));
+            const b = Float32Array.from({ length: k * n }, rand);
+            const c = Float32Array.from({ length: m * n }, rand);
+            addon.gemm(c, a, b, m, n, k, ta, tb, beta);
+            hash.update(new Uint8Array(c.buffer));
+          }
+}
+console.log(JSON.stringify({ isa: addon.info().isa, digest: hash.digest("hex"), sparse: addon.info().sparseGemmCalls }));
+`;
+
+test("the dense and sparse GEMMs give the same bits at the avx2 and avx512 levels", (t) => {
+  const have = (["avx2", "avx512"] as const).filter((l) => missing(l).length === 0);
+  if (have.length < 2) {
+    t.skip(`this CPU lacks ${missing("avx512").join(", ")}: one FMA level only`);
+    return;
+  }
+  const digests = have.map((level) => {
+    const r = runAt(level, ["--input-type=module", "-e", gemmDigestChild], {}, 120_000);
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { isa: string; digest: string; sparse: number };
+  });
+  assert.deepEqual(
+    digests.map((d) => d.isa),
+    have,
+  );
+  assert.ok(digests[0].sparse > 0, "no product took the sparse path");
+  assert.equal(digests[1].sparse, digests[0].sparse);
+  assert.equal(digests[1].digest, digests[0].digest);
+});
+
 test("VGG_NATIVE_ISA must name a level", () => {
   const r = runAt("avx3", [vgg, "info"], {}, 60_000);
   assert.equal(r.status, 1);
