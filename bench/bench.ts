@@ -1,8 +1,12 @@
 // `npm run bench`: SGEMM GFLOP/s on large square matrices, then per-layer forward/backward time and GFLOP/s
 // of the d2l model VGG-11/4 (1x224x224) through the native Backend methods, like a profiler, and, when
 // Debian's python3-torch is importable, the same convolutions and SGEMMs in PyTorch (2 threads) in the same
-// run with the ratio. Options: --batch N (16) --iters N (3) --threads N --no-torch.
+// run with the ratio. The SGEMMs run in --rounds rounds (3), vgg-ts at each level of --isa (default: the
+// level in use; e.g. --isa avx2,avx512, each in a child process with VGG_NATIVE_ISA) then PyTorch, so a
+// noisy machine slows all alike and the per-round ratios hold. Options: --batch N (16) --iters N (3)
+// --threads N --rounds N --isa LIST --no-torch.
 import { spawnSync } from "node:child_process";
+import { cpus } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Conv2dGeometry, Pool2dGeometry } from "../src/backend/backend.js";
@@ -19,6 +23,8 @@ function option(name: string, fallback: number): number {
 
 const batch = option("batch", 16);
 const iters = option("iters", 3);
+const rounds = option("rounds", 3);
+const useTorch = !process.argv.includes("--no-torch");
 const addon = loadNativeAddon();
 if (addon instanceof Error) {
   console.error(`bench: ${addon.message}`);
@@ -26,6 +32,8 @@ if (addon instanceof Error) {
 }
 const be = new NativeBackend(addon);
 if (process.argv.includes("--threads")) be.setNumThreads(option("threads", 2));
+const isaIndex = process.argv.indexOf("--isa");
+const isas = isaIndex >= 0 ? process.argv[isaIndex + 1].split(",") : [be.info().isa];
 
 function randn(len: number): Float32Array {
   const a = new Float32Array(len);
@@ -50,21 +58,66 @@ const fmt = (v: number, width: number, digits = 1) => v.toFixed(digits).padStart
 const gflops = (flops: number, s: number) => flops / s / 1e9;
 
 // ---- SGEMM ----
+const gemmSizes = [512, 1024, 2048];
+/** Median seconds of each square SGEMM at the level in use. */
+function sgemmTimes(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const n of gemmSizes) {
+    const a = randn(n * n);
+    const b = randn(n * n);
+    const c = new Float32Array(n * n);
+    out[String(n)] = time(() => be.gemm(c, a, b, n, n, n, false, false, 0));
+  }
+  return out;
+}
+if (process.argv.includes("--sgemm-child")) {
+  console.log(JSON.stringify(sgemmTimes()));
+  process.exit(0);
+}
 const info = be.info();
 console.log(
-  `vgg-ts native bench: isa ${info.isa}, kernel ${info.gemmKernel}, ${be.numThreads()} threads, batch ${batch}, ${iters} iters (median)`,
+  `vgg-ts native bench on ${cpus()[0]?.model ?? "an unknown CPU"} (features: ${info.cpuFeatures.join(" ")}): ` +
+    `isa ${info.isa} (best here: ${info.bestIsa}), kernel ${info.gemmKernel}, ${be.numThreads()} threads, batch ${batch}, ${iters} iters (median)`,
 );
-const gemmSizes = [512, 1024, 2048];
-const gemmTimes = new Map<number, number>();
-for (const n of gemmSizes) {
-  const a = randn(n * n);
-  const b = randn(n * n);
-  const c = new Float32Array(n * n);
-  gemmTimes.set(
-    n,
-    time(() => be.gemm(c, a, b, n, n, n, false, false, 0)),
-  );
+console.log(
+  `kernels at ${info.isa}: ${Object.entries(info.kernels)
+    .map(([f, k]) => `${f} ${k}`)
+    .join("; ")}`,
+);
+const torchScript = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", "torch_layers.py");
+function runTorch(spec: object): { result: TorchResult | null; error: string } {
+  const r = spawnSync("/usr/bin/python3", [torchScript], {
+    input: JSON.stringify(spec),
+    encoding: "utf8",
+    maxBuffer: 1 << 24,
+  });
+  if (r.status === 0) return { result: JSON.parse(r.stdout) as TorchResult, error: "" };
+  return { result: null, error: (r.stderr || r.error?.message || "").trim().split("\n").pop() ?? "" };
 }
+// times[level][size] and torchTimes[size]: one entry per round.
+const gemmRounds = new Map<string, Record<string, number>[]>(isas.map((l) => [l, []]));
+const torchGemmRounds: Record<string, number>[] = [];
+let torchGemmError = "";
+for (let r = 0; r < rounds; r++) {
+  for (const level of isas) {
+    if (level === info.isa) {
+      gemmRounds.get(level)?.push(sgemmTimes());
+      continue;
+    }
+    const child = spawnSync(process.execPath, [...process.argv.slice(1), "--sgemm-child"], {
+      encoding: "utf8",
+      env: { ...process.env, VGG_NATIVE_ISA: level },
+    });
+    if (child.status !== 0) throw new Error(`the SGEMM run at ${level} failed: ${child.stderr.trim()}`);
+    gemmRounds.get(level)?.push(JSON.parse(child.stdout) as Record<string, number>);
+  }
+  if (useTorch && !torchGemmError) {
+    const { result, error } = runTorch({ iters, gemm: gemmSizes, layers: [] });
+    if (result) torchGemmRounds.push(result.gemm);
+    else torchGemmError = error;
+  }
+}
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
 // ---- VGG-11/4 layers (d2l: conv_arch ((1,16),(1,32),(2,64),(2,128),(2,128)), 1x224x224) ----
 const convArch: [number, number][] = [
@@ -206,8 +259,7 @@ interface TorchResult {
   layers: { name: string; forward: number; backwardInput: number; backwardWeight: number }[];
 }
 let torch: TorchResult | null = null;
-if (!process.argv.includes("--no-torch")) {
-  const script = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", "torch_layers.py");
+if (useTorch) {
   const spec = {
     iters,
     gemm: gemmSizes,
@@ -223,28 +275,33 @@ if (!process.argv.includes("--no-torch")) {
       pad: 1,
     })),
   };
-  const r = spawnSync("/usr/bin/python3", [script], {
-    input: JSON.stringify(spec),
-    encoding: "utf8",
-    maxBuffer: 1 << 24,
-  });
-  if (r.status === 0) torch = JSON.parse(r.stdout) as TorchResult;
-  else
-    console.log(
-      `(PyTorch comparison skipped: ${(r.stderr || r.error?.message || "").trim().split("\n").pop()})`,
-    );
+  const { result, error } = runTorch(spec);
+  torch = result;
+  if (!result) console.log(`(PyTorch comparison skipped: ${error})`);
 }
 
-console.log("\nSGEMM (square, row-major, C = A B)");
+const hasTorch = torchGemmRounds.length === rounds;
 console.log(
-  `${"size".padStart(6)} ${"ms".padStart(9)} ${"GFLOP/s".padStart(8)}${torch ? `  ${"torch ms".padStart(9)} ${"GFLOP/s".padStart(8)} ${"ratio".padStart(6)}` : ""}`,
+  `\nSGEMM (square, row-major, C = A B), ${rounds} interleaved rounds: medians of GFLOP/s, ` +
+    `and the median of the per-round ratios${hasTorch ? ` vs PyTorch ${torch?.torch ?? ""} torch.mm (its BLAS, ${torch?.threads ?? 2} threads)` : ""}` +
+    (torchGemmError ? ` (PyTorch skipped: ${torchGemmError})` : ""),
+);
+console.log(
+  `${"size".padStart(6)}${isas.map((l) => `${`${l} GF/s`.padStart(14)}${hasTorch ? " vs torch".padStart(10) : ""}`).join("")}` +
+    `${hasTorch ? "  torch GF/s".padStart(12) : ""}${isas.length > 1 ? `  ${isas.at(-1)}/${isas[0]}` : ""}`,
 );
 for (const n of gemmSizes) {
-  const s = gemmTimes.get(n) ?? 0;
   const flops = 2 * n ** 3;
-  let line = `${String(n).padStart(6)} ${fmt(s * 1e3, 9, 2)} ${fmt(gflops(flops, s), 8)}`;
-  const ts = torch?.gemm[String(n)];
-  if (ts) line += `  ${fmt(ts * 1e3, 9, 2)} ${fmt(gflops(flops, ts), 8)} ${fmt(ts / s, 6, 2)}x`;
+  const key = String(n);
+  const perLevel = isas.map((l) => (gemmRounds.get(l) ?? []).map((t) => t[key]));
+  let line = String(n).padStart(6);
+  for (const times of perLevel) {
+    line += fmt(gflops(flops, median(times)), 14);
+    if (hasTorch) line += `${fmt(median(times.map((t, r) => torchGemmRounds[r][key] / t)), 9, 2)}x`;
+  }
+  if (hasTorch) line += fmt(gflops(flops, median(torchGemmRounds.map((t) => t[key]))), 12);
+  if (isas.length > 1)
+    line += `  ${fmt(median(perLevel[0].map((t, r) => t / (perLevel.at(-1) ?? perLevel[0])[r])), 6, 2)}x`;
   console.log(line);
 }
 
