@@ -187,8 +187,9 @@ try {
       servers.push(
         await start("onnxruntime", ["dist/bench/serve-ort.js", "--onnx", onnx, "--config", config]),
       );
-    // Warm-up: the kernels' per-shape choices and the JIT, at every batch size the runs will see.
-    for (const s of servers) await load(s, body, 64, 2);
+    // Warm-up: the JIT, and the kernels' per-shape choices (timed on a shape's first batch), at the batch
+    // sizes the runs will see: 1 client gives batches of 1, 8 clients of a few, 64 of up to 32.
+    for (const s of servers) for (const clients of [1, 8, 64]) await load(s, body, clients, 2);
     console.log(`\n${size}x${size}, one ${body.length}-byte PNG per request`);
     console.log("server       clients   req/s   p50 ms   p99 ms p99/p50  batch errors  RSS MB");
     for (const clients of clientCounts)
