@@ -75,8 +75,48 @@ __attribute__((target("avx2,fma"))) void max_pool_2x2_avx2(float* yp, int32_t* a
 }
 #endif
 
+#ifdef VGG_X86
+#define VGG_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+// The AVX2 kernel's rule on 16 outputs at a time, its lane masks as opmasks (the same picks, so the same
+// outputs and argmax).
+VGG_AVX512 void max_pool_2x2_avx512(float* yp, int32_t* ap, const float* xp, const PoolShape& s) {
+  const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd_lanes = _mm512_add_epi32(lane2, _mm512_set1_epi32(1));
+  const __m512i off_b = _mm512_set1_epi32(1), off_c = _mm512_set1_epi32(static_cast<int32_t>(s.w));
+  const __m512i off_d = _mm512_set1_epi32(static_cast<int32_t>(s.w + 1));
+  for (int64_t oy = 0; oy < s.out_h; oy++) {
+    const float* r0 = xp + 2 * oy * s.w;
+    const float* r1 = r0 + s.w;
+    int64_t ox = 0;
+    for (; ox + 16 <= s.out_w; ox += 16) {
+      const __m512 lo0 = _mm512_loadu_ps(r0 + 2 * ox), hi0 = _mm512_loadu_ps(r0 + 2 * ox + 16);
+      const __m512 lo1 = _mm512_loadu_ps(r1 + 2 * ox), hi1 = _mm512_loadu_ps(r1 + 2 * ox + 16);
+      const __m512 a = _mm512_permutex2var_ps(lo0, lane2, hi0), b = _mm512_permutex2var_ps(lo0, odd_lanes, hi0);
+      const __m512 c = _mm512_permutex2var_ps(lo1, lane2, hi1), d = _mm512_permutex2var_ps(lo1, odd_lanes, hi1);
+      const __mmask16 nan_a = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), nan_b = _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+      const __mmask16 nan_c = _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q), nan_d = _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+      const __mmask16 take_b = static_cast<__mmask16>(~nan_a & (_mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | nan_b));
+      __m512 best = _mm512_mask_blend_ps(take_b, a, b);
+      __m512i off = _mm512_maskz_mov_epi32(take_b, off_b);
+      const __mmask16 take_c = static_cast<__mmask16>(_mm512_cmp_ps_mask(c, best, _CMP_GT_OQ) | nan_c);
+      best = _mm512_mask_blend_ps(take_c, best, c);
+      off = _mm512_mask_blend_epi32(take_c, off, off_c);
+      const __mmask16 take_d =
+          static_cast<__mmask16>(~nan_c & (_mm512_cmp_ps_mask(d, best, _CMP_GT_OQ) | nan_d));
+      best = _mm512_mask_blend_ps(take_d, best, d);
+      off = _mm512_mask_blend_epi32(take_d, off, off_d);
+      const __m512i base = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(2 * oy * s.w + 2 * ox)), lane2);
+      _mm512_storeu_ps(yp + oy * s.out_w + ox, best);
+      _mm512_storeu_si512(ap + oy * s.out_w + ox, _mm512_add_epi32(base, off));
+    }
+    max_pool_2x2_row(yp, ap, xp, s, oy, ox);
+  }
+}
+#endif
+
 void max_pool_2x2(float* yp, int32_t* ap, const float* xp, const PoolShape& s) {
 #ifdef VGG_X86
+  if (isa_at_least(Isa::Avx512)) return max_pool_2x2_avx512(yp, ap, xp, s);
   if (isa_at_least(Isa::Avx2Fma)) return max_pool_2x2_avx2(yp, ap, xp, s);
 #endif
   for (int64_t oy = 0; oy < s.out_h; oy++) max_pool_2x2_row(yp, ap, xp, s, oy, 0);
@@ -187,6 +227,38 @@ __attribute__((target("avx2,fma"))) bool max_pool_2x2_backward_row_avx2(float* d
   }
   return max_pool_2x2_backward_row(dxp, dyp, ap, yp, w, out_w, oy, ox);
 }
+
+// 16 windows at a time, as the AVX2 row: the candidate offsets as opmasks, rows re-interleaved by permutes.
+VGG_AVX512 bool max_pool_2x2_backward_row_avx512(float* dxp, const float* dyp, const int32_t* ap, const float* yp,
+                                                 int64_t w, int64_t out_w, int64_t oy) {
+  float* r0 = dxp + 2 * oy * w;
+  float* r1 = r0 + w;
+  const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  // Lanes 0, 16, 1, 17, ...: a's and b's first eight interleaved; + 8 for the last eight.
+  const __m512i mix_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i mix_hi = _mm512_add_epi32(mix_lo, _mm512_set1_epi32(8));
+  const __m512i one = _mm512_set1_epi32(1), wv = _mm512_set1_epi32(static_cast<int32_t>(w));
+  const __m512i w1 = _mm512_set1_epi32(static_cast<int32_t>(w + 1));
+  int64_t ox = 0;
+  for (; ox + 16 <= out_w; ox += 16) {
+    const int64_t p = oy * out_w + ox;
+    __m512 g = _mm512_loadu_ps(dyp + p);
+    if (yp) g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(yp + p), _mm512_setzero_ps(), _CMP_GT_OQ), g);
+    const __m512i start = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(2 * oy * w + 2 * ox)), lane2);
+    const __m512i off = _mm512_sub_epi32(_mm512_loadu_si512(ap + p), start);
+    const __mmask16 m00 = _mm512_cmpeq_epi32_mask(off, _mm512_setzero_si512());
+    const __mmask16 m01 = _mm512_cmpeq_epi32_mask(off, one), m10 = _mm512_cmpeq_epi32_mask(off, wv);
+    const __mmask16 m11 = _mm512_cmpeq_epi32_mask(off, w1);
+    if (static_cast<__mmask16>(m00 | m01 | m10 | m11) != 0xFFFF) return false;
+    const __m512 a = _mm512_maskz_mov_ps(m00, g), b = _mm512_maskz_mov_ps(m01, g);
+    const __m512 c = _mm512_maskz_mov_ps(m10, g), d = _mm512_maskz_mov_ps(m11, g);
+    _mm512_storeu_ps(r0 + 2 * ox, _mm512_permutex2var_ps(a, mix_lo, b));
+    _mm512_storeu_ps(r0 + 2 * ox + 16, _mm512_permutex2var_ps(a, mix_hi, b));
+    _mm512_storeu_ps(r1 + 2 * ox, _mm512_permutex2var_ps(c, mix_lo, d));
+    _mm512_storeu_ps(r1 + 2 * ox + 16, _mm512_permutex2var_ps(c, mix_hi, d));
+  }
+  return max_pool_2x2_backward_row(dxp, dyp, ap, yp, w, out_w, oy, ox);
+}
 #endif
 
 bool max_pool_2x2_backward_plane(float* dxp, const float* dyp, const int32_t* ap, const float* yp,
@@ -194,10 +266,13 @@ bool max_pool_2x2_backward_plane(float* dxp, const float* dyp, const int32_t* ap
   const int64_t w = s.w, out_w = s.out_w;
 #ifdef VGG_X86
   const bool avx2 = isa_at_least(Isa::Avx2Fma) && w + 1 <= INT32_MAX / 2;
+  const bool avx512 = avx2 && isa_at_least(Isa::Avx512);
 #endif
   for (int64_t oy = 0; oy < s.out_h; oy++) {
 #ifdef VGG_X86
-    if (avx2) {
+    if (avx512) {
+      if (!max_pool_2x2_backward_row_avx512(dxp, dyp, ap, yp, w, out_w, oy)) return false;
+    } else if (avx2) {
       if (!max_pool_2x2_backward_row_avx2(dxp, dyp, ap, yp, w, out_w, oy)) return false;
     } else
 #endif
@@ -243,6 +318,8 @@ void max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, cons
       planes);
 }
 
-const char* max_pool_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "2x2 avx2" : "portable C++"; }
+const char* max_pool_kernel_name() {
+  return isa_at_least(Isa::Avx512) ? "2x2 avx512" : isa_at_least(Isa::Avx2Fma) ? "2x2 avx2" : "portable C++";
+}
 
 }  // namespace vgg

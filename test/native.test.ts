@@ -852,6 +852,8 @@ test("max-pool forward/backward match the reference (padding, NaN, odd sizes)", 
     { n: 1, c: 1, h: 1, w: 1, kh: 1, kw: 1, strideH: 1, strideW: 1, padH: 0, padW: 0, outH: 1, outW: 1 },
     { n: 2, c: 3, h: 9, w: 7, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 4, outW: 3 },
     { n: 3, c: 5, h: 18, w: 37, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 9, outW: 18 },
+    // Two 16-window vectors (the avx512 level) and an 8-window one (avx2) plus a tail, an odd height.
+    { n: 2, c: 3, h: 15, w: 71, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 7, outW: 35 },
     // Fewer windows than fit (a caller's geometry): rows and columns outside every window get no gradient.
     { n: 1, c: 2, h: 8, w: 10, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0, outH: 3, outW: 2 },
   ];
