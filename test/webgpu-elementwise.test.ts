@@ -120,6 +120,14 @@ test(
     for (let i = 0; i < 50; i++) relu(ctx, b, x);
     await ctx.readFloat32(b);
     assert.equal(ctx.submits - before, 1, "50 dispatches and a read are one submit");
+    const src = randn(37);
+    const dst = stale(ctx, 40);
+    ctx.copy(dst, up(ctx, src));
+    assert.deepEqual((await ctx.readFloat32(dst)).subarray(0, 37), src, "copy, in order with the dispatches");
+    assert.throws(
+      () => ctx.copy(ctx.pool.acquire(3), dst),
+      /Expected a destination of length >= 40 but received 3/,
+    );
   },
 );
 

@@ -9,7 +9,7 @@
 
 /** GPUBufferUsage and GPUMapMode flags (WebGPU spec values), so no globals need installing in Node. */
 export const Usage = { MAP_READ: 1, COPY_SRC: 4, COPY_DST: 8, UNIFORM: 64, STORAGE: 128 } as const;
-export const MAP_READ = 1;
+export const MapMode = { READ: 1 } as const;
 
 export type DeviceDType = "f32" | "i32" | "u32";
 

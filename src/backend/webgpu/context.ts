@@ -6,7 +6,7 @@
 // with one queue.writeBuffer just before the submit that reads it (queue order keeps earlier submits on
 // the earlier contents). Binding 0 of every kernel is its parameters; the storage buffers follow.
 /// <reference types="@webgpu/types" />
-import { type DeviceArray, type DeviceDType, GpuBufferPool, MAP_READ, Usage } from "./buffers.js";
+import { type DeviceArray, type DeviceDType, GpuBufferPool, MapMode, Usage } from "./buffers.js";
 import { requestWebGpuDevice, type WebGpuAdapterSummary } from "./device.js";
 
 const SLOT_BYTES = 256;
@@ -170,7 +170,7 @@ export class GpuContext {
     this.encoder ??= this.device.createCommandEncoder();
     this.encoder.copyBufferToBuffer(a.buffer, 0, staging, 0, staging.size);
     this.flush();
-    await staging.mapAsync(MAP_READ);
+    await staging.mapAsync(MapMode.READ);
     const copy = staging.getMappedRange().slice(0, a.byteLength);
     staging.unmap();
     staging.destroy();
