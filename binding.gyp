@@ -5,6 +5,8 @@
       "sources": [
         "native/binding.cc",
         "native/batchnorm.cc",
+        "native/bf16.cc",
+        "native/bf16_gemm.cc",
         "native/conv2d.cc",
         "native/elementwise.cc",
         "native/gemm.cc",

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "batchnorm.h"
+#include "bf16.h"
 #include "conv2d.h"
 #include "elementwise.h"
 #include "gemm.h"
@@ -508,6 +509,49 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// ---- bf16 mixed precision (native/bf16.h) ----
+
+// roundBf16(y, x): y = x rounded to bf16 (held as float32); y may be x.
+Napi::Value RoundBf16(const Napi::CallbackInfo& info) {
+  expect_args(info, 2);
+  auto x = f32_any(info[1], "x");
+  float* y = f32(info[0], "y", x.ElementLength());
+  vgg::round_to_bf16(y, x.Data(), static_cast<int64_t>(x.ElementLength()));
+  return info.Env().Undefined();
+}
+
+// gemmBf16(c, a, b, m, n, k, transA, transB, beta): gemm's arguments; op(A) and op(B) rounded to bf16.
+Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
+  expect_args(info, 9);
+  Napi::Env env = info.Env();
+  const int64_t m = size_arg(info[3], "m"), n = size_arg(info[4], "n"), k = size_arg(info[5], "k");
+  const bool ta = bool_arg(info[6], "transA"), tb = bool_arg(info[7], "transB");
+  const double beta = number_arg(info[8], "beta");
+  if (beta != 0.0 && beta != 1.0) range_error(env, "Expected beta to be 0 or 1 but received " + num(beta));
+  float* c = f32(info[0], "C", checked_mul(env, "C", {m, n}));
+  const float* a = f32(info[1], "A", checked_mul(env, "A", {m, k}));
+  const float* b = f32(info[2], "B", checked_mul(env, "B", {k, n}));
+  try {
+    vgg::bf16_gemm(c, n, a, ta ? m : k, b, tb ? k : n, m, n, k, ta, tb, static_cast<float>(beta));
+  } catch (const std::bad_alloc&) {
+    range_error(env, "Expected memory for the bf16 GEMM's packed panels but the allocation failed");
+  }
+  return env.Undefined();
+}
+
+// bf16Path(): "avx512bf16" (VDPBF16PS) or "emulation" (VGG_BF16=emulate forces it).
+Napi::Value Bf16Path(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), vgg::bf16_path_name(vgg::bf16_path()));
+}
+
+void register_bf16(Napi::Env env, Napi::Object exports) {
+  exports.Set("roundBf16", Napi::Function::New(env, RoundBf16));
+  exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
+  exports.Set("bf16Path", Napi::Function::New(env, Bf16Path));
+}
+
+// ---- end of bf16 ----
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // A level VGG_NATIVE_ISA asks for that the CPU lacks: fail the load with the reason, run nothing.
   if (!vgg::isa_error().empty()) throw Napi::Error::New(env, vgg::isa_error());
@@ -537,6 +581,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("info", Napi::Function::New(env, Info));
+  register_bf16(env, exports);
   return exports;
 }
 

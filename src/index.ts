@@ -1,12 +1,15 @@
 // vgg-ts: the library entry point.
 export { isGradEnabled, noGrad } from "./autograd.js";
-export type { Backend, BackendName } from "./backend/index.js";
+export type { Backend, BackendName, Precision } from "./backend/index.js";
 export {
   backend,
   backendFallbackReason,
   configureBackend,
+  getPrecision,
   setBackend,
   setNumThreads,
+  setPrecision,
+  withPrecision,
 } from "./backend/index.js";
 export * as data from "./data/index.js";
 export * as io from "./io/index.js";

@@ -107,11 +107,17 @@ function convLengths(g: Record<string, number>) {
   };
 }
 
-function gemmCase(m: fc.Arbitrary<number>, n: fc.Arbitrary<number>, k: fc.Arbitrary<number>, zeros: number) {
+function gemmCase(
+  m: fc.Arbitrary<number>,
+  n: fc.Arbitrary<number>,
+  k: fc.Arbitrary<number>,
+  zeros: number,
+  entry = "gemm",
+) {
   return fc
     .record({ m, n, k, ta: fc.boolean(), tb: fc.boolean(), beta: fc.constantFrom(0, 1) })
     .map(({ m, n, k, ta, tb, beta }) => ({
-      entry: "gemm",
+      entry,
       slots: [
         f32(m * n),
         sparseF32(m * k, zeros),
@@ -181,6 +187,25 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
       ),
     },
   ),
+  // bf16 (native/bf16.h): sizes across the 12 x 32 micro-tile and the 256-deep k blocks.
+  gemmBf16: gemmCase(
+    small(40),
+    small(70),
+    fc.oneof(small(20), fc.integer({ min: 250, max: 520 })),
+    0,
+    "gemmBf16",
+  ),
+  // One case in 40 is long enough (> 2^16) for the threaded rounding.
+  roundBf16: fc
+    .oneof(
+      { weight: 39, arbitrary: small(40) },
+      { weight: 1, arbitrary: fc.integer({ min: 65_537, max: 66_000 }) },
+    )
+    .map((n) => ({
+      entry: "roundBf16",
+      slots: [f32(n), f32(n)],
+    })),
+  bf16Path: fc.constant({ entry: "bf16Path", slots: [] }),
   conv2dForward: fc.tuple(convGeom, fc.boolean(), fc.boolean()).map(([g, bias, relu]) => {
     const l = convLengths(g);
     return {

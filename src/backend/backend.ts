@@ -73,6 +73,24 @@ export interface Backend {
   ): void;
 
   /**
+   * Mixed precision (bf16.ts): gemm's arguments and result, with every element of op(A) and op(B) first
+   * rounded to bfloat16 as roundBf16 does and the products summed in float32.
+   */
+  gemmBf16(
+    c: Float32Array,
+    a: Float32Array,
+    b: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    beta: 0 | 1,
+  ): void;
+  /** y = x rounded to the nearest bfloat16, ties to even, held as float32 (PyTorch's rounding). y may be x. */
+  roundBf16(y: Float32Array, x: Float32Array): void;
+
+  /**
    * Optional: op(B) (k, n) packed once into the GEMM kernel's own layout, for gemmPackedB (what
    * onnxruntime does with constant weights when a session starts). Backends without it leave it out.
    */

@@ -1,11 +1,13 @@
 // Chooses the backend: VGG_BACKEND=reference|native forces one; otherwise the native addon when it loads,
 // else the reference backend with a one-time message that says why and how to fix it.
 import type { Backend } from "./backend.js";
+import { Bf16Backend, type Precision, parsePrecision } from "./bf16.js";
 import { loadNativeBackend } from "./native.js";
 import { ReferenceBackend } from "./reference.js";
 
 export type BackendName = "reference" | "native";
 export type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
+export { type Precision, precisions } from "./bf16.js";
 
 let current: Backend | null = null;
 /** Why the native backend is not in use (null when it is, or was never tried). */
@@ -35,10 +37,41 @@ function initial(): Backend {
   return native;
 }
 
-/** The backend every op runs on. */
+let precision: Precision = "fp32";
+/** The bf16 view of `current` (made once per backend, so its identity is stable). */
+let bf16View: Bf16Backend | null = null;
+
+/** The backend every op runs on (seen through bf16 autocast while the precision is "bf16"). */
 export function backend(): Backend {
   if (!current) current = initial();
-  return current;
+  if (precision === "fp32") return current;
+  if (bf16View?.base !== current) bf16View = new Bf16Backend(current);
+  return bf16View;
+}
+
+/**
+ * Sets the precision of convolutions and linear layers for all later ops (as PyTorch's
+ * torch.autocast("cpu", dtype=torch.bfloat16) while it is entered): "bf16" rounds their inputs to bfloat16
+ * and sums in float32; weights, gradients, optimiser state and the loss stay float32. Default "fp32".
+ */
+export function setPrecision(p: Precision): void {
+  precision = parsePrecision(p);
+  if (precision === "fp32") bf16View = null;
+}
+
+export function getPrecision(): Precision {
+  return precision;
+}
+
+/** Runs fn with the precision set to p, then restores the previous one (also when fn throws). */
+export function withPrecision<T>(p: Precision, fn: () => T): T {
+  const previous = precision;
+  setPrecision(p);
+  try {
+    return fn();
+  } finally {
+    setPrecision(previous);
+  }
 }
 
 /** Switches the backend for all later ops. Throws (with a fix) if the native addon is unavailable. */

@@ -48,6 +48,7 @@ export interface NativeAddon
       Backend,
       | "name"
       | "gemm"
+      | "gemmBf16"
       | "conv2dBackwardInput"
       | "maxPool2dBackward"
       | "gemmPackB"
@@ -89,6 +90,19 @@ export interface NativeAddon
     g: Pool2dGeometry,
     reluOut: Float32Array | null,
   ): void;
+  gemmBf16(
+    c: Float32Array,
+    a: Float32Array,
+    b: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    beta: number,
+  ): void;
+  /** The bf16 GEMM's path: "avx512bf16" (VDPBF16PS) or "emulation" (VGG_BF16=emulate forces it). */
+  bf16Path(): string;
   info(): NativeInfo;
   setConvAlgorithm(a: ConvAlgorithm): void;
   convKernel(g: Conv2dGeometry, backward: boolean): string;
@@ -197,6 +211,26 @@ export class NativeBackend implements Backend {
   }
 
   /** The packed copy lives in memory the addon allocates 64-byte aligned; it is freed when collected. */
+  gemmBf16(
+    c: Float32Array,
+    a: Float32Array,
+    b: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    beta: 0 | 1,
+  ): void {
+    checkArgs.gemm(c, a, b, m, n, k);
+    this.addon.gemmBf16(c, a, b, m, n, k, transA, transB, beta);
+  }
+
+  roundBf16(y: Float32Array, x: Float32Array): void {
+    expectLength("y", y, x.length);
+    this.addon.roundBf16(y, x);
+  }
+
   gemmPackB(b: Float32Array, n: number, k: number, transB: boolean): Float32Array {
     expectSize("n", n);
     expectSize("k", k);
@@ -387,7 +421,7 @@ export function loadNativeBackend(): Backend | Error {
  * What the addon uses (instruction set, threads, GEMM kernel), for `vgg info`. When the addon is not
  * available, `available` is false, `isa` is "none" and `reason` says why and how to fix it.
  */
-export function nativeInfo(): NativeInfo & { available: boolean; reason?: string } {
+export function nativeInfo(): NativeInfo & { available: boolean; reason?: string; bf16Path: string } {
   const addon = loadNativeAddon();
   if (addon instanceof Error)
     return {
@@ -402,6 +436,7 @@ export function nativeInfo(): NativeInfo & { available: boolean; reason?: string
       kernels: {},
       sparseGemmCalls: 0,
       kernelCache: "",
+      bf16Path: "none",
     };
-  return { available: true, ...addon.info() };
+  return { available: true, ...addon.info(), bf16Path: addon.bf16Path() };
 }

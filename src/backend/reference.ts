@@ -1,6 +1,7 @@
 // The reference backend: plain TypeScript loops, written to be read. It is the specification the
 // native kernels are tested against, and the fallback when the addon is not built.
 import type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
+import { roundBf16Reference } from "./bf16.js";
 import { checkArgs } from "./checks.js";
 
 /** Row-major GEMM with an i-k-j loop order (contiguous inner loop when B is not transposed). */
@@ -103,6 +104,30 @@ export class ReferenceBackend implements Backend {
   ): void {
     checkArgs.gemm(c, a, b, m, n, k);
     gemm(c, a, b, m, n, k, transA, transB, beta);
+  }
+
+  /** The definition of bf16 mixed precision: round both operands, then the float32 GEMM above. */
+  gemmBf16(
+    c: Float32Array,
+    a: Float32Array,
+    b: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    beta: 0 | 1,
+  ): void {
+    checkArgs.gemm(c, a, b, m, n, k);
+    const ab = new Float32Array(a.length);
+    const bb = new Float32Array(b.length);
+    roundBf16Reference(ab, a);
+    roundBf16Reference(bb, b);
+    gemm(c, ab, bb, m, n, k, transA, transB, beta);
+  }
+
+  roundBf16(y: Float32Array, x: Float32Array): void {
+    roundBf16Reference(y, x);
   }
 
   conv2dForward(

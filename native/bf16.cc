@@ -1,0 +1,73 @@
+// bf16 rounding (float32 -> bf16 held as float32) and the choice of the bf16 GEMM's path.
+#include "bf16.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "threadpool.h"
+
+namespace vgg {
+namespace {
+
+Bf16Path detect() {
+  const char* forced = std::getenv("VGG_BF16");
+  if (forced && std::strcmp(forced, "emulate") == 0) return Bf16Path::Emulation;
+#if defined(__x86_64__) || defined(__i386__)
+  // __builtin_cpu_supports checks the OS's XSAVE state for the zmm registers as well as CPUID.
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return Bf16Path::Avx512Bf16;
+#endif
+  return Bf16Path::Emulation;
+}
+
+// The rounding, as bit operations the compiler turns into vector code (no data-dependent branch).
+inline void round_span(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    u = ((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
+    u = nan ? 0x7fc00000u : u;
+    std::memcpy(y + i, &u, 4);
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void round_span_avx512(float* y, const float* x, int64_t n) {
+  round_span(y, x, n);
+}
+#endif
+
+void round_range(float* y, const float* x, int64_t n) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (bf16_path() == Bf16Path::Avx512Bf16) return round_span_avx512(y, x, n);
+#endif
+  round_span(y, x, n);
+}
+
+}  // namespace
+
+Bf16Path bf16_path() {
+  static const Bf16Path path = detect();
+  return path;
+}
+
+const char* bf16_path_name(Bf16Path path) {
+  return path == Bf16Path::Avx512Bf16 ? "avx512bf16" : "emulation";
+}
+
+void round_to_bf16(float* y, const float* x, int64_t n) {
+  constexpr int64_t kPerTask = int64_t{1} << 16;  // below this a second thread costs more than it saves
+  if (n <= kPerTask) return round_range(y, x, n);
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t begin, end;
+        split_range(n, ith, nth, 16, &begin, &end);
+        round_range(y + begin, x + begin, end - begin);
+      },
+      n / kPerTask);
+}
+
+}  // namespace vgg

@@ -1,0 +1,50 @@
+// bfloat16 for mixed-precision training: float32 -> bf16 rounding as PyTorch does it, and a GEMM whose
+// operands are rounded to bf16 while the products are summed in float32.
+//
+// bf16 is float32's upper 16 bits (sign, 8 exponent bits, 7 mantissa bits). Rounding is to nearest, ties
+// to even, on the bit pattern: bits + 0x7fff + ((bits >> 16) & 1), then the low half dropped; every NaN
+// becomes the quiet NaN 0x7fc0; infinities stay infinite, finite values past bf16's largest become
+// infinite, denormals round like any other value (PyTorch's c10::BFloat16 round_to_nearest_even).
+#pragma once
+#include <cstdint>
+
+namespace vgg {
+
+/** The bf16 bit pattern of x, rounded to nearest even (NaN -> 0x7fc0). */
+inline uint16_t bf16_bits(float x) {
+  uint32_t u;
+  __builtin_memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/** The float32 whose upper half is `bits` (exact: every bf16 is a float32). */
+inline float bf16_to_float(uint16_t bits) {
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float x;
+  __builtin_memcpy(&x, &u, 4);
+  return x;
+}
+
+/** How the bf16 GEMM multiplies: VDPBF16PS (AVX512-BF16) or the portable emulation. */
+enum class Bf16Path { Emulation, Avx512Bf16 };
+
+/**
+ * Chosen once: AVX512-BF16 when the CPU (and OS) has it, else the emulation; VGG_BF16=emulate forces the
+ * emulation (tests compare both).
+ */
+Bf16Path bf16_path();
+const char* bf16_path_name(Bf16Path path);
+
+/** y[i] = bf16(x[i]) held as float32 (the low 16 bits zero); y may be x. Threaded for long arrays. */
+void round_to_bf16(float* y, const float* x, int64_t n);
+
+// C = op(A) op(B) + beta * C, beta 0 or 1, with every element of op(A) and op(B) rounded to bf16 and the
+// products (exact in float32) summed in float32, k in fixed blocks, so a value does not depend on the
+// thread count. Layouts as sgemm's (gemm.h): c is (m, n) with row stride ldc; op(A) is (m, k): a[i*lda + p],
+// or a[p*lda + i] when trans_a; op(B) is (k, n): b[p*ldb + j], or b[j*ldb + p] when trans_b.
+// Runs on the thread pool, over rows or columns of C.
+void bf16_gemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
+               int64_t n, int64_t k, bool trans_a, bool trans_b, float beta);
+
+}  // namespace vgg
