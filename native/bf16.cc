@@ -4,21 +4,18 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "isa.h"
 #include "threadpool.h"
 
 namespace vgg {
 namespace {
 
+// VDPBF16PS needs the avx512 level (so VGG_NATIVE_ISA=avx2 or portable also means the emulation) and the
+// AVX512_BF16 feature, which is not a level of its own (isa.h).
 Bf16Path detect() {
   const char* forced = std::getenv("VGG_BF16");
   if (forced && std::strcmp(forced, "emulate") == 0) return Bf16Path::Emulation;
-#if defined(__x86_64__) || defined(__i386__)
-  // __builtin_cpu_supports checks the OS's XSAVE state for the zmm registers as well as CPUID.
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    return Bf16Path::Avx512Bf16;
-#endif
+  if (isa_at_least(Isa::Avx512) && cpu_has(Feature::Avx512Bf16)) return Bf16Path::Avx512Bf16;
   return Bf16Path::Emulation;
 }
 

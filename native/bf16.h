@@ -30,8 +30,8 @@ inline float bf16_to_float(uint16_t bits) {
 enum class Bf16Path { Emulation, Avx512Bf16 };
 
 /**
- * Chosen once: AVX512-BF16 when the CPU (and OS) has it, else the emulation; VGG_BF16=emulate forces the
- * emulation (tests compare both).
+ * Chosen once: AVX512-BF16 where the CPU has the feature and the avx512 ISA level is active (isa.h), else
+ * the emulation; VGG_BF16=emulate forces the emulation (tests compare both). No AMX path yet.
  */
 Bf16Path bf16_path();
 const char* bf16_path_name(Bf16Path path);

@@ -94,9 +94,17 @@ export function setNumThreads(n: number): void {
   backend().setNumThreads(n);
 }
 
-/** Switches to `backend` when given and sets `threads` (else $VGG_NUM_THREADS) kernel threads. */
-export function configureBackend(o: { backend?: BackendName; threads?: number }): Backend {
+/**
+ * Switches to `backend` when given, sets `threads` (else $VGG_NUM_THREADS) kernel threads and, when
+ * given, the precision (setPrecision).
+ */
+export function configureBackend(o: {
+  backend?: BackendName;
+  threads?: number;
+  precision?: Precision;
+}): Backend {
   if (o.backend) setBackend(o.backend);
+  if (o.precision) setPrecision(o.precision);
   const env = process.env.VGG_NUM_THREADS;
   const threads = o.threads ?? (env ? Number(env) : undefined);
   if (threads) setNumThreads(threads);

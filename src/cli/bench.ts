@@ -1,7 +1,7 @@
 // `vgg bench`: whole-step throughput of one configuration on random data, after a warm-up.
 import { Command, Option } from "commander";
 import { noGrad } from "../autograd.js";
-import { backend } from "../backend/index.js";
+import { backend, getPrecision } from "../backend/index.js";
 import { summarize } from "../models/summary.js";
 import { prepackForInference } from "../nn/layers.js";
 import { crossEntropy } from "../ops/loss.js";
@@ -90,6 +90,7 @@ export function benchCommand(): Command {
         batch_size: flags.batchSize,
         backend: be.name,
         threads: be.numThreads(),
+        precision: getPrecision(),
         images_per_s: flags.batchSize / med,
         gflops: (flopsPerImage * flags.batchSize) / med / 1e9,
         median_step_s: med,
@@ -101,7 +102,7 @@ export function benchCommand(): Command {
         return;
       }
       console.log(
-        `${flags.mode} ${flags.arch}/${flags.ratio} at ${size}, batch ${flags.batchSize}, ${be.name} backend, ${be.numThreads()} threads:\n` +
+        `${flags.mode} ${flags.arch}/${flags.ratio} at ${size}, batch ${flags.batchSize}, ${be.name} backend, ${be.numThreads()} threads, ${result.precision}:\n` +
           `  ${result.images_per_s.toFixed(1)} images/s, ${result.gflops.toFixed(1)} GFLOP/s, median step ${med.toFixed(3)} s, peak RSS ${result.peak_rss_mb.toFixed(0)} MB`,
       );
     });

@@ -78,6 +78,7 @@ export function infoCommand(): Command {
         cpuHasAvx2Fma: native.cpuHasAvx2Fma,
         gemmKernel: native.gemmKernel,
         kernels: native.kernels,
+        bf16Path: native.bf16Path,
         threads: be.numThreads(),
         convKernels: layers,
         webgpu: flags.webgpu ? await describeWebGpu() : undefined,
@@ -95,6 +96,9 @@ export function infoCommand(): Command {
       );
       console.log(`gemm: ${info.gemmKernel}; threads: ${info.threads}`);
       for (const [family, kernel] of Object.entries(info.kernels)) console.log(`  ${family}: ${kernel}`);
+      console.log(
+        `bf16 (--precision bf16): ${info.bf16Path === "avx512bf16" ? "avx512bf16, VDPBF16PS 12x32 micro-kernel" : info.bf16Path === "emulation" ? "emulation, float32 products of bf16-rounded values" : "reference backend"}${info.bf16Path === "emulation" ? " (VGG_BF16=emulate, or no AVX512_BF16 at the active level)" : ""}`,
+      );
       if (info.webgpu && "unavailable" in info.webgpu)
         console.log(`webgpu: none (${info.webgpu.unavailable})`);
       else if (info.webgpu) {

@@ -2,7 +2,7 @@
 // serve, bench, export), and the kernel flags shared by every command that runs one: one definition each,
 // so the commands cannot drift apart (test/cli-flags.test.ts walks every command's --help).
 import { type Command, Option } from "commander";
-import { type BackendName, configureBackend } from "../backend/index.js";
+import { type BackendName, configureBackend, type Precision, precisions } from "../backend/index.js";
 import type { ModelSpec } from "../models/spec.js";
 import type { VggConfig } from "../models/vgg.js";
 
@@ -11,10 +11,11 @@ export { buildModel, inputSizeOf, vggOptions } from "../models/spec.js";
 /** The model and input flags: the training API's model specification. */
 export type ModelFlags = ModelSpec;
 
-/** --backend and --threads, for every command that runs a model. */
+/** --backend, --threads and --precision, for every command that runs a model. */
 export interface RuntimeFlags {
   backend?: BackendName;
   threads?: number;
+  precision?: Precision;
 }
 
 export function positiveInt(name: string) {
@@ -87,10 +88,16 @@ export function addRuntimeOptions(cmd: Command): Command {
       "kernel threads (default: all cores, or $VGG_NUM_THREADS)",
       positiveInt("--threads"),
     )
-    .addOption(new Option("--backend <name>", "kernel backend").choices(["native", "reference"]));
+    .addOption(new Option("--backend <name>", "kernel backend").choices(["native", "reference"]))
+    .addOption(
+      new Option(
+        "--precision <p>",
+        "bf16: convolutions and linear layers on bf16-rounded inputs with float32 sums, float32 weights (default fp32)",
+      ).choices(precisions),
+    );
 }
 
-/** Applies --backend and --threads (else $VGG_NUM_THREADS). */
+/** Applies --backend, --threads (else $VGG_NUM_THREADS) and --precision. */
 export function applyRuntimeFlags(f: RuntimeFlags): void {
   configureBackend(f);
 }

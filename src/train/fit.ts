@@ -4,7 +4,7 @@
 import { appendFileSync, mkdirSync, rmSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import { noGrad } from "../autograd.js";
-import { type BackendName, configureBackend } from "../backend/index.js";
+import { type BackendName, configureBackend, getPrecision, type Precision } from "../backend/index.js";
 import { loadFashionMnist, selectClasses } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
 import type { DataParallel } from "../distributed/data-parallel.js";
@@ -49,6 +49,8 @@ export interface FitOptions extends ModelSpec {
   classes?: number[];
   threads?: number;
   backend?: BackendName;
+  /** "bf16": mixed precision (setPrecision), float32 master weights; unset keeps the current precision. */
+  precision?: Precision;
   /** Kept with the run (the command line fails below it); fit itself only reports. */
   targetAcc?: number;
   /** A run folder to continue; its saved options win over these, except RESUMABLE_OVERRIDES. */
@@ -81,6 +83,7 @@ export const RESUMABLE_OVERRIDES = [
   "epochs",
   "threads",
   "backend",
+  "precision",
   "dataDir",
   "download",
   "targetAcc",
@@ -258,7 +261,8 @@ async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<Fi
     resize: o.resize,
     limit: o.limitTest,
   });
-  let device = `cpu (${be.name}, ${be.numThreads()} thread${be.numThreads() === 1 ? "" : "s"})`;
+  const bf16 = getPrecision() === "bf16" ? ", bf16 mixed precision" : "";
+  let device = `cpu (${be.name}, ${be.numThreads()} thread${be.numThreads() === 1 ? "" : "s"}${bf16})`;
   if (dp) {
     // Every rank got here: from now on they run in step. Rank 0's weights are everyone's.
     await dp.agree(null);
