@@ -1,6 +1,9 @@
 """Whole-step throughput of d2l's VGG (vgg(conv_arch) with channel counts divided by a ratio) in PyTorch
 on this CPU, for bench/train-compare.ts. Run with Debian's /usr/bin/python3 (python3-torch).
-argv: mode(train|infer) resize batch iters threads ratio channels_last(0|1); prints one JSON object."""
+argv: mode(train|infer) resize batch iters threads ratio channels_last(0|1) [precision(fp32|bf16)]; prints one
+JSON object. bf16 runs the forward pass and the loss under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's
+CPU mixed precision: float32 weights, convolutions and linear layers in bf16."""
+import contextlib
 import json
 import sys
 import time
@@ -11,6 +14,9 @@ from torch import nn
 mode, resize, batch, iters, threads, ratio, channels_last = sys.argv[1:8]
 resize, batch, iters, threads, ratio = int(resize), int(batch), int(iters), int(threads), int(ratio)
 channels_last = channels_last == "1"
+precision = sys.argv[8] if len(sys.argv) > 8 else "fp32"
+if precision not in ("fp32", "bf16"):
+    sys.exit(f'Expected precision "fp32" or "bf16" but received "{precision}"')
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -45,15 +51,23 @@ opt = torch.optim.SGD(net.parameters(), lr=0.01)
 loss_fn = nn.CrossEntropyLoss()
 
 
+def autocast():
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def step():
     if mode == "infer":
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             net(x)
         return
     net.train()
     opt.zero_grad()
-    loss_fn(net(x), y).backward()
+    with autocast():
+        loss = loss_fn(net(x), y)
+    loss.backward()
     opt.step()
 
 
@@ -65,4 +79,4 @@ for _ in range(iters):
     times.append(time.perf_counter() - t)
 times.sort()
 med = times[len(times) // 2]
-print(json.dumps({"images_per_s": batch / med, "median_step_s": med, "torch": torch.__version__}))
+print(json.dumps({"images_per_s": batch / med, "median_step_s": med, "torch": torch.__version__, "precision": precision}))

@@ -2,7 +2,7 @@
 // channels_last memory format) in the same run, when Debian's python3-torch is importable; with --isa, vgg-ts
 // at each listed ISA level (VGG_NATIVE_ISA) in turn, interleaved per configuration so noise hits all alike.
 // Usage: node dist/bench/train-compare.js [--iters N] [--threads N] [--configs train:224:128,infer:224:128,...]
-//        [--isa avx2,avx512]
+//        [--isa avx2,avx512] [--precision fp32|bf16] (bf16: vgg-ts --precision bf16, PyTorch under CPU autocast)
 import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
 import { nativeInfo } from "../src/backend/native.js";
@@ -13,6 +13,7 @@ const arg = (name: string, dflt: string) => {
 };
 const iters = arg("--iters", "3");
 const threads = arg("--threads", "2");
+const precision = arg("--precision", "fp32");
 const configs = arg("--configs", "train:224:128,infer:224:128,infer:224:1,train:32:128,infer:32:128")
   .split(",")
   .map((c) => c.split(":"))
@@ -36,6 +37,8 @@ function ours(mode: string, resize: string, batch: string, isa: string): number 
       iters,
       "--threads",
       threads,
+      "--precision",
+      precision,
       "--json",
     ],
     { encoding: "utf8", env: { ...process.env, VGG_QUIET: "1", VGG_NATIVE_ISA: isa } },
@@ -47,7 +50,7 @@ function ours(mode: string, resize: string, batch: string, isa: string): number 
 function torch(mode: string, resize: string, batch: string, channelsLast: boolean): number | null {
   const r = spawnSync(
     "/usr/bin/python3",
-    ["bench/torch_step.py", mode, resize, batch, iters, threads, "4", channelsLast ? "1" : "0"],
+    ["bench/torch_step.py", mode, resize, batch, iters, threads, "4", channelsLast ? "1" : "0", precision],
     {
       encoding: "utf8",
     },
@@ -57,7 +60,7 @@ function torch(mode: string, resize: string, batch: string, channelsLast: boolea
 
 console.log(
   `d2l VGG-11/4, ${threads} threads, ${cpus()[0]?.model ?? "cpu"} (features: ${native.cpuFeatures.join(" ")}); ` +
-    `vgg-ts isa ${isas.join(", ")} (best here: ${native.bestIsa}); images/s (median of ${iters} steps)`,
+    `vgg-ts isa ${isas.join(", ")} (best here: ${native.bestIsa}), ${precision}; images/s (median of ${iters} steps)`,
 );
 const f = (v: number | null) => (v === null ? "-" : v.toFixed(1)).padStart(9);
 console.log(
