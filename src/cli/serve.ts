@@ -87,6 +87,8 @@ export function serveCommand(): Command {
         source: {
           weights: flags.weights,
           fallback: { convArch: parseArch(flags.arch), options: vggOptions(flags) },
+          // The worker thread has its own module state: --precision must reach it.
+          runtime: { precision: flags.precision },
         },
         page: flags.api
           ? undefined

@@ -2,7 +2,7 @@
 // through it, stop it. Inputs go to the worker without a copy (their buffers are transferred).
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import type { BackendName } from "../backend/index.js";
+import type { BackendName, Precision } from "../backend/index.js";
 import type { ConvArch, VggConfig, VggOptions } from "../models/vgg.js";
 
 /**
@@ -13,7 +13,7 @@ export interface ModelSource {
   weights: string;
   fallback: { convArch: ConvArch; options: VggOptions } | null;
   resize?: number;
-  runtime?: { backend?: BackendName; threads?: number };
+  runtime?: { backend?: BackendName; threads?: number; precision?: Precision };
 }
 
 /**
