@@ -643,7 +643,7 @@ if (process.env.VGG_FUZZ_NATIVE_CHILD === "1") {
     // Both outcomes occur for every entry point that takes arguments: the kernels really ran.
     for (const [entry, c] of Object.entries(counts)) {
       assert.ok(c.ok > 0, `${entry} never returned`);
-      if (entry !== "numThreads" && entry !== "info") assert.ok(c.threw > 0, `${entry} never threw`);
+      if (!["numThreads", "info", "bf16Path"].includes(entry)) assert.ok(c.threw > 0, `${entry} never threw`);
     }
   });
 }
