@@ -18,7 +18,6 @@ import {
   predictStep,
   profileOf,
   ringAllreduceSeconds,
-  type StepProfile,
 } from "../src/distributed/scaling-model.js";
 import { summarize } from "../src/models/summary.js";
 import { vgg, vggArchs, vggNamed } from "../src/models/vgg.js";
