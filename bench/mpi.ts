@@ -13,12 +13,7 @@ import { setNumThreads } from "../src/backend/index.js";
 import type { Batch } from "../src/data/loader.js";
 import { formatBandwidth, measureAllreduce } from "../src/distributed/bandwidth.js";
 import { DataParallel } from "../src/distributed/data-parallel.js";
-import {
-  type Link,
-  predictStep,
-  profileOf,
-  ringAllreduceSeconds,
-} from "../src/distributed/scaling-model.js";
+import { type Link, predictStep, profileOf, ringAllreduceSeconds } from "../src/distributed/scaling-model.js";
 import { summarize } from "../src/models/summary.js";
 import { vgg, vggArchs, vggNamed } from "../src/models/vgg.js";
 import { crossEntropy } from "../src/ops/loss.js";
