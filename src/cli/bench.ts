@@ -1,7 +1,7 @@
 // `vgg bench`: whole-step throughput of one configuration on random data, after a warm-up.
 import { Command, Option } from "commander";
 import { noGrad } from "../autograd.js";
-import { backend, getPrecision } from "../backend/index.js";
+import { backend, configureBackend, getPrecision } from "../backend/index.js";
 import { summarize } from "../models/summary.js";
 import { prepackForInference } from "../nn/layers.js";
 import { crossEntropy } from "../ops/loss.js";
@@ -11,7 +11,6 @@ import { Tensor } from "../tensor.js";
 import {
   addModelOptions,
   addRuntimeOptions,
-  applyRuntimeFlags,
   buildModel,
   type ModelFlags,
   positiveInt,
@@ -42,7 +41,7 @@ export function benchCommand(): Command {
     .option("--warmup <n>", "untimed steps first", positiveInt("--warmup"), 1)
     .option("--json", "print one JSON object")
     .action((flags: BenchFlags) => {
-      applyRuntimeFlags(flags);
+      configureBackend(flags);
       manualSeed(0);
       const model = buildModel(flags);
       const o = vggOptions(flags);

@@ -1,5 +1,6 @@
 // `vgg eval`: test loss and accuracy, per-class accuracy and the confusion matrix of a trained model.
 import { Command } from "commander";
+import { configureBackend } from "../backend/index.js";
 import { FASHION_MNIST_CLASSES, loadFashionMnist } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
 import { prepackForInference } from "../nn/layers.js";
@@ -8,7 +9,6 @@ import { classList, selectClasses } from "./classes.js";
 import {
   addModelOptions,
   addRuntimeOptions,
-  applyRuntimeFlags,
   imageSizeFor,
   type ModelFlags,
   positiveInt,
@@ -41,7 +41,7 @@ export function evalCommand(): Command {
     .option("--batch-size <n>", "batch size", positiveInt("--batch-size"), 128)
     .option("--json", "print the result as JSON")
     .action(async (flags: EvalFlags) => {
-      applyRuntimeFlags(flags);
+      configureBackend(flags);
       const { model } = loadWeightsForCli(flags.weights, {
         ...flags,
         inputSize: flags.inputSize ?? flags.resize,

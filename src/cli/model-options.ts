@@ -2,7 +2,7 @@
 // serve, bench, export), and the kernel flags shared by every command that runs one: one definition each,
 // so the commands cannot drift apart (test/cli-flags.test.ts walks every command's --help).
 import { type Command, Option } from "commander";
-import { type BackendName, configureBackend, type Precision, precisions } from "../backend/index.js";
+import { type BackendName, type Precision, precisions } from "../backend/index.js";
 import type { ModelSpec } from "../models/spec.js";
 import type { VggConfig } from "../models/vgg.js";
 
@@ -11,7 +11,7 @@ export { buildModel, inputSizeOf, vggOptions } from "../models/spec.js";
 /** The model and input flags: the training API's model specification. */
 export type ModelFlags = ModelSpec;
 
-/** --backend, --threads and --precision, for every command that runs a model. */
+/** --backend, --threads and --precision, for every command that runs a model (applied by configureBackend). */
 export interface RuntimeFlags {
   backend?: BackendName;
   threads?: number;
@@ -95,11 +95,6 @@ export function addRuntimeOptions(cmd: Command): Command {
         "bf16: convolutions and linear layers on bf16-rounded inputs with float32 sums, float32 weights (default fp32)",
       ).choices(precisions),
     );
-}
-
-/** Applies --backend, --threads (else $VGG_NUM_THREADS) and --precision. */
-export function applyRuntimeFlags(f: RuntimeFlags): void {
-  configureBackend(f);
 }
 
 /** The image size for a loaded model: --resize, which a d2l model's classifier must accept. */

@@ -1,13 +1,13 @@
 // `vgg predict`: top-k classes with probabilities for PNG/JPEG images of any size, colour or grey.
 import { Command } from "commander";
 import { noGrad } from "../autograd.js";
+import { configureBackend } from "../backend/index.js";
 import { readImage } from "../io/image.js";
 import { classNames, imageToInput, inputShape, topClasses } from "../serve/classify.js";
 import { Tensor } from "../tensor.js";
 import {
   addModelOptions,
   addRuntimeOptions,
-  applyRuntimeFlags,
   imageSizeFor,
   type ModelFlags,
   positiveInt,
@@ -34,7 +34,7 @@ export function predictCommand(): Command {
     )
     .option("--json", "print the result as JSON")
     .action((images: string[], flags: PredictFlags) => {
-      applyRuntimeFlags(flags);
+      configureBackend(flags);
       const { model } = loadWeightsForCli(flags.weights, flags);
       model.eval();
       const cfg = model.config;

@@ -3,6 +3,7 @@
 // model's configuration; the browser runs the network itself).
 import { statSync } from "node:fs";
 import { Command } from "commander";
+import { configureBackend } from "../backend/index.js";
 import { parseArch, type VggConfig } from "../models/vgg.js";
 import { startInferenceServer } from "../serve/server.js";
 import { sendFile, sendText } from "../web/http.js";
@@ -10,7 +11,6 @@ import { addListenOptions, type ListenFlags } from "./dashboard.js";
 import {
   addModelOptions,
   addRuntimeOptions,
-  applyRuntimeFlags,
   imageSizeFor,
   type ModelFlags,
   positiveInt,
@@ -80,7 +80,7 @@ export function serveCommand(): Command {
       30_000,
     )
     .action(async (flags: ServeFlags) => {
-      applyRuntimeFlags(flags);
+      configureBackend(flags);
       const config = JSON.stringify(checkedConfig(flags));
       const server = await startInferenceServer({
         ...flags,
