@@ -160,6 +160,11 @@ function applyInit(model: VggModel, scheme: FitOptions["init"]): void {
   });
 }
 
+/** What a distributed run's surviving ranks say when the job ends early after `epoch` was saved. */
+function intactNote(epoch: number, out: string): string {
+  return `The checkpoint of epoch ${epoch} in ${out} is intact; continue with: mpirun -np N vgg train --distributed --resume ${out}`;
+}
+
 function writeCurves(dir: string, history: Record<string, unknown>[], numEpochs: number): void {
   const points: CurvePoint[] = history.map((h) =>
     h.type === "epoch"
@@ -269,9 +274,7 @@ async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<Fi
     await dp.broadcastModel(model);
     device = `${dp.size} MPI processes x ${device}`;
     dp.setExitNote(
-      resumed
-        ? `The checkpoint of epoch ${startEpoch} in ${o.out} is intact; continue with: mpirun -np N vgg train --distributed --resume ${o.out}`
-        : `No epoch had completed, so nothing was saved in ${o.out}.`,
+      resumed ? intactNote(startEpoch, o.out) : `No epoch had completed, so nothing was saved in ${o.out}.`,
     );
   }
   log(
@@ -379,9 +382,7 @@ async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<Fi
       }
       if (dp) {
         await dp.checkInSync(model);
-        dp.setExitNote(
-          `The checkpoint of epoch ${epoch + 1} in ${o.out} is intact; continue with: mpirun -np N vgg train --distributed --resume ${o.out}`,
-        );
+        dp.setExitNote(intactNote(epoch + 1, o.out));
       }
       for (const c of callbacks) c.epochEnd?.(last);
     }
