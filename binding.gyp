@@ -19,7 +19,8 @@
         "native/sparse_gemm.cc",
         "native/threadpool.cc",
         "native/winograd.cc",
-        "native/winograd4.cc"
+        "native/winograd4.cc",
+        "native/winograd_avx512.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

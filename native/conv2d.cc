@@ -670,8 +670,9 @@ void dense_backward_weight(float* dw, const float* dy, const float* x, const Con
 // 3 = vector output and gradient transforms at the edges too; 4 = several small images per Winograd call;
 // 5 = choices timed on a group of images, longer weight-gradient tile chunks; 6 = F(4x4,3x3) a third
 // choice; 7 = Winograd buffers without cache-set aliasing; 8 = GEMM blocks of KC 384, MC 240; 9 = F(4x4)
-// lanes over several images on maps of 1-2 tiles across; 10 = F(4x4) weight gradients.
-constexpr int kKernelRevision = 10;
+// lanes over several images on maps of 1-2 tiles across; 10 = F(4x4) weight gradients; 11 = 16-tile
+// Winograd transforms at the avx512 level.
+constexpr int kKernelRevision = 11;
 
 // The passes, as named in the kernel cache.
 constexpr const char* kForward = "forward";

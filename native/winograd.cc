@@ -12,6 +12,7 @@
 #include "isa.h"
 #include "pool.h"
 #include "threadpool.h"
+#include "winograd_avx512.h"
 #include "workspace.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -216,13 +217,23 @@ void output_transform_8(float* y, int64_t out_w, const float* mt, int64_t e_stri
 // V (16, cIn, chunk) for tiles [t0, t0 + nt) of one image: V_e[ci][t] = (B^T d B)_e. With AVX2, every
 // tile goes through the 8-wide transform: the 4 input rows of a tile row are first copied into a
 // zero-padded strip (so the image's edges need no special case), and a group of fewer than 8 tiles (row
-// or chunk end) is transformed into a small buffer and copied out.
+// or chunk end) is transformed into a small buffer and copied out. From the avx512 level a group of 9 to
+// 16 tiles goes through the 16-wide transform (its short groups through an opmask).
 void transform_input_chunk(float* v, int64_t e_stride, const float* x, const ConvShape& s, int64_t t0, int64_t nt,
                            int64_t chunk) {
   const int64_t tiles_w = (s.out_w + 1) / 2, tiles = winograd_tiles(s), x_size = s.c_in * s.h * s.w;
 #ifdef VGG_X86
+  auto eight = [](float* dst, int64_t stride, const float* p, int64_t strip_w, int64_t cnt) {
+    transform8_some<16>(input_transform_8, dst, stride, p, strip_w, cnt);
+  };
+  if (isa_at_least(Isa::Avx512))
+    return transform_input_tiles<2, 16>(v, e_stride, x, s, t0, nt, chunk, tiles_w, tiles,
+                                        [&](float* dst, int64_t stride, const float* p, int64_t strip_w, int64_t cnt) {
+                                          if (cnt > 8) return winograd2_input16_avx512(dst, stride, p, strip_w, cnt);
+                                          eight(dst, stride, p, strip_w, cnt);
+                                        });
   if (isa_at_least(Isa::Avx2Fma))
-    return transform_input_tiles<2, 16>(v, e_stride, x, s, t0, nt, chunk, tiles_w, tiles, input_transform_8);
+    return transform_input_tiles<2, 8>(v, e_stride, x, s, t0, nt, chunk, tiles_w, tiles, eight);
 #endif
   for (int64_t ci = 0; ci < s.c_in; ci++)
     for (int64_t t = 0; t < nt; t++) {
@@ -240,7 +251,8 @@ int64_t winograd_tiles(const ConvShape& s) { return ((s.out_h + 1) / 2) * ((s.ou
 void winograd_forward_images(float* y, const float* x, int64_t images, const float* u, const float* bias,
                              const ConvShape& s, bool relu, int64_t tile_begin, int64_t tile_end,
                              const PoolTarget* pool) {
-  const bool avx2 = isa_at_least(Isa::Avx2Fma);
+  const bool avx2 = isa_at_least(Isa::Avx2Fma), avx512 = isa_at_least(Isa::Avx512);
+  const int64_t lanes = avx512 ? 16 : 8;
   const int64_t tiles_w = (s.out_w + 1) / 2, image_tiles = winograd_tiles(s), tiles = images * image_tiles;
   const int64_t plane = s.out_h * s.out_w;
   // Chunk so V (16, cIn, chunk) and M (16, cOut, chunk) take about 1 MiB together.
@@ -262,7 +274,8 @@ void winograd_forward_images(float* y, const float* x, int64_t images, const flo
                             s.c_in, 0.0f);
     // Output transform: Y = A^T M A, plus bias and ReLU, clipped at the bottom/right edge. With AVX2 a
     // group of fewer than 8 tiles or one that crosses the edge goes through a 2x16 buffer (the lanes past
-    // the group read M's slack and are dropped).
+    // the group read M's slack and are dropped); from the avx512 level, 9 to 16 tiles are stored through
+    // opmasks.
     for (int64_t co = 0; co < s.c_out; co++) {
       const float bv = bias ? bias[co] : 0.0f;
       for (int64_t t = 0; t < nt;) {
@@ -301,11 +314,17 @@ void winograd_forward_images(float* y, const float* x, int64_t images, const flo
         }
         const int64_t run = std::min(nt - t, tiles_w - tx);
         const int64_t rows = std::min<int64_t>(2, s.out_h - 2 * ty);
-        for (int64_t k = 0; k < run; k += 8) {
-          const int64_t cnt = std::min<int64_t>(8, run - k);
+        for (int64_t k = 0; k < run; k += lanes) {
+          const int64_t cnt = std::min(lanes, run - k);
           const int64_t cols = std::min<int64_t>(2 * cnt, s.out_w - 2 * (tx + k));
           float* dst = yc + 2 * ty * s.out_w + 2 * (tx + k);
           const float* mt = m + co * chunk + t + k;
+#ifdef VGG_X86
+          if (cnt > 8) {
+            winograd2_output16_avx512(dst, s.out_w, mt, m_stride, bv, relu, rows, cols);
+            continue;
+          }
+#endif
           if (rows == 2 && cols == 16) {
             output_transform_8(dst, s.out_w, mt, m_stride, bv, relu);
             continue;
@@ -371,8 +390,8 @@ VGG_AVX2 void grad_transform_8_avx2(float* w, int64_t e_stride, const float* p, 
 
 void winograd_weight_grad_images(float* m, const float* dy, const float* x, int64_t images, const ConvShape& s,
                                  bool accumulate) {
-  const bool avx2 = isa_at_least(Isa::Avx2Fma);
-  (void)avx2;  // only the x86 build has the vector transform
+  const bool avx2 = isa_at_least(Isa::Avx2Fma), avx512 = isa_at_least(Isa::Avx512);
+  (void)avx2, (void)avx512;  // only the x86 build has the vector transforms
   const int64_t tiles_w = (s.out_w + 1) / 2, image_tiles = winograd_tiles(s), tiles = images * image_tiles;
   const int64_t plane = s.out_h * s.out_w;
   // Chunk so V (16, cIn, chunk) and W (16, cOut, chunk) take about 1 MiB together; longer chunks make
@@ -383,7 +402,7 @@ void winograd_weight_grad_images(float* m, const float* dy, const float* x, int6
   const int64_t v_stride = s.c_in * chunk + 16, g_stride = s.c_out * chunk + 16;
   float* v = thread_scratch(2, 16 * v_stride);
   float* g = thread_scratch(3, 16 * g_stride);
-  const int64_t dstrip_w = 2 * tiles_w + 16;
+  const int64_t dstrip_w = 2 * tiles_w + 32;  // 32 readable floats from each group's start
   float* dstrip = thread_scratch(5, 2 * dstrip_w);
   bool acc = accumulate;
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
@@ -396,8 +415,8 @@ void winograd_weight_grad_images(float* m, const float* dy, const float* x, int6
         const float* dyc = dy + (b * s.c_out + co) * plane;
 #ifdef VGG_X86
         if (avx2) {
-          // The tile row's 2 dy rows, zero-padded to 2 tiles_w + 16 columns, then 8 tiles at a time (a
-          // short group through a small buffer).
+          // The tile row's 2 dy rows, zero-padded to 2 tiles_w + 32 columns, then 8 tiles at a time (a
+          // short group through a small buffer), or from the avx512 level 16 (through an opmask).
           const int64_t run = std::min(nt - t, tiles_w - tx);
           for (int r = 0; r < 2; r++) {
             float* row = dstrip + r * dstrip_w;
@@ -406,10 +425,15 @@ void winograd_weight_grad_images(float* m, const float* dy, const float* x, int6
             if (len > 0) std::copy_n(dyc + oy * s.out_w, len, row);
             std::fill(row + len, row + dstrip_w, 0.0f);
           }
-          for (int64_t k = 0; k < run; k += 8) {
-            const int64_t cnt = std::min<int64_t>(8, run - k);
+          const int64_t lanes = avx512 ? 16 : 8;
+          for (int64_t k = 0; k < run; k += lanes) {
+            const int64_t cnt = std::min(lanes, run - k);
             float* dst = g + co * chunk + t + k;
             const float* p = dstrip + 2 * (tx + k);
+            if (cnt > 8) {
+              winograd2_grad16_avx512(dst, g_stride, p, dstrip_w, cnt);
+              continue;
+            }
             if (cnt == 8) {
               grad_transform_8_avx2(dst, g_stride, p, dstrip_w);
               continue;
@@ -455,6 +479,9 @@ void winograd_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64
   }
 }
 
-const char* winograd_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "8 tiles per vector, avx2+fma" : "portable C++"; }
+const char* winograd_kernel_name() {
+  if (isa_at_least(Isa::Avx512)) return "16 tiles per vector, avx512 (groups of up to 8: avx2+fma)";
+  return isa_at_least(Isa::Avx2Fma) ? "8 tiles per vector, avx2+fma" : "portable C++";
+}
 
 }  // namespace vgg

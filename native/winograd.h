@@ -31,17 +31,16 @@ void transform_weights(float* packed, const float* w, int64_t c_out, int64_t c_i
 // The input transform's loop for output tiles kTile x kTile (F(kTile x kTile, 3x3)): for every input
 // channel and every run of tiles along a tile row among tiles [t0, t0 + nt) (numbered image after image,
 // each image `tiles` tiles, `tiles_w` to a row), the kTile + 2 input rows go into a zero-padded strip
-// (thread scratch slot 4), then transform8(dst, e_stride, p, strip_w) writes kPoints values of 8
-// adjacent tiles whose patches start at p; a group of fewer than 8 goes through a small buffer.
+// (thread scratch slot 4), then transform(dst, e_stride, p, strip_w, cnt) writes the points of cnt <=
+// kLanes adjacent tiles whose patches start at p (the strip has kLanes kTile + 4 readable floats past p).
 // V is (kPoints, cIn, chunk) with stride e_stride between points.
-template <int kTile, int kPoints, typename Transform8>
+template <int kTile, int kLanes, typename Transform>
 void transform_input_tiles(float* v, int64_t e_stride, const float* x, const ConvShape& s, int64_t t0, int64_t nt,
-                           int64_t chunk, int64_t tiles_w, int64_t tiles, Transform8&& transform8) {
+                           int64_t chunk, int64_t tiles_w, int64_t tiles, Transform&& transform) {
   const int64_t x_size = s.c_in * s.h * s.w;
-  // kTile tiles_w + 2 columns are read; 8 kTile + 4 more so the last 8-tile group stays inside.
-  const int64_t strip_w = kTile * tiles_w + 2 + 8 * kTile + 4;
+  // kTile tiles_w + 2 columns are read; kLanes kTile + 4 more so the last group stays inside.
+  const int64_t strip_w = kTile * tiles_w + 2 + kLanes * kTile + 4;
   float* strip = thread_scratch(4, (kTile + 2) * strip_w);
-  float tmp[kPoints * 8];
   for (int64_t ci = 0; ci < s.c_in; ci++) {
     for (int64_t t = 0; t < nt;) {
       // Tile t0 + t is tile tt of image b; a run stays inside one tile row of one image.
@@ -49,21 +48,23 @@ void transform_input_tiles(float* v, int64_t e_stride, const float* x, const Con
       const int64_t ty = tt / tiles_w, tx = tt - ty * tiles_w;
       const int64_t run = std::min(nt - t, tiles_w - tx);
       fill_strip(strip, strip_w, kTile + 2, x + b * x_size + ci * s.h * s.w, s, kTile * ty - s.pad_h);
-      for (int64_t k = 0; k < run; k += 8) {
-        const float* p = strip + kTile * (tx + k);
-        const int64_t cnt = std::min<int64_t>(8, run - k);
-        float* dst = v + ci * chunk + t + k;
-        if (cnt == 8) {
-          transform8(dst, e_stride, p, strip_w);
-          continue;
-        }
-        transform8(tmp, 8, p, strip_w);
-        for (int e = 0; e < kPoints; e++)
-          for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
-      }
+      for (int64_t k = 0; k < run; k += kLanes)
+        transform(v + ci * chunk + t + k, e_stride, strip + kTile * (tx + k), strip_w, std::min<int64_t>(kLanes, run - k));
       t += run;
     }
   }
+}
+
+// An 8-tile transform8(dst, e_stride, p, strip_w) run on cnt <= 8 tiles: a short group goes through a
+// small buffer.
+template <int kPoints, typename Transform8>
+inline void transform8_some(Transform8&& transform8, float* dst, int64_t e_stride, const float* p, int64_t strip_w,
+                            int64_t cnt) {
+  if (cnt == 8) return transform8(dst, e_stride, p, strip_w);
+  float tmp[kPoints * 8];
+  transform8(tmp, 8, p, strip_w);
+  for (int e = 0; e < kPoints; e++)
+    for (int64_t j = 0; j < cnt; j++) dst[e * e_stride + j] = tmp[e * 8 + j];
 }
 
 /** Whether the Winograd path applies to this geometry (3x3 kernel, stride 1). */

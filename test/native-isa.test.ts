@@ -160,3 +160,98 @@ test("VGG_NATIVE_ISA must name a level", () => {
     /Expected VGG_NATIVE_ISA to be "portable", "avx2", "avx512" or "amx" but received "avx3"; hint: unset it/,
   );
 });
+
+// A child's convolutions by each Winograd tile size, forced, at one level: forward (bias, with and without
+// ReLU), the pooled epilogue (values and argmax), both gradients, on odd shapes that take every transform
+// path (rows of more than 16 tiles and short last groups, padding 0/1/2, batch 1, channels not a multiple of
+// 16, maps of 1-2 F(4x4) tiles across whose lanes take tiles of several images, tile chunks that end
+// mid-row), each compared with the reference backend and hashed.
+const convDigestChild = `
+import { createHash } from "node:crypto";
+import { loadNativeAddon, NativeBackend } from ${JSON.stringify(join(here, "..", "src", "backend", "native.js"))};
+import { ReferenceBackend } from ${JSON.stringify(join(here, "..", "src", "backend", "reference.js"))};
+import { maxPool2dGeometry } from ${JSON.stringify(join(here, "..", "src", "ops", "pool.js"))};
+const addon = loadNativeAddon();
+const native = new NativeBackend(addon);
+const ref = new ReferenceBackend();
+let seed = 11;
+const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296) * 2 - 1;
+const randn = (n) => Float32Array.from({ length: n }, rand);
+const geo = (n, cIn, h, w, cOut, pad) =>
+  ({ n, cIn, h, w, cOut, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: pad, padW: pad, outH: h + 2 * pad - 2, outW: w + 2 * pad - 2 });
+const shapes = [
+  geo(1, 5, 9, 150, 7, 1), geo(2, 3, 13, 67, 17, 0), geo(3, 17, 21, 40, 9, 2), geo(1, 19, 31, 31, 21, 1),
+  geo(2, 6, 30, 37, 5, 1), geo(2, 33, 14, 14, 40, 1), geo(2, 20, 36, 70, 24, 1), geo(9, 6, 4, 4, 5, 1),
+  geo(5, 7, 8, 6, 9, 1), geo(11, 3, 4, 5, 4, 0), geo(20, 5, 7, 7, 3, 1),
+];
+const hash = createHash("sha256");
+let worst = 0, worstAt = "";
+function compare(a, b, what) {
+  let diff = 0, big = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === b[i]) continue;
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    big = Math.max(big, Math.abs(b[i]));
+  }
+  const rel = diff / (1 + big);
+  if (!(rel <= worst)) (worst = rel), (worstAt = what);
+  hash.update(new Uint8Array(a.buffer));
+}
+for (const algorithm of ["winograd", "winograd4"]) {
+  native.setConvAlgorithm(algorithm);
+  for (const g of shapes) {
+    const label = algorithm + " n" + g.n + " " + g.cIn + "->" + g.cOut + " " + g.h + "x" + g.w + " p" + g.padH;
+    const x = randn(g.n * g.cIn * g.h * g.w), w = randn(g.cOut * g.cIn * 9), bias = randn(g.cOut);
+    const yLen = g.n * g.cOut * g.outH * g.outW, dy = randn(yLen);
+    const [y, yR] = [new Float32Array(yLen), new Float32Array(yLen)];
+    for (const relu of [false, true]) {
+      native.conv2dForward(y, x, w, bias, g, relu);
+      ref.conv2dForward(yR, x, w, bias, g, relu);
+      compare(y, yR, "forward relu=" + relu + " " + label);
+    }
+    const pg = maxPool2dGeometry([g.n, g.cOut, g.outH, g.outW], { kernelSize: 2 });
+    const pooled = g.n * g.cOut * pg.outH * pg.outW;
+    const [p, arg, pR, argR] = [new Float32Array(pooled), new Int32Array(pooled), new Float32Array(pooled), new Int32Array(pooled)];
+    if (!native.conv2dReluMaxPool2dForward(p, arg, x, w, bias, g)) throw new Error("no pooled epilogue: " + label);
+    ref.maxPool2dForward(pR, argR, yR, pg);
+    compare(p, pR, "pooled " + label);
+    hash.update(new Uint8Array(arg.buffer));
+    const [dx, dxR] = [new Float32Array(x.length), new Float32Array(x.length)];
+    native.conv2dBackwardInput(dx, dy, w, g);
+    ref.conv2dBackwardInput(dxR, dy, w, g);
+    compare(dx, dxR, "input gradient " + label);
+    const [dw, dwR, db, dbR] = [new Float32Array(w.length), new Float32Array(w.length), new Float32Array(g.cOut), new Float32Array(g.cOut)];
+    native.conv2dBackwardWeight(dw, db, dy, x, g);
+    ref.conv2dBackwardWeight(dwR, dbR, dy, x, g);
+    compare(dw, dwR, "weight gradient " + label);
+    compare(db, dbR, "bias gradient " + label);
+  }
+}
+console.log(JSON.stringify({ isa: addon.info().isa, kernel: addon.info().kernels.winogradTransforms, digest: hash.digest("hex"), worst, worstAt }));
+`;
+
+test("the Winograd transforms match the reference at every level, with the same bits at avx2, avx512 and amx", (t) => {
+  const have = levels.filter((l) => missing(l).length === 0);
+  const runs = have.map((level) => {
+    const r = runAt(level, ["--input-type=module", "-e", convDigestChild], {}, 240_000);
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as {
+      isa: string;
+      kernel: string;
+      digest: string;
+      worst: number;
+      worstAt: string;
+    };
+    assert.equal(out.isa, level);
+    t.diagnostic(
+      `${level} (${out.kernel}): worst difference from the reference ${out.worst.toExponential(2)} (${out.worstAt})`,
+    );
+    // The tolerance of the native suite's Winograd comparisons: |a - b| <= 2e-5 (1 + max |b|).
+    assert.ok(out.worst <= 2e-5, `${level}: ${out.worst} at ${out.worstAt}`);
+    return out;
+  });
+  const fma = runs.filter((r) => r.isa !== "portable");
+  for (const r of fma.slice(1)) assert.equal(r.digest, fma[0].digest, `${r.isa} against ${fma[0].isa}`);
+  if (!have.includes("avx512"))
+    t.diagnostic(`this CPU lacks ${missing("avx512").join(", ")}: avx512 not compared`);
+});
