@@ -335,6 +335,62 @@ __attribute__((target("avx2,fma"))) void direct_small_rows_avx2(float* y, const 
     }
   }
 }
+
+#define VGG_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+// GCC 12's _mm512_max_ps passes _mm512_undefined_ps(), which -Wmaybe-uninitialized reports at every use.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The avx512 level: V zmm vectors of 16 output pixels, the last one's lanes in `last` (a row's tail), each
+// pixel's sum in the AVX2 kernel's order (bias, then one FMA per tap), so the same bits. ReLU as there too:
+// max(acc, 0) (a NaN sum gives 0) where the AVX2 kernel has whole 8-pixel vectors, and the scalar tail's
+// rule (a NaN sum stays NaN) in the lanes of `scalar` (the row's last out_w % 8 pixels).
+template <int V>
+VGG_AVX512 __attribute__((always_inline)) inline void direct_small_vectors16(float* yr, const float* wr, int64_t kdim,
+                                                                            const float* buf, const int64_t* tap_off,
+                                                                            float bv, bool relu, __mmask16 last,
+                                                                            __mmask16 scalar = 0) {
+  __m512 acc[V];
+  for (int v = 0; v < V; v++) acc[v] = _mm512_set1_ps(bv);
+  for (int64_t t = 0; t < kdim; t++) {
+    const __m512 wv = _mm512_set1_ps(wr[t]);
+    const float* in = buf + tap_off[t];
+    for (int v = 0; v + 1 < V; v++) acc[v] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(in + 16 * v), acc[v]);
+    acc[V - 1] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(last, in + 16 * (V - 1)), acc[V - 1]);
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  for (int v = 0; v < V; v++) {
+    __m512 out = acc[v];
+    if (relu) out = _mm512_mask_max_ps(_mm512_max_ps(acc[v], zero), scalar, zero, acc[v]);
+    if (v + 1 < V) _mm512_storeu_ps(yr + 16 * v, out);
+    else _mm512_mask_storeu_ps(yr + 16 * v, last, out);
+  }
+}
+
+VGG_AVX512 void direct_small_rows_avx512(float* y, const float* x, const float* w, const float* bias,
+                                         const ConvShape& s, bool relu, int64_t r0, int64_t r1, float* buf) {
+  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s), plane = plane_of(s);
+  int64_t tap_off[kSmallKdim];
+  for (int64_t t = 0; t < kdim; t++) tap_off[t] = (t / s.kw) * bw + t % s.kw;
+  const __mmask16 all = 0xFFFF, tail = static_cast<__mmask16>((1u << (s.out_w % 16)) - 1);
+  const __mmask16 scalar = static_cast<__mmask16>(tail & ~((1u << (s.out_w % 16 / 8 * 8)) - 1));
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t b = r / s.out_h, oy = r - b * s.out_h;
+    fill_padded_rows(buf, x, s, b, oy);
+    for (int64_t co = 0; co < s.c_out; co++) {
+      const float* wr = w + co * kdim;
+      const float bv = bias ? bias[co] : 0.0f;
+      float* yr = y + (b * s.c_out + co) * plane + oy * s.out_w;
+      // Blocks of 8, 4, 2 and 1 vectors (8 independent FMA chains cover the FMA latency), then the tail.
+      int64_t ox = 0;
+      for (; ox + 128 <= s.out_w; ox += 128) direct_small_vectors16<8>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all);
+      if (ox + 64 <= s.out_w) direct_small_vectors16<4>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 64;
+      if (ox + 32 <= s.out_w) direct_small_vectors16<2>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 32;
+      if (ox + 16 <= s.out_w) direct_small_vectors16<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 16;
+      if (ox < s.out_w) direct_small_vectors16<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, tail, scalar);
+    }
+  }
+}
+#pragma GCC diagnostic pop
 #endif
 
 void direct_small_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
@@ -347,6 +403,7 @@ void direct_small_forward(float* y, const float* x, const float* w, const float*
         if (r0 >= r1) return;
         float* buf = thread_scratch(0, s.c_in * s.kh * (s.w + 2 * s.pad_w));
 #if defined(__x86_64__) || defined(__i386__)
+        if (isa_at_least(Isa::Avx512)) return direct_small_rows_avx512(y, x, w, bias, s, relu, r0, r1, buf);
         if (isa_at_least(Isa::Avx2Fma)) return direct_small_rows_avx2(y, x, w, bias, s, relu, r0, r1, buf);
 #endif
         direct_small_rows_portable(y, x, w, bias, s, relu, r0, r1, buf);
@@ -1205,6 +1262,10 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
   }
 }
 
-const char* direct_conv_kernel_name() { return isa_at_least(Isa::Avx2Fma) ? "avx2+fma" : "portable C++"; }
+const char* direct_conv_kernel_name() {
+  // The few-taps forward (a grayscale first layer); its weight gradient runs the avx2+fma code at avx512.
+  if (isa_at_least(Isa::Avx512)) return "forward 16 pixels per vector, avx512; weight gradient avx2+fma";
+  return isa_at_least(Isa::Avx2Fma) ? "avx2+fma" : "portable C++";
+}
 
 }  // namespace vgg

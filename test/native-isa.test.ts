@@ -255,3 +255,74 @@ test("the Winograd transforms match the reference at every level, with the same 
   if (!have.includes("avx512"))
     t.diagnostic(`this CPU lacks ${missing("avx512").join(", ")}: avx512 not compared`);
 });
+
+// A child's few-taps direct forward (a grayscale first layer) at one level: rows whose widths take every
+// block size (128, 64, 32 and 16 pixels) and tails of 1-15 pixels, 1 and 4 input channels, 3x3 and 2x2
+// kernels, padding 0 and 1, batch 1, with and without ReLU, compared with the reference and hashed; then the
+// same with some NaN inputs, hashed only (the AVX2 kernel's ReLU turns a NaN sum into 0 in whole 8-pixel
+// vectors and keeps it in the scalar tail, and the avx512 kernel keeps that rule).
+const directDigestChild = `
+import { createHash } from "node:crypto";
+import { loadNativeAddon, NativeBackend } from ${JSON.stringify(join(here, "..", "src", "backend", "native.js"))};
+import { ReferenceBackend } from ${JSON.stringify(join(here, "..", "src", "backend", "reference.js"))};
+const addon = loadNativeAddon();
+const native = new NativeBackend(addon);
+const ref = new ReferenceBackend();
+let seed = 5;
+const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296) * 2 - 1;
+const randn = (n) => Float32Array.from({ length: n }, rand);
+const geo = (n, cIn, h, w, cOut, k, pad) =>
+  ({ n, cIn, h, w, cOut, kh: k, kw: k, strideH: 1, strideW: 1, padH: pad, padW: pad, outH: h + 2 * pad - k + 1, outW: w + 2 * pad - k + 1 });
+const shapes = [
+  geo(1, 1, 5, 224, 5, 3, 1), geo(2, 1, 4, 247, 3, 3, 1), geo(1, 1, 6, 113, 7, 3, 0), geo(3, 1, 3, 23, 4, 3, 1),
+  geo(1, 1, 9, 40, 3, 3, 1), geo(2, 1, 7, 17, 2, 3, 0), geo(1, 4, 5, 70, 3, 2, 1), geo(2, 1, 5, 9, 6, 3, 1),
+];
+const hash = createHash("sha256");
+let worst = 0, worstAt = "", kernels = new Set();
+for (const g of shapes) {
+  kernels.add(native.convKernel(g, "forward"));
+  const label = "n" + g.n + " " + g.cIn + "->" + g.cOut + " " + g.h + "x" + g.w + " k" + g.kh + " p" + g.padH;
+  const x = randn(g.n * g.cIn * g.h * g.w), w = randn(g.cOut * g.cIn * g.kh * g.kw), bias = randn(g.cOut);
+  const yLen = g.n * g.cOut * g.outH * g.outW;
+  const [y, yR] = [new Float32Array(yLen), new Float32Array(yLen)];
+  for (const relu of [false, true]) {
+    native.conv2dForward(y, x, w, relu ? bias : null, g, relu);
+    ref.conv2dForward(yR, x, w, relu ? bias : null, g, relu);
+    let diff = 0, big = 0;
+    for (let i = 0; i < yLen; i++) (diff = Math.max(diff, Math.abs(y[i] - yR[i]))), (big = Math.max(big, Math.abs(yR[i])));
+    if (diff / (1 + big) > worst) (worst = diff / (1 + big)), (worstAt = label + " relu=" + relu);
+    hash.update(new Uint8Array(y.buffer));
+  }
+  for (let i = 0; i < x.length; i += 37) x[i] = Number.NaN;
+  native.conv2dForward(y, x, w, bias, g, true);
+  hash.update(new Uint8Array(y.buffer));
+}
+console.log(JSON.stringify({ isa: addon.info().isa, kernel: addon.info().kernels.directConv, used: [...kernels], digest: hash.digest("hex"), worst, worstAt }));
+`;
+
+test("the few-taps direct conv matches the reference at every level, with the same bits at avx2, avx512 and amx", (t) => {
+  const have = levels.filter((l) => missing(l).length === 0);
+  const runs = have.map((level) => {
+    const r = runAt(level, ["--input-type=module", "-e", directDigestChild], {}, 120_000);
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as {
+      isa: string;
+      kernel: string;
+      used: string[];
+      digest: string;
+      worst: number;
+      worstAt: string;
+    };
+    assert.equal(out.isa, level);
+    assert.deepEqual(out.used, ["direct (few taps)"]);
+    t.diagnostic(
+      `${level} (${out.kernel}): worst difference from the reference ${out.worst.toExponential(2)} (${out.worstAt})`,
+    );
+    assert.ok(out.worst <= 2e-5, `${level}: ${out.worst} at ${out.worstAt}`);
+    return out;
+  });
+  const fma = runs.filter((r) => r.isa !== "portable");
+  for (const r of fma.slice(1)) assert.equal(r.digest, fma[0].digest, `${r.isa} against ${fma[0].isa}`);
+  if (!have.includes("avx512"))
+    t.diagnostic(`this CPU lacks ${missing("avx512").join(", ")}: avx512 not compared`);
+});
