@@ -6,6 +6,7 @@
         "native/binding.cc",
         "native/batchnorm.cc",
         "native/bf16.cc",
+        "native/bf16_conv.cc",
         "native/bf16_gemm.cc",
         "native/conv2d.cc",
         "native/elementwise.cc",

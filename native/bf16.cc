@@ -10,12 +10,15 @@
 namespace vgg {
 namespace {
 
-// VDPBF16PS needs the avx512 level (so VGG_NATIVE_ISA=avx2 or portable also means the emulation) and the
-// AVX512_BF16 feature, which is not a level of its own (isa.h).
+// TDPBF16PS needs the amx level, VDPBF16PS the avx512 level (so VGG_NATIVE_ISA=avx2 or portable also means
+// the emulation) and the AVX512_BF16 feature, which is not a level of its own (isa.h).
 Bf16Path detect() {
   const char* forced = std::getenv("VGG_BF16");
   if (forced && std::strcmp(forced, "emulate") == 0) return Bf16Path::Emulation;
-  if (isa_at_least(Isa::Avx512) && cpu_has(Feature::Avx512Bf16)) return Bf16Path::Avx512Bf16;
+  const bool vdpbf16ps = isa_at_least(Isa::Avx512) && cpu_has(Feature::Avx512Bf16);
+  if (forced && std::strcmp(forced, "avx512bf16") == 0) return vdpbf16ps ? Bf16Path::Avx512Bf16 : Bf16Path::Emulation;
+  if (isa_at_least(Isa::Amx) && vdpbf16ps) return Bf16Path::Amx;
+  if (vdpbf16ps) return Bf16Path::Avx512Bf16;
   return Bf16Path::Emulation;
 }
 
@@ -39,7 +42,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void round_span_avx512(floa
 
 void round_range(float* y, const float* x, int64_t n) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (bf16_path() == Bf16Path::Avx512Bf16) return round_span_avx512(y, x, n);
+  if (bf16_path() != Bf16Path::Emulation) return round_span_avx512(y, x, n);
 #endif
   round_span(y, x, n);
 }
@@ -52,7 +55,7 @@ Bf16Path bf16_path() {
 }
 
 const char* bf16_path_name(Bf16Path path) {
-  return path == Bf16Path::Avx512Bf16 ? "avx512bf16" : "emulation";
+  return path == Bf16Path::Amx ? "amx" : path == Bf16Path::Avx512Bf16 ? "avx512bf16" : "emulation";
 }
 
 void round_to_bf16(float* y, const float* x, int64_t n) {

@@ -8,6 +8,8 @@
 #pragma once
 #include <cstdint>
 
+#include "conv2d.h"
+
 namespace vgg {
 
 /** The bf16 bit pattern of x, rounded to nearest even (NaN -> 0x7fc0). */
@@ -26,12 +28,14 @@ inline float bf16_to_float(uint16_t bits) {
   return x;
 }
 
-/** How the bf16 GEMM multiplies: VDPBF16PS (AVX512-BF16) or the portable emulation. */
-enum class Bf16Path { Emulation, Avx512Bf16 };
+/** How the bf16 GEMM multiplies: AMX tiles (TDPBF16PS), VDPBF16PS (AVX512-BF16) or the portable emulation. */
+enum class Bf16Path { Emulation, Avx512Bf16, Amx };
 
 /**
- * Chosen once: AVX512-BF16 where the CPU has the feature and the avx512 ISA level is active (isa.h), else
- * the emulation; VGG_BF16=emulate forces the emulation (tests compare both). No AMX path yet.
+ * Chosen once: AMX at the amx ISA level (isa.h: AMX-TILE and AMX-BF16, tile data granted by Linux), else
+ * AVX512-BF16 where the CPU has the feature and the avx512 level is active, else the emulation;
+ * VGG_BF16=emulate forces the emulation and VGG_BF16=avx512bf16 the VDPBF16PS path where it runs (tests
+ * compare them).
  */
 Bf16Path bf16_path();
 const char* bf16_path_name(Bf16Path path);
@@ -46,5 +50,29 @@ void round_to_bf16(float* y, const float* x, int64_t n);
 // Runs on the thread pool, over rows or columns of C.
 void bf16_gemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
                int64_t n, int64_t k, bool trans_a, bool trans_b, float beta);
+
+/**
+ * op(B), the (k, n) operand of bf16_gemm_source, given by a function instead of memory (an implicit
+ * im2col): exactly one of `row` and `column` is set. row writes out[i] = op(B)[p][j0 + i] for i < len (a run
+ * along n at one k); column writes out[i] = op(B)[p0 + i][j] (a run along k at one n). Called on the
+ * threads that pack, so it must be safe to call concurrently.
+ */
+struct Bf16Source {
+  void (*row)(const void* ctx, float* out, int64_t p, int64_t j0, int64_t len) = nullptr;
+  void (*column)(const void* ctx, float* out, int64_t j, int64_t p0, int64_t len) = nullptr;
+  const void* ctx = nullptr;
+};
+
+/** bf16_gemm with op(B) from `b`; on the calling thread alone unless `threaded`. */
+void bf16_gemm_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, const Bf16Source& b,
+                      int64_t m, int64_t n, int64_t k, float beta, bool threaded);
+
+// Convolutions under bf16 (native/bf16_conv.cc): conv2d.h's forward, input gradient and weight gradient with
+// x, w and dy rounded to bf16 and float32 sums, as implicit GEMMs on bf16_gemm's kernels. Each returns
+// false, writing nothing, where it does not apply (cIn * kh * kw, or for the input gradient cOut * kh * kw,
+// below 32, or a strided input gradient): the caller then runs the float32 kernels on rounded inputs.
+bool conv2d_forward_bf16(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu);
+bool conv2d_backward_input_bf16(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s);
+bool conv2d_backward_weight_bf16(float* dw, float* db, const float* dy, const float* x, const ConvShape& s);
 
 }  // namespace vgg

@@ -1,4 +1,5 @@
-// The bf16 GEMM: C (float32) = op(A) op(B) with both operands rounded to bf16 as they are packed.
+// The bf16 GEMM: C (float32) = op(A) op(B) with both operands rounded to bf16 as they are packed, on AMX
+// tiles (TDPBF16PS), VDPBF16PS (AVX512-BF16) or the portable emulation (bf16.h chooses).
 //
 // Packing: k is taken in pairs, and each 32-bit word holds the bf16 of two consecutive k (k even in the
 // low half), the operand layout of VDPBF16PS, which adds both products of a pair into a float32 lane.
@@ -12,6 +13,7 @@
 #include <new>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -41,6 +43,66 @@ struct Operand {
   bool trans;
   // Element [r][p] of a (rows, k) view is x[r*ld + p], or x[p*ld + r] when transposed.
 };
+
+// op(B) as the (N, K) view the packers read: in memory, or from a Bf16Source's function.
+struct BSide {
+  Operand mem;
+  const Bf16Source* source;
+};
+
+// bf16_bits without a branch, so loops of it vectorise.
+inline uint32_t rounded_half(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r;
+}
+
+// Columns [j0, j0 + cols) x k [p0, p0 + kc) of a source's (N, K) view in panels of 32 columns, word
+// [kp][j] (pair(op(B)[p0 + 2kp][j], op(B)[p0 + 2kp + 1][j])): panel q at dst + q * kp_rows * 32, rows past
+// the pairs up to kp_rows and columns past N zero.
+void pack_b_source(uint32_t* dst, int64_t kp_rows, const Bf16Source& src, int64_t N, int64_t j0, int64_t cols,
+                   int64_t p0, int64_t kc) {
+  constexpr int64_t kW = 32;
+  const int64_t kpc = (kc + 1) / 2, panels = (cols + kW - 1) / kW;
+  const int64_t valid = std::max<int64_t>(0, std::min(cols, N - j0));
+  static thread_local std::vector<float> buffer;
+  if (src.row) {
+    buffer.resize(static_cast<size_t>(2 * panels * kW));
+    float* even = buffer.data();
+    float* odd = even + panels * kW;
+    std::fill(even + valid, even + panels * kW, 0.0f);
+    std::fill(odd + valid, odd + panels * kW, 0.0f);
+    for (int64_t kp = 0; kp < kpc; kp++) {
+      src.row(src.ctx, even, p0 + 2 * kp, j0, valid);
+      if (2 * kp + 1 < kc)
+        src.row(src.ctx, odd, p0 + 2 * kp + 1, j0, valid);
+      else
+        std::fill(odd, odd + valid, 0.0f);
+      for (int64_t q = 0; q < panels; q++) {
+        uint32_t* out = dst + q * kp_rows * kW + kp * kW;
+        const float* e = even + q * kW;
+        const float* o = odd + q * kW;
+        for (int64_t j = 0; j < kW; j++) out[j] = rounded_half(e[j]) | rounded_half(o[j]) << 16;
+      }
+    }
+  } else {
+    buffer.resize(static_cast<size_t>(2 * kpc));
+    float* run = buffer.data();
+    run[2 * kpc - 1] = 0.0f;
+    for (int64_t j = 0; j < panels * kW; j++) {
+      uint32_t* out = dst + j / kW * kp_rows * kW + j % kW;
+      if (j >= valid) {
+        for (int64_t kp = 0; kp < kpc; kp++) out[kp * kW] = 0;
+        continue;
+      }
+      src.column(src.ctx, run, j0 + j, p0, kc);
+      for (int64_t kp = 0; kp < kpc; kp++) out[kp * kW] = rounded_half(run[2 * kp]) | rounded_half(run[2 * kp + 1]) << 16;
+    }
+  }
+  for (int64_t q = 0; q < panels; q++)
+    std::memset(dst + q * kp_rows * kW + kpc * kW, 0, static_cast<size_t>((kp_rows - kpc) * kW) * 4);
+}
 
 #if defined(__x86_64__) || defined(__i386__)
 #define VGG_BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
@@ -95,7 +157,7 @@ void pack_panels(uint32_t* dst, const Operand& x, int64_t R, int64_t r0, int64_t
     if (!x.trans) {
       int64_t kp0 = 0;
 #if defined(__x86_64__) || defined(__i386__)
-      if (bf16_path() == Bf16Path::Avx512Bf16) kp0 = pack_rows_avx512(panel, x, r0 + pr, valid, p0, pairs, width);
+      if (bf16_path() != Bf16Path::Emulation) kp0 = pack_rows_avx512(panel, x, r0 + pr, valid, p0, pairs, width);
 #endif
       for (int64_t r = 0; r < valid; r++) {
         const float* src = x.data + (r0 + pr + r) * x.ld + p0;
@@ -183,7 +245,7 @@ using Kernel = void (*)(int64_t, const uint32_t*, const uint32_t*, float*, int64
 
 Kernel chosen_kernel() {
 #if defined(__x86_64__) || defined(__i386__)
-  if (bf16_path() == Bf16Path::Avx512Bf16) return kernel_avx512bf16;
+  if (bf16_path() != Bf16Path::Emulation) return kernel_avx512bf16;
 #endif
   return kernel_emulated;
 }
@@ -207,7 +269,7 @@ uint32_t* scratch(int slot, size_t count) {
 }
 
 // C[i0:i0+m, j0:j0+n] of the whole (M, N, K) product, on the calling thread.
-bool gemm_block(float* c, int64_t ldc, const Operand& a, const Operand& b, int64_t M, int64_t N, int64_t K,
+bool gemm_block(float* c, int64_t ldc, const Operand& a, const BSide& b, int64_t M, int64_t N, int64_t K,
                 int64_t i0, int64_t m, int64_t j0, int64_t n, float beta) {
   const Kernel kernel = chosen_kernel();
   uint32_t* ap = scratch(0, static_cast<size_t>(kMC * kKC / 2));  // kMC is a multiple of kMR
@@ -217,7 +279,10 @@ bool gemm_block(float* c, int64_t ldc, const Operand& a, const Operand& b, int64
     const int64_t nc = std::min(kNC, n - jc);
     for (int64_t pc = 0; pc < K; pc += kKC) {
       const int64_t kc = std::min(kKC, K - pc), kpc = (kc + 1) / 2;
-      pack_panels(bp, b, N, j0 + jc, nc, pc, kc, kNR);
+      if (b.source)
+        pack_b_source(bp, kpc, *b.source, N, j0 + jc, nc, pc, kc);
+      else
+        pack_panels(bp, b.mem, N, j0 + jc, nc, pc, kc, kNR);
       const bool overwrite = pc == 0 && beta == 0.0f;
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
@@ -232,36 +297,271 @@ bool gemm_block(float* c, int64_t ldc, const Operand& a, const Operand& b, int64
   return true;
 }
 
+
+#if defined(__x86_64__) || defined(__i386__)
+// ---- AMX: TDPBF16PS on 16x16 float32 tiles ----
+//
+// A micro-tile of C is 32 x 32, four float32 tiles (tmm0-3) held across a k block; per 32 k (16 pairs, one
+// 64-byte tile row) it loads two A tiles (tmm4-5: rows 0-15 and 16-31) and two B tiles (tmm6-7: columns
+// 0-15 and 16-31) and issues four TDPBF16PS. A is packed row-major in pair words (dst[r * kpcp + kp], the
+// A tile's layout); B in panels of 32 columns, word [kp][j] (the B tile's "VNNI" layout, the same as the
+// VDPBF16PS panels). Pairs are padded with zeros to whole 16-pair chunks and rows to whole 32-row panels.
+// C tiles start from C itself (or zero), so each C element sums its k blocks in order, whatever the
+// thread count. TDPBF16PS flushes bf16 denormal inputs and float32 denormal results to zero.
+#define VGG_AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512bf16,avx512f,avx512bw,avx512vl")))
+
+constexpr int kAmxMR = 32;
+constexpr int kAmxNR = 32;
+constexpr int64_t kAmxKC = 512;  // 256 pairs: 16 chunks, a 32 KB B micro-panel
+constexpr int64_t kAmxMC = 256;  // rows per A block (256 KB)
+constexpr int64_t kAmxNC = 512;  // columns per B block (512 KB)
+static_assert(kAmxMC % kAmxMR == 0 && kAmxNC % kAmxNR == 0 && kAmxKC % 32 == 0, "whole panels and chunks");
+
+inline int64_t whole_chunks(int64_t pairs) { return (pairs + 15) / 16 * 16; }
+
+// The tile shapes, loaded on each thread before its first tile instruction (LDTILECFG's 64-byte layout).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+VGG_AMX_TARGET void load_tile_config() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; t++) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  // GCC's _tile_loadconfig tells the compiler it reads 8 bytes, so without this barrier the rest of the
+  // configuration's stores may be dropped (and the first tile instruction faults).
+  __asm__ volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
+// 16 lanes rounded to bf16 in their upper halves (bf16_bits's rule: RNE, NaN -> quiet NaN).
+VGG_AMX_TARGET inline __m512i rounded_lanes(__m512i u) {
+  const __m512i rounded =
+      _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7fc00000));
+}
+
+// Pair words from two rows of 16 lanes: word q = bf16(even[q]) | bf16(odd[q]) << 16; lanes past `mask` are 0.
+VGG_AMX_TARGET inline __m512i pair_lanes(const float* even, const float* odd, __mmask16 mask) {
+  const __m512i e = rounded_lanes(_mm512_maskz_loadu_epi32(mask, even));
+  const __m512i o = odd ? rounded_lanes(_mm512_maskz_loadu_epi32(mask, odd)) : _mm512_setzero_si512();
+  return _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+
+inline __mmask16 first_lanes(int64_t count) {
+  return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1);
+}
+
+// Rows [r0, r0 + rows) x k [p0, p0 + kc) of the (R, K) view x as row-major pair words: dst[r * kpcp + kp],
+// zero past R, past k and up to rows_p (a multiple of 32) and kpcp (a multiple of 16) words.
+VGG_AMX_TARGET void pack_a_amx(uint32_t* dst, int64_t kpcp, const Operand& x, int64_t R, int64_t r0, int64_t rows,
+                              int64_t rows_p, int64_t p0, int64_t kc) {
+  const int64_t valid = std::max<int64_t>(0, std::min(rows, R - r0)), pairs = kc / 2, kpc = (kc + 1) / 2;
+  if (!x.trans) {
+    for (int64_t r = 0; r < valid; r++) {
+      const float* src = x.data + (r0 + r) * x.ld + p0;
+      uint32_t* row = dst + r * kpcp;
+      int64_t kp = 0;
+      for (; kp + 16 <= pairs; kp += 16) _mm512_store_si512(row + kp, pair_words_avx512(src + 2 * kp));
+      for (; kp < pairs; kp++) row[kp] = pair_word(src[2 * kp], src[2 * kp + 1]);
+      if (kc % 2) row[pairs] = pair_word(src[kc - 1], 0.0f);
+      for (kp = kpc; kp < kpcp; kp++) row[kp] = 0;
+    }
+  } else {
+    // Element [r][p] is x[p * ld + r]: 16 rows of one pair per vector, scattered down the packed rows.
+    const __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(static_cast<int>(kpcp)));
+    for (int64_t r = 0; r < valid; r += 16) {
+      const __mmask16 mask = first_lanes(valid - r);
+      const float* src = x.data + p0 * x.ld + r0 + r;
+      for (int64_t kp = 0; kp < kpc; kp++) {
+        const float* even = src + 2 * kp * x.ld;
+        const __m512i words = pair_lanes(even, 2 * kp + 1 < kc ? even + x.ld : nullptr, mask);
+        _mm512_mask_i32scatter_epi32(dst + r * kpcp + kp, mask, down, words, 4);
+      }
+      for (int64_t q = r; q < std::min<int64_t>(r + 16, valid); q++)
+        for (int64_t kp = kpc; kp < kpcp; kp++) dst[q * kpcp + kp] = 0;
+    }
+  }
+  for (int64_t r = valid; r < rows_p; r++) std::memset(dst + r * kpcp, 0, static_cast<size_t>(kpcp) * 4);
+}
+
+// Columns [j0, j0 + cols) x k [p0, p0 + kc) of the (N, K) view x in panels of 32 columns:
+// dst[panel * kpcp * 32 + kp * 32 + j], zero past N, past k and up to kpcp pairs.
+VGG_AMX_TARGET void pack_b_amx(uint32_t* dst, int64_t kpcp, const Operand& x, int64_t N, int64_t j0, int64_t cols,
+                              int64_t p0, int64_t kc) {
+  const int64_t pairs = kc / 2, kpc = (kc + 1) / 2;
+  for (int64_t pj = 0; pj < cols; pj += kAmxNR) {
+    uint32_t* panel = dst + pj / kAmxNR * kpcp * kAmxNR;
+    const int64_t valid = std::max<int64_t>(0, std::min<int64_t>({kAmxNR, cols - pj, N - j0 - pj}));
+    if (x.trans) {
+      // Element [j][p] is x[p * ld + j]: a pair of rows of x gives 16 columns' words per vector.
+      const float* src = x.data + p0 * x.ld + j0 + pj;
+      for (int64_t kp = 0; kp < kpc; kp++) {
+        const float* even = src + 2 * kp * x.ld;
+        const float* odd = 2 * kp + 1 < kc ? even + x.ld : nullptr;
+        for (int h = 0; h < 2; h++) {
+          const __mmask16 mask = first_lanes(valid - 16 * h);
+          const __m512i words = valid > 16 * h ? pair_lanes(even + 16 * h, odd ? odd + 16 * h : nullptr, mask)
+                                               : _mm512_setzero_si512();
+          _mm512_store_si512(panel + kp * kAmxNR + 16 * h, words);
+        }
+      }
+    } else {
+      // Element [j][p] is x[j * ld + p]: each column is contiguous in k; 16 pairs per vector, scattered.
+      const __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                              _mm512_set1_epi32(kAmxNR));
+      for (int64_t j = 0; j < kAmxNR; j++) {
+        if (j >= valid) {
+          for (int64_t kp = 0; kp < kpc; kp++) panel[kp * kAmxNR + j] = 0;
+          continue;
+        }
+        const float* src = x.data + (j0 + pj + j) * x.ld + p0;
+        int64_t kp = 0;
+        for (; kp + 16 <= pairs; kp += 16)
+          _mm512_i32scatter_epi32(panel + kp * kAmxNR + j, down, pair_words_avx512(src + 2 * kp), 4);
+        for (; kp < pairs; kp++) panel[kp * kAmxNR + j] = pair_word(src[2 * kp], src[2 * kp + 1]);
+        if (kc % 2) panel[pairs * kAmxNR + j] = pair_word(src[kc - 1], 0.0f);
+      }
+    }
+    std::memset(panel + kpc * kAmxNR, 0, static_cast<size_t>((kpcp - kpc) * kAmxNR) * 4);
+  }
+}
+
+// One 32 x 32 micro-tile over `chunks` chunks of 16 pairs: a (row stride kpcp words), b a 32-column panel.
+VGG_AMX_TARGET void kernel_amx(int64_t chunks, int64_t kpcp, const uint32_t* a, const uint32_t* b, float* c,
+                               int64_t ldc, int64_t mr, int64_t nr, bool overwrite) {
+  alignas(64) float edge[kAmxMR * kAmxNR];
+  const bool whole = mr == kAmxMR && nr == kAmxNR;
+  float* dst = whole ? c : edge;
+  const int64_t ld = whole ? ldc : kAmxNR;
+  if (!whole && !overwrite) {
+    std::memset(edge, 0, sizeof(edge));
+    for (int64_t r = 0; r < mr; r++) std::memcpy(edge + r * kAmxNR, c + r * ldc, static_cast<size_t>(nr) * 4);
+  }
+  const int64_t stride = ld * 4;
+  if (overwrite) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(0, dst, stride);
+    _tile_loadd(1, dst + 16, stride);
+    _tile_loadd(2, dst + 16 * ld, stride);
+    _tile_loadd(3, dst + 16 * ld + 16, stride);
+  }
+  const int64_t a_stride = kpcp * 4;
+  for (int64_t ch = 0; ch < chunks; ch++) {
+    const uint32_t* bc = b + ch * 16 * kAmxNR;
+    _tile_loadd(4, a + ch * 16, a_stride);
+    _tile_loadd(5, a + 16 * kpcp + ch * 16, a_stride);
+    _tile_loadd(6, bc, kAmxNR * 4);
+    _tile_loadd(7, bc + 16, kAmxNR * 4);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, dst, stride);
+  _tile_stored(1, dst + 16, stride);
+  _tile_stored(2, dst + 16 * ld, stride);
+  _tile_stored(3, dst + 16 * ld + 16, stride);
+  if (!whole)
+    for (int64_t r = 0; r < mr; r++) std::memcpy(c + r * ldc, edge + r * kAmxNR, static_cast<size_t>(nr) * 4);
+}
+
+VGG_AMX_TARGET void release_tiles() { _tile_release(); }
+
+// gemm_block's AMX counterpart: C[i0:i0+m, j0:j0+n] on the calling thread.
+bool gemm_block_amx(float* c, int64_t ldc, const Operand& a, const BSide& b, int64_t M, int64_t N, int64_t K,
+                    int64_t i0, int64_t m, int64_t j0, int64_t n, float beta) {
+  uint32_t* ap = scratch(0, static_cast<size_t>(kAmxMC * kAmxKC / 2));
+  uint32_t* bp = scratch(1, static_cast<size_t>(kAmxNC * kAmxKC / 2));
+  if (!ap || !bp) return false;
+  load_tile_config();
+  for (int64_t jc = 0; jc < n; jc += kAmxNC) {
+    const int64_t nc = std::min(kAmxNC, n - jc);
+    for (int64_t pc = 0; pc < K; pc += kAmxKC) {
+      const int64_t kc = std::min(kAmxKC, K - pc), kpcp = whole_chunks((kc + 1) / 2);
+      if (b.source)
+        pack_b_source(bp, kpcp, *b.source, N, j0 + jc, nc, pc, kc);
+      else
+        pack_b_amx(bp, kpcp, b.mem, N, j0 + jc, nc, pc, kc);
+      const bool overwrite = pc == 0 && beta == 0.0f;
+      for (int64_t ic = 0; ic < m; ic += kAmxMC) {
+        const int64_t mc = std::min(kAmxMC, m - ic);
+        pack_a_amx(ap, kpcp, a, M, i0 + ic, mc, (mc + kAmxMR - 1) / kAmxMR * kAmxMR, pc, kc);
+        for (int64_t jr = 0; jr < nc; jr += kAmxNR)
+          for (int64_t ir = 0; ir < mc; ir += kAmxMR)
+            kernel_amx(kpcp / 16, kpcp, ap + ir * kpcp, bp + jr / kAmxNR * kpcp * kAmxNR,
+                       c + (ic + ir) * ldc + jc + jr, ldc, std::min<int64_t>(kAmxMR, mc - ir),
+                       std::min<int64_t>(kAmxNR, nc - jr), overwrite);
+      }
+    }
+  }
+  release_tiles();
+  return true;
+}
+#endif
+
 }  // namespace
 
-void bf16_gemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
-               int64_t n, int64_t k, bool trans_a, bool trans_b, float beta) {
+namespace {
+
+// C = op(A) op(B) + beta C, split over threads (when `threaded`) along C's longer side in whole micro-tiles.
+void run_gemm(float* c, int64_t ldc, const Operand& av, const BSide& bv, int64_t m, int64_t n, int64_t k, float beta,
+              bool threaded) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (beta == 0.0f)
       for (int64_t i = 0; i < m; i++) std::memset(c + i * ldc, 0, static_cast<size_t>(n) * sizeof(float));
     return;
   }
-  // op(A) as an (m, k) view and op(B) as an (n, k) view (its transpose), so one packer serves both.
-  const Operand av{a, lda, trans_a}, bv{b, ldb, !trans_b};
-  // Split C over the threads along its longer side, in whole micro-tiles; small products run serially.
   const bool by_columns = n >= m;
-  const int64_t units = by_columns ? (n + kNR - 1) / kNR : (m + kMR - 1) / kMR;
+  const bool amx = bf16_path() == Bf16Path::Amx;
+  const int64_t mr = amx ? 32 : kMR, nr = amx ? 32 : kNR;
+  const int64_t units = by_columns ? (n + nr - 1) / nr : (m + mr - 1) / mr;
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const int64_t tasks = flops < 4e6 ? 1 : units;
+  const int64_t tasks = !threaded || flops < 4e6 ? 1 : units;
+  auto block = gemm_block;
+#if defined(__x86_64__) || defined(__i386__)
+  if (amx) block = gemm_block_amx;
+#endif
+  if (tasks == 1) {
+    if (!block(c, ldc, av, bv, m, n, k, 0, m, 0, n, beta)) throw std::bad_alloc();
+    return;
+  }
   std::atomic<bool> ok{true};
   parallel_run(
       [&](int ith, int nth) {
         int64_t begin, end;
-        split_range(by_columns ? n : m, ith, nth, by_columns ? kNR : kMR, &begin, &end);
+        split_range(by_columns ? n : m, ith, nth, by_columns ? nr : mr, &begin, &end);
         if (begin >= end) return;
-        const bool done = by_columns
-                              ? gemm_block(c + begin, ldc, av, bv, m, n, k, 0, m, begin, end - begin, beta)
-                              : gemm_block(c + begin * ldc, ldc, av, bv, m, n, k, begin, end - begin, 0, n, beta);
+        const bool done = by_columns ? block(c + begin, ldc, av, bv, m, n, k, 0, m, begin, end - begin, beta)
+                                     : block(c + begin * ldc, ldc, av, bv, m, n, k, begin, end - begin, 0, n, beta);
         if (!done) ok = false;
       },
       tasks);
   if (!ok) throw std::bad_alloc();
+}
+
+}  // namespace
+
+void bf16_gemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
+               int64_t n, int64_t k, bool trans_a, bool trans_b, float beta) {
+  // op(A) as an (m, k) view and op(B) as an (n, k) view (its transpose), so one packer serves both.
+  run_gemm(c, ldc, Operand{a, lda, trans_a}, BSide{Operand{b, ldb, !trans_b}, nullptr}, m, n, k, beta, true);
+}
+
+void bf16_gemm_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, const Bf16Source& b,
+                      int64_t m, int64_t n, int64_t k, float beta, bool threaded) {
+  run_gemm(c, ldc, Operand{a, lda, trans_a}, BSide{Operand{nullptr, 0, false}, &b}, m, n, k, beta, threaded);
 }
 
 }  // namespace vgg

@@ -539,7 +539,44 @@ Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// bf16Path(): "avx512bf16" (VDPBF16PS) or "emulation" (VGG_BF16=emulate forces it).
+// conv2dForwardBf16(y, x, w, bias, g, relu), conv2dBackwardInputBf16(dx, dy, w, g, reluMask) and
+// conv2dBackwardWeightBf16(dw, db, dy, x, g): the float32 convolutions' arguments, computed with x, w and dy
+// rounded to bf16; each returns false, writing nothing, where the geometry has no bf16 kernel.
+Napi::Value Conv2dForwardBf16(const Napi::CallbackInfo& info) {
+  expect_args(info, 6);
+  const ConvShape s = conv_shape(info[4]);
+  const ConvLengths l = conv_lengths(info.Env(), s);
+  float* y = f32(info[0], "y", l.y);
+  const float* x = f32(info[1], "x", l.x);
+  const float* w = f32(info[2], "w", l.w);
+  const float* bias = f32_or_null(info[3], "bias", s.c_out);
+  const bool relu = bool_arg(info[5], "relu");
+  return Napi::Boolean::New(info.Env(), l.y > 0 && vgg::conv2d_forward_bf16(y, x, w, bias, s, relu));
+}
+
+Napi::Value Conv2dBackwardInputBf16(const Napi::CallbackInfo& info) {
+  expect_args(info, 5);
+  const ConvShape s = conv_shape(info[3]);
+  const ConvLengths l = conv_lengths(info.Env(), s);
+  float* dx = f32(info[0], "dx", l.x);
+  const float* dy = f32(info[1], "dy", l.y);
+  const float* w = f32(info[2], "w", l.w);
+  const float* relu_x = f32_or_null(info[4], "reluMask", l.x);
+  return Napi::Boolean::New(info.Env(), l.x > 0 && vgg::conv2d_backward_input_bf16(dx, dy, w, relu_x, s));
+}
+
+Napi::Value Conv2dBackwardWeightBf16(const Napi::CallbackInfo& info) {
+  expect_args(info, 5);
+  const ConvShape s = conv_shape(info[4]);
+  const ConvLengths l = conv_lengths(info.Env(), s);
+  float* dw = f32(info[0], "dw", l.w);
+  float* db = f32_or_null(info[1], "db", s.c_out);
+  const float* dy = f32(info[2], "dy", l.y);
+  const float* x = f32(info[3], "x", l.x);
+  return Napi::Boolean::New(info.Env(), l.w > 0 && vgg::conv2d_backward_weight_bf16(dw, db, dy, x, s));
+}
+
+// bf16Path(): "amx" (TDPBF16PS), "avx512bf16" (VDPBF16PS) or "emulation" (VGG_BF16=emulate forces it).
 Napi::Value Bf16Path(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), vgg::bf16_path_name(vgg::bf16_path()));
 }
@@ -548,6 +585,9 @@ void register_bf16(Napi::Env env, Napi::Object exports) {
   exports.Set("roundBf16", Napi::Function::New(env, RoundBf16));
   exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
   exports.Set("bf16Path", Napi::Function::New(env, Bf16Path));
+  exports.Set("conv2dForwardBf16", Napi::Function::New(env, Conv2dForwardBf16));
+  exports.Set("conv2dBackwardInputBf16", Napi::Function::New(env, Conv2dBackwardInputBf16));
+  exports.Set("conv2dBackwardWeightBf16", Napi::Function::New(env, Conv2dBackwardWeightBf16));
 }
 
 // ---- end of bf16 ----

@@ -16,7 +16,7 @@ import { ReferenceBackend } from "../src/backend/reference.js";
 import * as F from "../src/ops/index.js";
 import { Tensor } from "../src/tensor.js";
 
-const isChild = process.env.VGG_BF16 === "emulate";
+const isChild = process.env.VGG_BF16 !== undefined;
 const loaded = loadNativeAddon();
 // `npm install` builds the addon, so a missing addon is a failure, not a skip.
 if (loaded instanceof Error) throw new Error(`bf16 tests need the addon: ${loaded.message}`);
@@ -354,6 +354,11 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
     convGeometry(3, 4, 11, 6, 3, 2, 0),
     convGeometry(1, 6, 7, 33, 1, 1, 0),
     convGeometry(2, 5, 10, 7, 5, 1, 2),
+    // Implicit-GEMM bf16 kernels (cIn * kh * kw >= 32): more images than weight-gradient groups, stride 2
+    // with padding, 40 output channels (a partial 32-row tile), a 1 x 1 plane.
+    convGeometry(11, 35, 6, 40, 3, 1, 1),
+    convGeometry(3, 9, 13, 21, 3, 2, 1),
+    convGeometry(2, 64, 1, 33, 3, 1, 1),
   ]) {
     const what = JSON.stringify(g);
     const x = randn(g.n * g.cIn * g.h * g.w, rand);
@@ -374,6 +379,17 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
     view.conv2dBackwardInput(dx, dy, w, g, null);
     ref.conv2dBackwardInput(dxRef, rounded(dy), rounded(w), g, null);
     close(dx, dxRef, 2e-5, `input gradient ${what}`);
+    // ReLU's backward fused (x as a ReLU output), and a forward without bias or ReLU.
+    view.conv2dBackwardInput(dx, dy, w, g, x);
+    ref.conv2dBackwardInput(dxRef, rounded(dy), rounded(w), g, x);
+    close(dx, dxRef, 2e-5, `input gradient with ReLU mask ${what}`);
+    assert.ok(
+      dx.every((v, i) => x[i] > 0 || v === 0),
+      `input gradient ${what}: not zeroed where x <= 0`,
+    );
+    view.conv2dForward(y, x, w, null, g, false);
+    ref.conv2dForward(yRef, rounded(x), rounded(w), null, g, false);
+    close(y, yRef, 2e-5, `forward without bias or ReLU ${what}`);
     const dw = new Float32Array(w.length);
     const db = new Float32Array(g.cOut);
     const dwRef = new Float32Array(w.length);
@@ -388,6 +404,61 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
       "x is not rounded in place",
     );
   }
+});
+
+test(`bf16 convolutions (${path}) give the same bits on 1, 2 and 3 threads, pooled or not`, () => {
+  const rand = rng(13);
+  const view = new Bf16Backend(native);
+  const g = convGeometry(5, 33, 10, 36, 3, 1, 1);
+  const x = randn(g.n * g.cIn * g.h * g.w, rand);
+  const w = randn(g.cOut * g.cIn * 9, rand, 0.3);
+  const bias = randn(g.cOut, rand);
+  const dy = randn(g.n * g.cOut * g.outH * g.outW, rand);
+  const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
+  const run = (threads: number) => {
+    native.setNumThreads(threads);
+    const y = new Float32Array(dy.length);
+    const p = new Float32Array(pooled);
+    const argmax = new Int32Array(pooled);
+    const dx = new Float32Array(x.length);
+    const dw = new Float32Array(w.length);
+    const db = new Float32Array(g.cOut);
+    view.conv2dForward(y, x, w, bias, g, true);
+    assert.ok(view.conv2dReluMaxPool2dForward?.(p, argmax, x, w, bias, g), "the fused pass ran");
+    view.conv2dBackwardInput(dx, dy, w, g, x);
+    view.conv2dBackwardWeight(dw, db, dy, x, g);
+    return [y, p, dx, dw, db].map((a) => Buffer.from(a.buffer).toString("hex"));
+  };
+  const one = run(1);
+  for (const threads of [2, 3]) assert.deepEqual(run(threads), one, `${threads} threads`);
+  native.setNumThreads(2);
+  // The pooled pass equals pooling the forward's output.
+  const y = new Float32Array(dy.length);
+  view.conv2dForward(y, x, w, bias, g, true);
+  const p = new Float32Array(pooled);
+  const argmax = new Int32Array(pooled);
+  const pRef = new Float32Array(pooled);
+  const argmaxRef = new Int32Array(pooled);
+  view.conv2dReluMaxPool2dForward?.(p, argmax, x, w, bias, g);
+  const pool = {
+    n: g.n,
+    c: g.cOut,
+    h: g.outH,
+    w: g.outW,
+    kh: 2,
+    kw: 2,
+    strideH: 2,
+    strideW: 2,
+    padH: 0,
+    padW: 0,
+  };
+  ref.maxPool2dForward(pRef, argmaxRef, y, {
+    ...pool,
+    outH: Math.floor(g.outH / 2),
+    outW: Math.floor(g.outW / 2),
+  });
+  assert.deepEqual(p, pRef);
+  assert.deepEqual(argmax, argmaxRef);
 });
 
 test("setPrecision('bf16'): a conv + ReLU + pool + linear step on both backends, float32 weights and loss, restored after withPrecision", () => {
@@ -460,43 +531,88 @@ function productHex(): string {
   return Buffer.from(c.buffer).toString("hex");
 }
 
-if (process.env.VGG_BF16_PRINT_PRODUCT === "1") process.stdout.write(`${productHex()}\n`);
+if (process.env.VGG_BF16_PRINT_PRODUCT === "1") process.stdout.write(`${path} ${productHex()}\n`);
+
+/** The environment for a child on the bf16 path `mode` (the path is fixed when the addon loads). */
+function childEnv(mode: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  // Without NODE_TEST_CONTEXT the child reports in plain TAP instead of the parent runner's protocol.
+  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+  return { ...env, VGG_BF16: mode, ...extra };
+}
+
+/** The fixed product computed in a child on the bf16 path `mode`: the path it took and the bits. */
+function childProduct(mode: string): { path: string; hex: string } {
+  const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
+    env: childEnv(mode, { VGG_BF16_PRINT_PRODUCT: "1" }),
+    encoding: "utf8",
+    timeout: 120_000,
+  });
+  assert.equal(child.status, 0, child.stderr);
+  const [childPath, hex] = child.stdout.trim().split("\n")[0].split(" ");
+  return { path: childPath, hex };
+}
+
+/** This file's suite in a child on the bf16 path `mode`; asserts it passed on that path. */
+function childSuite(mode: string, pathName: string): void {
+  const result = spawnSync(process.execPath, ["--test-reporter=tap", fileURLToPath(import.meta.url)], {
+    env: childEnv(mode),
+    encoding: "utf8",
+    timeout: 300_000,
+  });
+  assert.equal(result.signal, null, `the ${mode} child died of ${result.signal}:\n${result.stderr}`);
+  assert.equal(result.status, 0, `the ${mode} run failed:\n${result.stdout}\n${result.stderr}`);
+  assert.match(result.stdout, new RegExp(`ok \\d+ - gemmBf16 \\(${pathName}\\) equals the reference`));
+  assert.match(result.stdout, /# fail 0/);
+}
 
 if (!isChild && process.env.VGG_BF16_PRINT_PRODUCT !== "1") {
   test("the AVX512-BF16 path is in use where the CPU has it, and gives the emulation's bits", (t) => {
-    if (path !== "avx512bf16") {
+    if (path !== "avx512bf16" && path !== "amx") {
       t.skip("this CPU (or OS) lacks AVX512_BF16 (VDPBF16PS): only the emulation is tested");
       return;
     }
     // VDPBF16PS adds a pair's odd product, then its even one, each rounded (Intel's definition); the
     // emulation does the same, so on normal numbers (no denormals, which the instruction flushes) the two
-    // paths agree bit for bit, not only to rounding.
-    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
-      env: { ...env, VGG_BF16: "emulate", VGG_BF16_PRINT_PRODUCT: "1" },
-      encoding: "utf8",
-      timeout: 120_000,
-    });
-    assert.equal(child.status, 0, child.stderr);
-    const emulated = child.stdout.trim().split("\n")[0];
+    // paths agree bit for bit, not only to rounding. Where AMX is the default, a child takes VDPBF16PS.
+    const vdp = path === "avx512bf16" ? { path, hex: productHex() } : childProduct("avx512bf16");
+    assert.equal(vdp.path, "avx512bf16", "VGG_BF16=avx512bf16 did not select VDPBF16PS");
+    const emulated = childProduct("emulate");
+    assert.equal(emulated.path, "emulation");
     assert.ok(
-      emulated.length > 0 && emulated === productHex(),
+      emulated.hex.length > 0 && emulated.hex === vdp.hex,
       "the emulation's bits differ from VDPBF16PS's",
     );
   });
 
-  // The same suite on the emulation, in a child process because the path is fixed at load.
+  test("the AMX path (TDPBF16PS) is in use where the CPU and OS allow it, and passes the suite above", (t) => {
+    const info = addon.info();
+    const missing = ["amx-tile", "amx-bf16"].filter((f) => !info.cpuFeatures.includes(f));
+    if (path !== "amx") {
+      t.skip(
+        missing.length > 0
+          ? `this CPU (or OS) lacks ${missing.join(", ")}: the AMX path is not tested`
+          : `the amx ISA level is not active (VGG_NATIVE_ISA=${process.env.VGG_NATIVE_ISA ?? ""}): the AMX path is not tested`,
+      );
+      return;
+    }
+    // This process ran the suite on AMX; its bits differ from VDPBF16PS's only in the order of the float32
+    // sums (the tile instruction's own order), which the tolerances above allow.
+    assert.equal(missing.length, 0);
+    assert.notEqual(childProduct("avx512bf16").hex, "", "the VDPBF16PS child computed nothing");
+  });
+
+  // The same suite on the other paths, in child processes because the path is fixed at load.
   test("the emulation passes the same suite (VGG_BF16=emulate)", () => {
-    // Without NODE_TEST_CONTEXT the child reports in plain TAP instead of the parent runner's protocol.
-    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-    const result = spawnSync(process.execPath, ["--test-reporter=tap", fileURLToPath(import.meta.url)], {
-      env: { ...env, VGG_BF16: "emulate" },
-      encoding: "utf8",
-      timeout: 300_000,
-    });
-    assert.equal(result.signal, null, `the emulation child died of ${result.signal}:\n${result.stderr}`);
-    assert.equal(result.status, 0, `emulation run failed:\n${result.stdout}\n${result.stderr}`);
-    assert.match(result.stdout, /ok \d+ - gemmBf16 \(emulation\) equals the reference/);
-    assert.match(result.stdout, /# fail 0/);
+    childSuite("emulate", "emulation");
+  });
+
+  test("the VDPBF16PS path passes the same suite where AMX is the default (VGG_BF16=avx512bf16)", (t) => {
+    if (path !== "amx") {
+      t.skip(
+        "AMX is not this machine's bf16 path, so the suite above ran on VDPBF16PS or the emulation itself",
+      );
+      return;
+    }
+    childSuite("avx512bf16", "avx512bf16");
   });
 }

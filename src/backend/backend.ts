@@ -89,6 +89,34 @@ export interface Backend {
   ): void;
   /** y = x rounded to the nearest bfloat16, ties to even, held as float32 (PyTorch's rounding). y may be x. */
   roundBf16(y: Float32Array, x: Float32Array): void;
+  /**
+   * Optional bf16 convolutions: conv2dForward, conv2dBackwardInput and conv2dBackwardWeight's arguments and
+   * results with x, w and dy rounded to bfloat16 and the products summed in float32 (as gemmBf16). Each
+   * returns false, writing nothing, where the backend has no bf16 kernel for the geometry; the bf16 view
+   * (bf16.ts) then rounds the inputs and runs the float32 kernel.
+   */
+  conv2dForwardBf16?(
+    y: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+    relu: boolean,
+  ): boolean;
+  conv2dBackwardInputBf16?(
+    dx: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    g: Conv2dGeometry,
+    reluMask?: Float32Array | null,
+  ): boolean;
+  conv2dBackwardWeightBf16?(
+    dw: Float32Array,
+    db: Float32Array | null,
+    dy: Float32Array,
+    x: Float32Array,
+    g: Conv2dGeometry,
+  ): boolean;
 
   /**
    * Optional: op(B) (k, n) packed once into the GEMM kernel's own layout, for gemmPackedB (what

@@ -54,9 +54,17 @@ export interface NativeAddon
       | "gemmPackB"
       | "gemmPackedB"
       | "dropoutMask"
+      | "conv2dForwardBf16"
+      | "conv2dBackwardInputBf16"
+      | "conv2dBackwardWeightBf16"
     >,
     // The Backend's optional kernels that the addon always has.
-    Required<Pick<Backend, "gemmPackB" | "gemmPackedB" | "dropoutMask">> {
+    Required<
+      Pick<
+        Backend,
+        "gemmPackB" | "gemmPackedB" | "dropoutMask" | "conv2dForwardBf16" | "conv2dBackwardWeightBf16"
+      >
+    > {
   gemm(
     c: Float32Array,
     a: Float32Array,
@@ -101,7 +109,14 @@ export interface NativeAddon
     transB: boolean,
     beta: number,
   ): void;
-  /** The bf16 GEMM's path: "avx512bf16" (VDPBF16PS) or "emulation" (VGG_BF16=emulate forces it). */
+  conv2dBackwardInputBf16(
+    dx: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    g: Conv2dGeometry,
+    reluMask: Float32Array | null,
+  ): boolean;
+  /** The bf16 kernels' path: "amx" (TDPBF16PS), "avx512bf16" (VDPBF16PS) or "emulation" (VGG_BF16=emulate). */
   bf16Path(): string;
   info(): NativeInfo;
   setConvAlgorithm(a: ConvAlgorithm): void;
@@ -229,6 +244,40 @@ export class NativeBackend implements Backend {
   roundBf16(y: Float32Array, x: Float32Array): void {
     expectLength("y", y, x.length);
     this.addon.roundBf16(y, x);
+  }
+
+  conv2dForwardBf16(
+    y: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+    relu: boolean,
+  ): boolean {
+    checkArgs.conv2dForward(y, x, w, bias, g);
+    return this.addon.conv2dForwardBf16(y, x, w, bias, g, relu);
+  }
+
+  conv2dBackwardInputBf16(
+    dx: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    g: Conv2dGeometry,
+    reluMask: Float32Array | null = null,
+  ): boolean {
+    checkArgs.conv2dBackwardInput(dx, dy, w, g, reluMask);
+    return this.addon.conv2dBackwardInputBf16(dx, dy, w, g, reluMask);
+  }
+
+  conv2dBackwardWeightBf16(
+    dw: Float32Array,
+    db: Float32Array | null,
+    dy: Float32Array,
+    x: Float32Array,
+    g: Conv2dGeometry,
+  ): boolean {
+    checkArgs.conv2dBackwardWeight(dw, db, dy, x, g);
+    return this.addon.conv2dBackwardWeightBf16(dw, db, dy, x, g);
   }
 
   gemmPackB(b: Float32Array, n: number, k: number, transB: boolean): Float32Array {

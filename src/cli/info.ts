@@ -18,6 +18,15 @@ import type { Module } from "../nn/module.js";
 import { conv2dGeometry } from "../ops/conv2d.js";
 import { addModelOptions, buildModel, type ModelFlags, positiveInt, vggOptions } from "./model-options.js";
 
+/** What `vgg info` says of each bf16 path (native/bf16.h; "reference" when the native backend is not in use). */
+const bf16PathText: Record<string, string> = {
+  amx: "amx, TDPBF16PS on 32x32 blocks of 16x16 tiles; convolutions as implicit GEMMs",
+  avx512bf16: "avx512bf16, VDPBF16PS 12x32 micro-kernel; convolutions as implicit GEMMs",
+  emulation:
+    "emulation, float32 products of bf16-rounded values (VGG_BF16=emulate, or no AVX512_BF16 at the active level)",
+  none: "reference backend",
+};
+
 interface InfoFlags extends ModelFlags {
   batchSize: number;
   threads?: number;
@@ -96,9 +105,7 @@ export function infoCommand(): Command {
       );
       console.log(`gemm: ${info.gemmKernel}; threads: ${info.threads}`);
       for (const [family, kernel] of Object.entries(info.kernels)) console.log(`  ${family}: ${kernel}`);
-      console.log(
-        `bf16 (--precision bf16): ${info.bf16Path === "avx512bf16" ? "avx512bf16, VDPBF16PS 12x32 micro-kernel" : info.bf16Path === "emulation" ? "emulation, float32 products of bf16-rounded values" : "reference backend"}${info.bf16Path === "emulation" ? " (VGG_BF16=emulate, or no AVX512_BF16 at the active level)" : ""}`,
-      );
+      console.log(`bf16 (--precision bf16): ${bf16PathText[info.bf16Path] ?? info.bf16Path}`);
       if (info.webgpu && "unavailable" in info.webgpu)
         console.log(`webgpu: none (${info.webgpu.unavailable})`);
       else if (info.webgpu) {
