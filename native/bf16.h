@@ -53,15 +53,33 @@ void bf16_gemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* 
 
 /**
  * op(B), the (k, n) operand of bf16_gemm_source, given by a function instead of memory (an implicit
- * im2col): exactly one of `row` and `column` is set. row writes out[i] = op(B)[p][j0 + i] for i < len (a run
- * along n at one k); column writes out[i] = op(B)[p0 + i][j] (a run along k at one n). Called on the
- * threads that pack, so it must be safe to call concurrently.
+ * im2col): exactly one of the four functions is set. row writes out[i] = op(B)[p][j0 + i] for i < len (a
+ * run along n at one k); column writes out[i] = op(B)[p0 + i][j] (a run along k at one n). The _words
+ * forms write pair words already rounded, word(kp, j) = bf16_bits(op(B)[2kp][j]) | bf16_bits(op(B)[2kp +
+ * 1][j]) << 16 (zero in the upper half past an odd k): row_words out[i] = word(kp, j0 + i), column_words
+ * out[i] = word(kp0 + i, j). Called on the threads that pack, so they must be safe to call concurrently.
  */
 struct Bf16Source {
   void (*row)(const void* ctx, float* out, int64_t p, int64_t j0, int64_t len) = nullptr;
   void (*column)(const void* ctx, float* out, int64_t j, int64_t p0, int64_t len) = nullptr;
+  void (*row_words)(const void* ctx, uint32_t* out, int64_t kp, int64_t j0, int64_t len) = nullptr;
+  void (*column_words)(const void* ctx, uint32_t* out, int64_t j, int64_t kp0, int64_t len) = nullptr;
   const void* ctx = nullptr;
 };
+
+/**
+ * op(A), the (m, k) operand of bf16_gemm_rows, given by a function: row_words(ctx, out, i, kp0, len) writes
+ * out[t] = bf16_bits(op(A)[i][2(kp0 + t)]) | bf16_bits(op(A)[i][2(kp0 + t) + 1]) << 16 for t < len (zero in
+ * the upper half past an odd k). Called concurrently on the threads that pack.
+ */
+struct Bf16RowSource {
+  void (*row_words)(const void* ctx, uint32_t* out, int64_t i, int64_t kp0, int64_t len) = nullptr;
+  const void* ctx = nullptr;
+};
+
+/** bf16_gemm with op(A) from `a`; on the calling thread alone unless `threaded`. */
+void bf16_gemm_rows(float* c, int64_t ldc, const Bf16RowSource& a, const float* b, int64_t ldb, bool trans_b,
+                    int64_t m, int64_t n, int64_t k, float beta, bool threaded);
 
 /** bf16_gemm with op(B) from `b`; on the calling thread alone unless `threaded`. */
 void bf16_gemm_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, const Bf16Source& b,

@@ -1,16 +1,20 @@
 // Convolutions under bf16 autocast (bf16.h) as implicit GEMMs on the bf16 GEMM's kernels (AMX tiles,
-// VDPBF16PS or the emulation): the im2col matrix is never stored; its rows are produced as the GEMM packs
-// them, rounded to bf16 with the other operand, and the products are summed in float32.
+// VDPBF16PS or the emulation): the im2col matrix is never stored; the GEMM's operand panels are filled
+// from a rounded copy of the input as they are needed, and the products are summed in float32.
 //
-//   forward:         y_b (cOut, P) = w (cOut, K) cols_b (K, P), then bias and ReLU; P = outH * outW,
-//                    K = cIn * kh * kw, cols_b = im2col(x_b).
+//   forward:         y (cOut, P) = w' (cOut, K) cols (K, P) over a group of images at once (P = the group's
+//                    output pixels), then bias and ReLU. k runs over (tap, channel): the input is copied
+//                    once into bf16 pair words of two channels at each padded pixel, so a row of a packed
+//                    panel is a shifted run of that copy, and w' is w reordered to match.
 //   input gradient:  for stride 1 the adjoint is itself a convolution: of dy with the weights transposed
 //                    (cIn, cOut, kh, kw) and flipped, padded kh - 1 - pad, so it runs as the forward does.
-//   weight gradient: dw (cOut, K) = sum over images of dy_b (cOut, P) cols_b^T (P, K); the images are
-//                    summed in a fixed number of groups (each in image order, the groups then in order), so
-//                    the bits do not depend on the thread count.
-// Each returns false, computing nothing, where it does not apply (K below one 32-value chunk, or a strided
-// input gradient); the caller then rounds the inputs and runs the float32 kernels.
+//   weight gradient: dw (cOut, K) = sum over images of dy (cOut, P) cols^T (P, K), k = (channel, tap) as in
+//                    w, pairs of neighbouring output pixels (stride 1, even outW; other geometries pack
+//                    floats). The images are summed in 8 fixed runs (each in order, the runs then in
+//                    order), so the bits do not depend on the thread count.
+// Each returns false, computing nothing, where it does not apply (cIn * kh * kw, or cOut * kh * kw for
+// the input gradient, below one 32-value chunk, or a strided input gradient); the caller then rounds
+// the inputs and runs the float32 kernels.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -22,7 +26,191 @@ namespace vgg {
 namespace {
 
 constexpr int64_t kMinK = 32;      // below one AMX chunk of k the GEMM would mostly multiply padding
-constexpr int64_t kWeightGroups = 8;
+constexpr int64_t kWeightRuns = 8;  // fixed runs of images for the weight gradient
+constexpr int64_t kColumns = 512;   // output pixels per forward GEMM, whole images, where the batch allows
+
+// bf16_bits without a branch, so loops of it vectorise.
+inline uint32_t half_of(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r;
+}
+
+/** A buffer of `count` elements private to the thread (slot 0: the input copy, 1: a GEMM's output or A). */
+template <typename T>
+T* scratch(int slot, int64_t count) {
+  static thread_local std::vector<T> buffers[2];
+  if (static_cast<int64_t>(buffers[slot].size()) < count) buffers[slot].resize(static_cast<size_t>(count));
+  return buffers[slot].data();
+}
+
+// The input copy the forward packs from: word [cp][b][iy][ix] = bf16(x[b][2cp]) | bf16(x[b][2cp + 1]) << 16
+// at input pixel (iy - padH, ix - padW), zero outside the image and past the last channel, then `tail`
+// zero words.
+//
+// With stride 1 the GEMM's columns are the group's padded pixels j = (b, iy, ix), all of them (the
+// "wide" output): tap (ky, kx) of column j reads word j + ky * wp + kx of a channel pair's planes, so a
+// row of a packed panel is one contiguous run of the copy. Output (oy, ox) is column (b, oy, ox); the
+// columns with ox >= outW or oy >= outH read across a row or image edge and are dropped. Other strides
+// take the output pixels as columns, a run per output row.
+struct Paired {
+  const uint32_t* data;
+  int64_t pairs, images, hp, wp, plane;  // channel pairs, images, padded height and width, output pixels per image
+  bool wide;
+  const ConvShape* s;
+};
+
+inline int64_t tail_of(const ConvShape& s, int64_t wp) { return s.kh * wp + s.kw; }
+
+__attribute__((target_clones("avx512f", "default"))) void pair_channels(uint32_t* dst, const float* x,
+                                                                        int64_t images, const ConvShape& s,
+                                                                        int64_t hp, int64_t wp) {
+  const int64_t pairs = (s.c_in + 1) / 2, hw = s.h * s.w;
+  for (int64_t b = 0; b < images; b++)
+    for (int64_t cp = 0; cp < pairs; cp++) {
+      uint32_t* plane = dst + (cp * images + b) * hp * wp;
+      const float* even = x + (b * s.c_in + 2 * cp) * hw;
+      const bool has_odd = 2 * cp + 1 < s.c_in;
+      for (int64_t iy = 0; iy < hp; iy++) {
+        uint32_t* row = plane + iy * wp;
+        const int64_t sy = iy - s.pad_h;
+        if (sy < 0 || sy >= s.h) {
+          std::fill(row, row + wp, 0u);
+          continue;
+        }
+        std::fill(row, row + s.pad_w, 0u);
+        std::fill(row + s.pad_w + s.w, row + wp, 0u);
+        uint32_t* out = row + s.pad_w;
+        const float* e = even + sy * s.w;
+        if (has_odd) {
+          const float* o = e + hw;
+          for (int64_t i = 0; i < s.w; i++) out[i] = half_of(e[i]) | half_of(o[i]) << 16;
+        } else {
+          for (int64_t i = 0; i < s.w; i++) out[i] = half_of(e[i]);
+        }
+      }
+    }
+}
+
+// Pair row kp = (tap, channel pair) of the group's im2col matrix, over output pixels j0..j0+len.
+void paired_row_words(const void* ctx, uint32_t* out, int64_t kp, int64_t j0, int64_t len) {
+  const Paired& p = *static_cast<const Paired*>(ctx);
+  const ConvShape& s = *p.s;
+  const int64_t tap = kp / p.pairs, cp = kp % p.pairs, ky = tap / s.kw, kx = tap % s.kw;
+  const uint32_t* planes = p.data + cp * p.images * p.hp * p.wp;
+  if (p.wide) {
+    std::memcpy(out, planes + j0 + ky * p.wp + kx, static_cast<size_t>(len) * 4);
+    return;
+  }
+  for (int64_t j = j0, end = j0 + len; j < end;) {
+    const int64_t b = j / p.plane, q = j % p.plane, oy = q / s.out_w, ox = q % s.out_w;
+    const int64_t run = std::min(end - j, s.out_w - ox);
+    const uint32_t* src = planes + (b * p.hp + oy * s.stride_h + ky) * p.wp + ox * s.stride_w + kx;
+    uint32_t* o = out + (j - j0);
+    if (s.stride_w == 1)
+      std::memcpy(o, src, static_cast<size_t>(run) * 4);
+    else
+      for (int64_t i = 0; i < run; i++) o[i] = src[i * s.stride_w];
+    j += run;
+  }
+}
+
+// y (n, cOut, P) = conv(x) with w (cOut, K): groups of whole images per GEMM (about kColumns output pixels,
+// fewer where the batch would leave a thread idle), the groups split over the threads (serial GEMMs), or
+// one at a time with the GEMM threaded when there are fewer groups than threads. A value does not depend
+// on the grouping: each sums its k in the same order.
+void forward_paired(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
+  const int64_t pairs = (s.c_in + 1) / 2, taps = s.kh * s.kw, k = 2 * taps * pairs, plane = s.out_h * s.out_w;
+  const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+  // w' [o][(tap * pairs + c / 2) * 2 + c % 2] = w[o][c][tap], zero for the padding channel.
+  std::vector<float> wr(static_cast<size_t>(s.c_out * k), 0.0f);
+  for (int64_t o = 0; o < s.c_out; o++)
+    for (int64_t c = 0; c < s.c_in; c++)
+      for (int64_t t = 0; t < taps; t++)
+        wr[o * k + (t * pairs + c / 2) * 2 + c % 2] = w[(o * s.c_in + c) * taps + t];
+  const bool wide = s.stride_h == 1 && s.stride_w == 1;
+  const int64_t columns_per_image = wide ? hp * wp : plane, tail = tail_of(s, wp);
+  const int64_t threads = num_threads();
+  const int64_t most = std::max<int64_t>(1, s.n / threads);
+  const int64_t group = std::clamp<int64_t>((kColumns + columns_per_image - 1) / columns_per_image, 1, most);
+  const int64_t groups = (s.n + group - 1) / group;
+  auto run_group = [&](int64_t g, bool threaded) {
+    const int64_t b0 = g * group, images = std::min(group, s.n - b0), cols = images * columns_per_image;
+    uint32_t* copy = scratch<uint32_t>(0, images * pairs * hp * wp + tail);
+    pair_channels(copy, x + b0 * s.c_in * s.h * s.w, images, s, hp, wp);
+    std::fill(copy + images * pairs * hp * wp, copy + images * pairs * hp * wp + tail, 0u);
+    const Paired ctx{copy, pairs, images, hp, wp, plane, wide, &s};
+    Bf16Source src;
+    src.row_words = paired_row_words;
+    src.ctx = &ctx;
+    float* c = scratch<float>(1, s.c_out * cols);
+    bf16_gemm_source(c, cols, wr.data(), k, false, src, s.c_out, cols, k, 0.0f, threaded);
+    for (int64_t b = 0; b < images; b++)
+      for (int64_t o = 0; o < s.c_out; o++)
+        for (int64_t oy = 0; oy < s.out_h; oy++) {
+          const float* from = c + o * cols + b * columns_per_image + oy * (wide ? wp : s.out_w);
+          float* to = y + ((b0 + b) * s.c_out + o) * plane + oy * s.out_w;
+          const float add = bias ? bias[o] : 0.0f;
+          if (relu)
+            for (int64_t q = 0; q < s.out_w; q++) to[q] = std::max(from[q] + add, 0.0f);
+          else
+            for (int64_t q = 0; q < s.out_w; q++) to[q] = from[q] + add;
+        }
+  };
+  if (groups < threads) {
+    for (int64_t g = 0; g < groups; g++) run_group(g, true);
+    return;
+  }
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t begin, end;
+        split_range(groups, ith, nth, 1, &begin, &end);
+        for (int64_t g = begin; g < end; g++) run_group(g, false);
+      },
+      groups);
+}
+
+// The weight gradient's copy of the input: bf16 bits [c][b][iy][ix] at input pixel (iy - padH, ix - padW),
+// zero outside the image, then `tail` zeros. With stride 1 the GEMM's k runs over the group's padded
+// pixels j = (b, iy, ix) (dy is zero at the columns that are not outputs), so row r = (c, ky, kx) of
+// cols is the copy shifted by ky * wp + kx, and a pair word is an unaligned 32-bit read of it.
+struct Halves {
+  const uint16_t* data;
+  int64_t images, hp, wp;
+  const ConvShape* s;
+};
+
+__attribute__((target_clones("avx512f", "default"))) void bf16_planes(uint16_t* dst, const float* x,
+                                                                      int64_t images, const ConvShape& s,
+                                                                      int64_t hp, int64_t wp) {
+  for (int64_t b = 0; b < images; b++)
+    for (int64_t c = 0; c < s.c_in; c++) {
+      uint16_t* plane = dst + (c * images + b) * hp * wp;
+      const float* src = x + (b * s.c_in + c) * s.h * s.w;
+      for (int64_t iy = 0; iy < hp; iy++) {
+        uint16_t* row = plane + iy * wp;
+        const int64_t sy = iy - s.pad_h;
+        if (sy < 0 || sy >= s.h) {
+          std::fill(row, row + wp, uint16_t{0});
+          continue;
+        }
+        std::fill(row, row + s.pad_w, uint16_t{0});
+        std::fill(row + s.pad_w + s.w, row + wp, uint16_t{0});
+        const float* e = src + sy * s.w;
+        for (int64_t i = 0; i < s.w; i++) row[s.pad_w + i] = static_cast<uint16_t>(half_of(e[i]));
+      }
+    }
+}
+
+// Row r = (channel, ky, kx) of the group's wide im2col matrix: pair words of padded pixels 2kp0 onwards.
+void halves_row_words(const void* ctx, uint32_t* out, int64_t r, int64_t kp0, int64_t len) {
+  const Halves& h = *static_cast<const Halves*>(ctx);
+  const ConvShape& s = *h.s;
+  const int64_t taps = s.kh * s.kw, c = r / taps, ky = r % taps / s.kw, kx = r % s.kw;
+  const uint16_t* src = h.data + c * h.images * h.hp * h.wp + 2 * kp0 + ky * h.wp + kx;
+  std::memcpy(out, src, static_cast<size_t>(len) * 4);
+}
 
 struct Image {
   const float* x;  // one image, (cIn, h, w)
@@ -61,45 +249,11 @@ void im2col_run(const void* ctx, float* out, int64_t r, int64_t q0, int64_t len)
   }
 }
 
-// y (n, cOut, P) = conv(x) with w (cOut, K): images split over the threads (serial GEMMs), or one at a time
-// with the GEMM threaded when there are fewer images than threads.
-void forward_images(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
-  const int64_t k = s.c_in * s.kh * s.kw, plane = s.out_h * s.out_w;
-  auto image = [&](int64_t b, bool threaded) {
-    const Image im{x + b * s.c_in * s.h * s.w, &s};
-    Bf16Source src;
-    src.row = im2col_run;
-    src.ctx = &im;
-    float* yb = y + b * s.c_out * plane;
-    bf16_gemm_source(yb, plane, w, k, false, src, s.c_out, plane, k, 0.0f, threaded);
-    if (!bias && !relu) return;
-    for (int64_t o = 0; o < s.c_out; o++) {
-      float* row = yb + o * plane;
-      const float add = bias ? bias[o] : 0.0f;
-      if (relu)
-        for (int64_t q = 0; q < plane; q++) row[q] = std::max(row[q] + add, 0.0f);
-      else
-        for (int64_t q = 0; q < plane; q++) row[q] += add;
-    }
-  };
-  if (s.n < num_threads()) {
-    for (int64_t b = 0; b < s.n; b++) image(b, true);
-    return;
-  }
-  parallel_run(
-      [&](int ith, int nth) {
-        int64_t begin, end;
-        split_range(s.n, ith, nth, 1, &begin, &end);
-        for (int64_t b = begin; b < end; b++) image(b, false);
-      },
-      s.n);
-}
-
 }  // namespace
 
 bool conv2d_forward_bf16(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
   if (s.c_in * s.kh * s.kw < kMinK) return false;
-  forward_images(y, x, w, bias, s, relu);
+  forward_paired(y, x, w, bias, s, relu);
   return true;
 }
 
@@ -115,7 +269,7 @@ bool conv2d_backward_input_bf16(float* dx, const float* dy, const float* w, cons
         wt[(ci * s.c_out + co) * taps + (taps - 1 - t)] = w[(co * s.c_in + ci) * taps + t];
   const ConvShape t{s.n,          s.c_out,      s.out_h, s.out_w, s.c_in, s.kh, s.kw, 1, 1, s.kh - 1 - s.pad_h,
                     s.kw - 1 - s.pad_w, s.h, s.w};
-  forward_images(dx, dy, wt.data(), nullptr, t, false);
+  forward_paired(dx, dy, wt.data(), nullptr, t, false);
   if (relu_x) {
     const int64_t count = s.n * s.c_in * s.h * s.w;
     for (int64_t i = 0; i < count; i++) dx[i] = relu_x[i] > 0.0f ? dx[i] : 0.0f;
@@ -126,44 +280,78 @@ bool conv2d_backward_input_bf16(float* dx, const float* dy, const float* w, cons
 bool conv2d_backward_weight_bf16(float* dw, float* db, const float* dy, const float* x, const ConvShape& s) {
   const int64_t k = s.c_in * s.kh * s.kw, plane = s.out_h * s.out_w, wsize = s.c_out * k;
   if (k < kMinK) return false;
-  const int64_t groups = std::min<int64_t>(s.n, kWeightGroups);
-  if (groups == 0) {
+  const int64_t runs = std::min<int64_t>(s.n, kWeightRuns);
+  if (runs == 0) {
     std::fill(dw, dw + wsize, 0.0f);
     if (db) std::fill(db, db + s.c_out, 0.0f);
     return true;
   }
-  std::vector<float> partial(static_cast<size_t>(groups * (wsize + s.c_out)));
+  // Stride 1 runs on the wide grid (halves_row_words); other strides pack floats, image by image.
+  const bool wide = s.stride_w == 1 && s.stride_h == 1;
+  const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+  // Images per GEMM: about kColumns pixels of k (whole images), the same whatever the thread count.
+  const int64_t group = wide ? std::max<int64_t>(1, (kColumns + hp * wp - 1) / (hp * wp)) : 1;
+  // Each run's partial sums: wide runs hold dw^T (K, cOut), the others dw (cOut, K).
+  std::vector<float> partial(static_cast<size_t>(runs * (wsize + s.c_out)));
   parallel_run(
       [&](int ith, int nth) {
-        for (int64_t g = ith; g < groups; g += nth) {
-          float* pw = partial.data() + g * (wsize + s.c_out);
+        for (int64_t r = ith; r < runs; r += nth) {
+          float* pw = partial.data() + r * (wsize + s.c_out);
           float* pb = pw + wsize;
           std::fill(pb, pb + s.c_out, 0.0f);
-          const int64_t b0 = g * s.n / groups, b1 = (g + 1) * s.n / groups;
-          for (int64_t b = b0; b < b1; b++) {
-            const Image im{x + b * s.c_in * s.h * s.w, &s};
-            Bf16Source src;
-            src.column = im2col_run;  // op(B) (P, K) = cols_b^T: a run down column r is row r of cols_b
-            src.ctx = &im;
-            const float* dyb = dy + b * s.c_out * plane;
-            bf16_gemm_source(pw, k, dyb, plane, false, src, s.c_out, k, plane, b == b0 ? 0.0f : 1.0f, false);
+          const int64_t r0 = r * s.n / runs, r1 = (r + 1) * s.n / runs;
+          for (int64_t b0 = r0; b0 < r1; b0 += group) {
+            const int64_t images = std::min(group, r1 - b0);
+            const float* dyb = dy + b0 * s.c_out * plane;
+            const float beta = b0 == r0 ? 0.0f : 1.0f;
+            if (wide) {
+              // k: the group's padded pixels, rounded up to a whole pair.
+              const int64_t pixels = (images * hp * wp + 1) / 2 * 2, tail = s.kh * wp + s.kw + 2;
+              uint16_t* copy = scratch<uint16_t>(0, s.c_in * images * hp * wp + tail);
+              bf16_planes(copy, x + b0 * s.c_in * s.h * s.w, images, s, hp, wp);
+              std::fill(copy + s.c_in * images * hp * wp, copy + s.c_in * images * hp * wp + tail, uint16_t{0});
+              const Halves ctx{copy, images, hp, wp, &s};
+              Bf16RowSource src;
+              src.row_words = halves_row_words;
+              src.ctx = &ctx;
+              // B = dy on the wide grid, (cOut, pixels), zero off the outputs.
+              float* spread = scratch<float>(1, s.c_out * pixels);
+              std::fill(spread, spread + s.c_out * pixels, 0.0f);
+              for (int64_t o = 0; o < s.c_out; o++)
+                for (int64_t b = 0; b < images; b++)
+                  for (int64_t oy = 0; oy < s.out_h; oy++)
+                    std::memcpy(spread + o * pixels + (b * hp + oy) * wp, dyb + ((b * s.c_out + o) * s.out_h + oy) * s.out_w,
+                                static_cast<size_t>(s.out_w) * sizeof(float));
+              bf16_gemm_rows(pw, s.c_out, src, spread, pixels, true, k, s.c_out, pixels, beta, false);
+            } else {
+              const Image im{x + b0 * s.c_in * s.h * s.w, &s};
+              Bf16Source src;
+              src.column = im2col_run;  // op(B) (P, K) = cols^T: a run down column r is row r of cols
+              src.ctx = &im;
+              bf16_gemm_source(pw, k, dyb, plane, false, src, s.c_out, k, plane, beta, false);
+            }
             if (db)
-              for (int64_t o = 0; o < s.c_out; o++) {
-                float sum = 0.0f;
-                for (int64_t q = 0; q < plane; q++) sum += bf16_to_float(bf16_bits(dyb[o * plane + q]));
-                pb[o] += sum;
-              }
+              for (int64_t b = 0; b < images; b++)
+                for (int64_t o = 0; o < s.c_out; o++) {
+                  const float* row = dyb + (b * s.c_out + o) * plane;
+                  float sum = 0.0f;
+                  for (int64_t q = 0; q < plane; q++) sum += bf16_to_float(static_cast<uint16_t>(half_of(row[q])));
+                  pb[o] += sum;
+                }
           }
         }
       },
-      groups);
-  std::memcpy(dw, partial.data(), static_cast<size_t>(wsize) * sizeof(float));
-  if (db) std::memcpy(db, partial.data() + wsize, static_cast<size_t>(s.c_out) * sizeof(float));
-  for (int64_t g = 1; g < groups; g++) {
-    const float* pw = partial.data() + g * (wsize + s.c_out);
-    for (int64_t i = 0; i < wsize; i++) dw[i] += pw[i];
+      runs);
+  // The runs in order; a wide run's (K, cOut) partial is read transposed.
+  for (int64_t r = 0; r < runs; r++) {
+    const float* pw = partial.data() + r * (wsize + s.c_out);
+    for (int64_t o = 0; o < s.c_out; o++)
+      for (int64_t i = 0; i < k; i++) {
+        const float v = wide ? pw[i * s.c_out + o] : pw[o * k + i];
+        dw[o * k + i] = r == 0 ? v : dw[o * k + i] + v;
+      }
     if (db)
-      for (int64_t o = 0; o < s.c_out; o++) db[o] += pw[wsize + o];
+      for (int64_t o = 0; o < s.c_out; o++) db[o] = r == 0 ? pw[wsize + o] : db[o] + pw[wsize + o];
   }
   return true;
 }

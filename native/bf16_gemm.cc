@@ -50,6 +50,30 @@ struct BSide {
   const Bf16Source* source;
 };
 
+// op(A) as the (M, K) view: in memory, or rows of pair words from a Bf16RowSource.
+struct ASide {
+  Operand mem;
+  const Bf16RowSource* source;
+};
+
+// Rows [r0, r0 + rows) x pairs [p0 / 2, p0 / 2 + kpc) of a row source into panels of `width` rows,
+// dst[panel * kp_rows * width + kp * width + r] (the VDPBF16PS and emulation layout), zero past R and
+// from kpc to kp_rows.
+void pack_a_rows_source(uint32_t* dst, int64_t kp_rows, const Bf16RowSource& src, int64_t R, int64_t r0,
+                        int64_t rows, int64_t p0, int64_t kc, int width) {
+  const int64_t kpc = (kc + 1) / 2;
+  static thread_local std::vector<uint32_t> run;
+  run.resize(static_cast<size_t>(kpc));
+  for (int64_t pr = 0; pr < rows; pr += width) {
+    uint32_t* panel = dst + pr / width * kp_rows * width;
+    const int64_t valid = std::max<int64_t>(0, std::min<int64_t>({width, rows - pr, R - r0 - pr}));
+    for (int64_t r = 0; r < width; r++) {
+      if (r < valid) src.row_words(src.ctx, run.data(), r0 + pr + r, p0 / 2, kpc);
+      for (int64_t kp = 0; kp < kp_rows; kp++) panel[kp * width + r] = r < valid && kp < kpc ? run[kp] : 0u;
+    }
+  }
+}
+
 // bf16_bits without a branch, so loops of it vectorise.
 inline uint32_t rounded_half(float x) {
   uint32_t u;
@@ -67,7 +91,24 @@ void pack_b_source(uint32_t* dst, int64_t kp_rows, const Bf16Source& src, int64_
   const int64_t kpc = (kc + 1) / 2, panels = (cols + kW - 1) / kW;
   const int64_t valid = std::max<int64_t>(0, std::min(cols, N - j0));
   static thread_local std::vector<float> buffer;
-  if (src.row) {
+  if (src.row_words) {
+    // Words straight into each panel's row; k blocks start at even k, so pair kp of the block is p0 / 2 + kp.
+    for (int64_t kp = 0; kp < kpc; kp++)
+      for (int64_t q = 0; q < panels; q++) {
+        uint32_t* out = dst + q * kp_rows * kW + kp * kW;
+        const int64_t v = std::clamp<int64_t>(valid - q * kW, 0, kW);
+        if (v > 0) src.row_words(src.ctx, out, p0 / 2 + kp, j0 + q * kW, v);
+        std::fill(out + v, out + kW, 0u);
+      }
+  } else if (src.column_words) {
+    static thread_local std::vector<uint32_t> run;
+    run.resize(static_cast<size_t>(kpc));
+    for (int64_t j = 0; j < panels * kW; j++) {
+      uint32_t* out = dst + j / kW * kp_rows * kW + j % kW;
+      if (j < valid) src.column_words(src.ctx, run.data(), j0 + j, p0 / 2, kpc);
+      for (int64_t kp = 0; kp < kpc; kp++) out[kp * kW] = j < valid ? run[kp] : 0u;
+    }
+  } else if (src.row) {
     buffer.resize(static_cast<size_t>(2 * panels * kW));
     float* even = buffer.data();
     float* odd = even + panels * kW;
@@ -269,7 +310,7 @@ uint32_t* scratch(int slot, size_t count) {
 }
 
 // C[i0:i0+m, j0:j0+n] of the whole (M, N, K) product, on the calling thread.
-bool gemm_block(float* c, int64_t ldc, const Operand& a, const BSide& b, int64_t M, int64_t N, int64_t K,
+bool gemm_block(float* c, int64_t ldc, const ASide& a, const BSide& b, int64_t M, int64_t N, int64_t K,
                 int64_t i0, int64_t m, int64_t j0, int64_t n, float beta) {
   const Kernel kernel = chosen_kernel();
   uint32_t* ap = scratch(0, static_cast<size_t>(kMC * kKC / 2));  // kMC is a multiple of kMR
@@ -286,7 +327,10 @@ bool gemm_block(float* c, int64_t ldc, const Operand& a, const BSide& b, int64_t
       const bool overwrite = pc == 0 && beta == 0.0f;
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
-        pack_panels(ap, a, M, i0 + ic, mc, pc, kc, kMR);
+        if (a.source)
+          pack_a_rows_source(ap, kpc, *a.source, M, i0 + ic, mc, pc, kc, kMR);
+        else
+          pack_panels(ap, a.mem, M, i0 + ic, mc, pc, kc, kMR);
         for (int64_t jr = 0; jr < nc; jr += kNR)
           for (int64_t ir = 0; ir < mc; ir += kMR)
             kernel(kpc, ap + ir / kMR * kpc * kMR, bp + jr / kNR * kpc * kNR, c + (ic + ir) * ldc + jc + jr, ldc,
@@ -391,6 +435,17 @@ VGG_AMX_TARGET void pack_a_amx(uint32_t* dst, int64_t kpcp, const Operand& x, in
   for (int64_t r = valid; r < rows_p; r++) std::memset(dst + r * kpcp, 0, static_cast<size_t>(kpcp) * 4);
 }
 
+// pack_a_amx's layout from a row source: each row's words written in place.
+void pack_a_amx_source(uint32_t* dst, int64_t kpcp, const Bf16RowSource& src, int64_t R, int64_t r0, int64_t rows,
+                       int64_t rows_p, int64_t p0, int64_t kc) {
+  const int64_t valid = std::max<int64_t>(0, std::min(rows, R - r0)), kpc = (kc + 1) / 2;
+  for (int64_t r = 0; r < valid; r++) {
+    src.row_words(src.ctx, dst + r * kpcp, r0 + r, p0 / 2, kpc);
+    std::fill(dst + r * kpcp + kpc, dst + (r + 1) * kpcp, 0u);
+  }
+  std::fill(dst + valid * kpcp, dst + rows_p * kpcp, 0u);
+}
+
 // Columns [j0, j0 + cols) x k [p0, p0 + kc) of the (N, K) view x in panels of 32 columns:
 // dst[panel * kpcp * 32 + kp * 32 + j], zero past N, past k and up to kpcp pairs.
 VGG_AMX_TARGET void pack_b_amx(uint32_t* dst, int64_t kpcp, const Operand& x, int64_t N, int64_t j0, int64_t cols,
@@ -479,7 +534,7 @@ VGG_AMX_TARGET void kernel_amx(int64_t chunks, int64_t kpcp, const uint32_t* a, 
 VGG_AMX_TARGET void release_tiles() { _tile_release(); }
 
 // gemm_block's AMX counterpart: C[i0:i0+m, j0:j0+n] on the calling thread.
-bool gemm_block_amx(float* c, int64_t ldc, const Operand& a, const BSide& b, int64_t M, int64_t N, int64_t K,
+bool gemm_block_amx(float* c, int64_t ldc, const ASide& a, const BSide& b, int64_t M, int64_t N, int64_t K,
                     int64_t i0, int64_t m, int64_t j0, int64_t n, float beta) {
   uint32_t* ap = scratch(0, static_cast<size_t>(kAmxMC * kAmxKC / 2));
   uint32_t* bp = scratch(1, static_cast<size_t>(kAmxNC * kAmxKC / 2));
@@ -496,7 +551,11 @@ bool gemm_block_amx(float* c, int64_t ldc, const Operand& a, const BSide& b, int
       const bool overwrite = pc == 0 && beta == 0.0f;
       for (int64_t ic = 0; ic < m; ic += kAmxMC) {
         const int64_t mc = std::min(kAmxMC, m - ic);
-        pack_a_amx(ap, kpcp, a, M, i0 + ic, mc, (mc + kAmxMR - 1) / kAmxMR * kAmxMR, pc, kc);
+        const int64_t rows_p = (mc + kAmxMR - 1) / kAmxMR * kAmxMR;
+        if (a.source)
+          pack_a_amx_source(ap, kpcp, *a.source, M, i0 + ic, mc, rows_p, pc, kc);
+        else
+          pack_a_amx(ap, kpcp, a.mem, M, i0 + ic, mc, rows_p, pc, kc);
         for (int64_t jr = 0; jr < nc; jr += kAmxNR)
           for (int64_t ir = 0; ir < mc; ir += kAmxMR)
             kernel_amx(kpcp / 16, kpcp, ap + ir * kpcp, bp + jr / kAmxNR * kpcp * kAmxNR,
@@ -515,7 +574,7 @@ bool gemm_block_amx(float* c, int64_t ldc, const Operand& a, const BSide& b, int
 namespace {
 
 // C = op(A) op(B) + beta C, split over threads (when `threaded`) along C's longer side in whole micro-tiles.
-void run_gemm(float* c, int64_t ldc, const Operand& av, const BSide& bv, int64_t m, int64_t n, int64_t k, float beta,
+void run_gemm(float* c, int64_t ldc, const ASide& av, const BSide& bv, int64_t m, int64_t n, int64_t k, float beta,
               bool threaded) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
@@ -556,12 +615,20 @@ void run_gemm(float* c, int64_t ldc, const Operand& av, const BSide& bv, int64_t
 void bf16_gemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
                int64_t n, int64_t k, bool trans_a, bool trans_b, float beta) {
   // op(A) as an (m, k) view and op(B) as an (n, k) view (its transpose), so one packer serves both.
-  run_gemm(c, ldc, Operand{a, lda, trans_a}, BSide{Operand{b, ldb, !trans_b}, nullptr}, m, n, k, beta, true);
+  run_gemm(c, ldc, ASide{Operand{a, lda, trans_a}, nullptr}, BSide{Operand{b, ldb, !trans_b}, nullptr}, m, n, k,
+           beta, true);
 }
 
 void bf16_gemm_source(float* c, int64_t ldc, const float* a, int64_t lda, bool trans_a, const Bf16Source& b,
                       int64_t m, int64_t n, int64_t k, float beta, bool threaded) {
-  run_gemm(c, ldc, Operand{a, lda, trans_a}, BSide{Operand{nullptr, 0, false}, &b}, m, n, k, beta, threaded);
+  run_gemm(c, ldc, ASide{Operand{a, lda, trans_a}, nullptr}, BSide{Operand{nullptr, 0, false}, &b}, m, n, k, beta,
+           threaded);
+}
+
+void bf16_gemm_rows(float* c, int64_t ldc, const Bf16RowSource& a, const float* b, int64_t ldb, bool trans_b,
+                    int64_t m, int64_t n, int64_t k, float beta, bool threaded) {
+  run_gemm(c, ldc, ASide{Operand{nullptr, 0, false}, &a}, BSide{Operand{b, ldb, !trans_b}, nullptr}, m, n, k, beta,
+           threaded);
 }
 
 }  // namespace vgg
