@@ -77,6 +77,13 @@ struct Bf16RowSource {
   const void* ctx = nullptr;
 };
 
+/**
+ * For AMX kernels outside the GEMM (bf16_path() == Amx only): amx_tiles_begin loads the configuration every
+ * bf16 kernel uses (tiles 0-7, 16 rows of 64 bytes) on the calling thread; amx_tiles_end releases it.
+ */
+void amx_tiles_begin();
+void amx_tiles_end();
+
 /** bf16_gemm with op(A) from `a`; on the calling thread alone unless `threaded`. */
 void bf16_gemm_rows(float* c, int64_t ldc, const Bf16RowSource& a, const float* b, int64_t ldb, bool trans_b,
                     int64_t m, int64_t n, int64_t k, float beta, bool threaded);

@@ -19,6 +19,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "bf16.h"
 #include "threadpool.h"
 
@@ -61,7 +65,7 @@ struct Paired {
   const ConvShape* s;
 };
 
-inline int64_t tail_of(const ConvShape& s, int64_t wp) { return s.kh * wp + s.kw; }
+inline int64_t tail_of(const ConvShape& s, int64_t wp) { return s.kh * wp + s.kw + 32; }
 
 __attribute__((target_clones("avx512f", "default"))) void pair_channels(uint32_t* dst, const float* x,
                                                                         int64_t images, const ConvShape& s,
@@ -116,12 +120,84 @@ void paired_row_words(const void* ctx, uint32_t* out, int64_t kp, int64_t j0, in
   }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// The stride-1 forward straight from the paired copy on AMX, with no packing: with k ordered (tap, channel
+// pair) and the pairs a multiple of 16, the 16 k-pair rows of a B tile are one tap's 16 channel pairs at the
+// same 16 columns, so a tile load with the copy's plane stride reads it in place. C columns [j0, j1) of the
+// (m, cols) wide output, in 32-column blocks of 2 x 2 (or, for the last 16 rows, 1 x 2) 16 x 16 tiles
+// summed over every tap and pair; a (m, kpairs) row-major array of pair words. m is a multiple of 16.
+__attribute__((target("amx-tile,amx-bf16,avx512f"))) void conv_amx_columns(
+    float* c, int64_t ldc, const uint32_t* a, int64_t m, const uint32_t* copy, int64_t plane_stride, int64_t pairs,
+    const ConvShape& s, int64_t wp, int64_t j0, int64_t j1) {
+  const int64_t kpairs = s.kh * s.kw * pairs, a_stride = kpairs * 4, b_stride = plane_stride * 4;
+  alignas(64) float edge[16 * 32];
+  amx_tiles_begin();
+  for (int64_t j = j0; j < j1; j += 32) {
+    const int64_t width = std::min<int64_t>(32, j1 - j);
+    for (int64_t o = 0; o < m; o += 32) {
+      const bool two = o + 32 <= m;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      const uint32_t* a0 = a + o * kpairs;
+      const uint32_t* a1 = a0 + 16 * kpairs;
+      for (int64_t ky = 0; ky < s.kh; ky++)
+        for (int64_t kx = 0; kx < s.kw; kx++) {
+          const int64_t tap = ky * s.kw + kx;
+          const uint32_t* b = copy + j + ky * wp + kx;
+          for (int64_t cp = 0; cp < pairs; cp += 16) {
+            const int64_t kp = tap * pairs + cp;
+            _tile_loadd(6, b + cp * plane_stride, b_stride);
+            _tile_loadd(7, b + cp * plane_stride + 16, b_stride);
+            _tile_loadd(4, a0 + kp, a_stride);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            if (two) {
+              _tile_loadd(5, a1 + kp, a_stride);
+              _tile_dpbf16ps(2, 5, 6);
+              _tile_dpbf16ps(3, 5, 7);
+            }
+          }
+        }
+      // Whole 32-column blocks store in place; the last, narrower one through `edge`.
+      for (int h = 0; h < (two ? 2 : 1); h++) {
+        float* dst = c + (o + 16 * h) * ldc + j;
+        if (width == 32) {
+          if (h == 0) {
+            _tile_stored(0, dst, ldc * 4);
+            _tile_stored(1, dst + 16, ldc * 4);
+          } else {
+            _tile_stored(2, dst, ldc * 4);
+            _tile_stored(3, dst + 16, ldc * 4);
+          }
+          continue;
+        }
+        if (h == 0) {
+          _tile_stored(0, edge, 32 * 4);
+          _tile_stored(1, edge + 16, 32 * 4);
+        } else {
+          _tile_stored(2, edge, 32 * 4);
+          _tile_stored(3, edge + 16, 32 * 4);
+        }
+        for (int64_t r = 0; r < 16; r++) std::memcpy(dst + r * ldc, edge + r * 32, static_cast<size_t>(width) * 4);
+      }
+    }
+  }
+  amx_tiles_end();
+}
+#endif
+
 // y (n, cOut, P) = conv(x) with w (cOut, K): groups of whole images per GEMM (about kColumns output pixels,
 // fewer where the batch would leave a thread idle), the groups split over the threads (serial GEMMs), or
 // one at a time with the GEMM threaded when there are fewer groups than threads. A value does not depend
 // on the grouping: each sums its k in the same order.
 void forward_paired(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
-  const int64_t pairs = (s.c_in + 1) / 2, taps = s.kh * s.kw, k = 2 * taps * pairs, plane = s.out_h * s.out_w;
+  const bool wide = s.stride_h == 1 && s.stride_w == 1;
+  // The direct AMX kernel: stride 1, whole 16-row tiles of output channels, channel pairs padded to 16.
+  const bool direct = wide && bf16_path() == Bf16Path::Amx && s.c_out % 16 == 0;
+  const int64_t used_pairs = (s.c_in + 1) / 2, pairs = direct ? (used_pairs + 15) / 16 * 16 : used_pairs;
+  const int64_t taps = s.kh * s.kw, k = 2 * taps * pairs, plane = s.out_h * s.out_w;
   const int64_t hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
   // w' [o][(tap * pairs + c / 2) * 2 + c % 2] = w[o][c][tap], zero for the padding channel.
   std::vector<float> wr(static_cast<size_t>(s.c_out * k), 0.0f);
@@ -129,7 +205,11 @@ void forward_paired(float* y, const float* x, const float* w, const float* bias,
     for (int64_t c = 0; c < s.c_in; c++)
       for (int64_t t = 0; t < taps; t++)
         wr[o * k + (t * pairs + c / 2) * 2 + c % 2] = w[(o * s.c_in + c) * taps + t];
-  const bool wide = s.stride_h == 1 && s.stride_w == 1;
+  std::vector<uint32_t> words;
+  if (direct) {
+    words.resize(static_cast<size_t>(s.c_out * k / 2));
+    for (size_t i = 0; i < words.size(); i++) words[i] = half_of(wr[2 * i]) | half_of(wr[2 * i + 1]) << 16;
+  }
   const int64_t columns_per_image = wide ? hp * wp : plane, tail = tail_of(s, wp);
   const int64_t threads = num_threads();
   const int64_t most = std::max<int64_t>(1, s.n / threads);
@@ -139,13 +219,31 @@ void forward_paired(float* y, const float* x, const float* w, const float* bias,
     const int64_t b0 = g * group, images = std::min(group, s.n - b0), cols = images * columns_per_image;
     uint32_t* copy = scratch<uint32_t>(0, images * pairs * hp * wp + tail);
     pair_channels(copy, x + b0 * s.c_in * s.h * s.w, images, s, hp, wp);
-    std::fill(copy + images * pairs * hp * wp, copy + images * pairs * hp * wp + tail, 0u);
-    const Paired ctx{copy, pairs, images, hp, wp, plane, wide, &s};
-    Bf16Source src;
-    src.row_words = paired_row_words;
-    src.ctx = &ctx;
+    std::fill(copy + images * used_pairs * hp * wp, copy + images * pairs * hp * wp + tail, 0u);
     float* c = scratch<float>(1, s.c_out * cols);
-    bf16_gemm_source(c, cols, wr.data(), k, false, src, s.c_out, cols, k, 0.0f, threaded);
+#if defined(__x86_64__) || defined(__i386__)
+    if (direct) {
+      const int64_t blocks = (cols + 31) / 32;
+      auto columns = [&](int ith, int nth) {
+        int64_t begin, end;
+        split_range(blocks, ith, nth, 1, &begin, &end);
+        if (begin < end)
+          conv_amx_columns(c, cols, words.data(), s.c_out, copy, images * hp * wp, pairs, s, wp, begin * 32,
+                           std::min(cols, end * 32));
+      };
+      if (threaded)
+        parallel_run(columns, blocks);
+      else
+        columns(0, 1);
+    }
+#endif
+    if (!direct) {
+      const Paired ctx{copy, pairs, images, hp, wp, plane, wide, &s};
+      Bf16Source src;
+      src.row_words = paired_row_words;
+      src.ctx = &ctx;
+      bf16_gemm_source(c, cols, wr.data(), k, false, src, s.c_out, cols, k, 0.0f, threaded);
+    }
     for (int64_t b = 0; b < images; b++)
       for (int64_t o = 0; o < s.c_out; o++)
         for (int64_t oy = 0; oy < s.out_h; oy++) {

@@ -612,6 +612,18 @@ void run_gemm(float* c, int64_t ldc, const ASide& av, const BSide& bv, int64_t m
 
 }  // namespace
 
+void amx_tiles_begin() {
+#if defined(__x86_64__) || defined(__i386__)
+  load_tile_config();
+#endif
+}
+
+void amx_tiles_end() {
+#if defined(__x86_64__) || defined(__i386__)
+  release_tiles();
+#endif
+}
+
 void bf16_gemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t m,
                int64_t n, int64_t k, bool trans_a, bool trans_b, float beta) {
   // op(A) as an (m, k) view and op(B) as an (n, k) view (its transpose), so one packer serves both.

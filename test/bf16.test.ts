@@ -359,6 +359,11 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
     convGeometry(11, 35, 6, 40, 3, 1, 1),
     convGeometry(3, 9, 13, 21, 3, 2, 1),
     convGeometry(2, 64, 1, 33, 3, 1, 1),
+    // Whole 16-row tiles of output channels (the direct AMX forward), 48 = one 32-row and one 16-row block,
+    // channel pairs padded to 16; input gradients with 32 and 16 input channels take it too.
+    convGeometry(3, 20, 9, 48, 3, 1, 1),
+    convGeometry(2, 32, 7, 16, 3, 1, 1),
+    convGeometry(1, 16, 12, 32, 3, 1, 1),
   ]) {
     const what = JSON.stringify(g);
     const x = randn(g.n * g.cIn * g.h * g.w, rand);
@@ -409,7 +414,7 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
 test(`bf16 convolutions (${path}) give the same bits on 1, 2 and 3 threads, pooled or not`, () => {
   const rand = rng(13);
   const view = new Bf16Backend(native);
-  const g = convGeometry(5, 33, 10, 36, 3, 1, 1);
+  const g = convGeometry(5, 32, 10, 48, 3, 1, 1);
   const x = randn(g.n * g.cIn * g.h * g.w, rand);
   const w = randn(g.cOut * g.cIn * 9, rand, 0.3);
   const bias = randn(g.cOut, rand);
