@@ -97,6 +97,9 @@ void bf16_gemm_source(float* c, int64_t ldc, const float* a, int64_t lda, bool t
 // false, writing nothing, where it does not apply (cIn * kh * kw, or for the input gradient cOut * kh * kw,
 // below 32, or a strided input gradient): the caller then runs the float32 kernels on rounded inputs.
 bool conv2d_forward_bf16(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu);
+// conv2d_relu_pool_forward's pooled output (conv2d.h) from the bf16 forward, pooled as it is stored.
+bool conv2d_relu_pool_forward_bf16(float* y, int32_t* argmax, const float* x, const float* w, const float* bias,
+                                   const ConvShape& s);
 bool conv2d_backward_input_bf16(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s);
 bool conv2d_backward_weight_bf16(float* dw, float* db, const float* dy, const float* x, const ConvShape& s);
 

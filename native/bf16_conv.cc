@@ -16,6 +16,7 @@
 // the input gradient, below one 32-value chunk, or a strided input gradient); the caller then rounds
 // the inputs and runs the float32 kernels.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -192,7 +193,35 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) void conv_amx_columns(
 // fewer where the batch would leave a thread idle), the groups split over the threads (serial GEMMs), or
 // one at a time with the GEMM threaded when there are fewer groups than threads. A value does not depend
 // on the grouping: each sums its k in the same order.
-void forward_paired(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
+// Where the forward's output goes: y (n, cOut, outH, outW), or with `pooled` set, the 2x2 stride-2 max-pool
+// of its ReLU and the pool's argmax (n, cOut, outH / 2, outW / 2), as max_pool2d_forward writes them.
+struct Output {
+  float* y;
+  int32_t* argmax;
+  bool pooled;
+};
+
+// One output row pair of ReLU'd values (from, from + ld) pooled into y and argmax; oy2 is the pooled row.
+inline void pool_rows(float* y, int32_t* argmax, const float* from, int64_t ld, float add, int64_t oy2,
+                      const ConvShape& s) {
+  for (int64_t ox2 = 0; ox2 < s.out_w / 2; ox2++) {
+    const float* p = from + 2 * ox2;
+    const float v[4] = {std::max(p[0] + add, 0.0f), std::max(p[1] + add, 0.0f), std::max(p[ld] + add, 0.0f),
+                        std::max(p[ld + 1] + add, 0.0f)};
+    // The window in row order; a NaN is taken and ends its row, as max_pool2d_forward does.
+    float best = v[0];
+    int idx = 0;
+    if (!std::isnan(v[0]) && (v[1] > best || std::isnan(v[1]))) best = v[1], idx = 1;
+    if (v[2] > best || std::isnan(v[2])) best = v[2], idx = 2;
+    if (!std::isnan(v[2]) && (v[3] > best || std::isnan(v[3]))) best = v[3], idx = 3;
+    y[ox2] = best;
+    argmax[ox2] = static_cast<int32_t>((2 * oy2 + idx / 2) * s.out_w + 2 * ox2 + idx % 2);
+  }
+}
+
+void forward_paired(const Output& out, const float* x, const float* w, const float* bias, const ConvShape& s,
+                    bool relu) {
+  float* y = out.y;
   const bool wide = s.stride_h == 1 && s.stride_w == 1;
   // The direct AMX kernel: stride 1, whole 16-row tiles of output channels, channel pairs padded to 16.
   const bool direct = wide && bf16_path() == Bf16Path::Amx && s.c_out % 16 == 0;
@@ -244,10 +273,21 @@ void forward_paired(float* y, const float* x, const float* w, const float* bias,
       src.ctx = &ctx;
       bf16_gemm_source(c, cols, wr.data(), k, false, src, s.c_out, cols, k, 0.0f, threaded);
     }
+    const int64_t ld = wide ? wp : s.out_w, pooled_plane = (s.out_h / 2) * (s.out_w / 2);
+    if (out.pooled) {
+      for (int64_t b = 0; b < images; b++)
+        for (int64_t o = 0; o < s.c_out; o++)
+          for (int64_t oy2 = 0; oy2 < s.out_h / 2; oy2++) {
+            const int64_t at = ((b0 + b) * s.c_out + o) * pooled_plane + oy2 * (s.out_w / 2);
+            pool_rows(y + at, out.argmax + at, c + o * cols + b * columns_per_image + 2 * oy2 * ld, ld,
+                      bias ? bias[o] : 0.0f, oy2, s);
+          }
+      return;
+    }
     for (int64_t b = 0; b < images; b++)
       for (int64_t o = 0; o < s.c_out; o++)
         for (int64_t oy = 0; oy < s.out_h; oy++) {
-          const float* from = c + o * cols + b * columns_per_image + oy * (wide ? wp : s.out_w);
+          const float* from = c + o * cols + b * columns_per_image + oy * ld;
           float* to = y + ((b0 + b) * s.c_out + o) * plane + oy * s.out_w;
           const float add = bias ? bias[o] : 0.0f;
           if (relu)
@@ -351,7 +391,14 @@ void im2col_run(const void* ctx, float* out, int64_t r, int64_t q0, int64_t len)
 
 bool conv2d_forward_bf16(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
   if (s.c_in * s.kh * s.kw < kMinK) return false;
-  forward_paired(y, x, w, bias, s, relu);
+  forward_paired(Output{y, nullptr, false}, x, w, bias, s, relu);
+  return true;
+}
+
+bool conv2d_relu_pool_forward_bf16(float* y, int32_t* argmax, const float* x, const float* w, const float* bias,
+                                   const ConvShape& s) {
+  if (s.c_in * s.kh * s.kw < kMinK) return false;
+  forward_paired(Output{y, argmax, true}, x, w, bias, s, true);
   return true;
 }
 
@@ -367,7 +414,7 @@ bool conv2d_backward_input_bf16(float* dx, const float* dy, const float* w, cons
         wt[(ci * s.c_out + co) * taps + (taps - 1 - t)] = w[(co * s.c_in + ci) * taps + t];
   const ConvShape t{s.n,          s.c_out,      s.out_h, s.out_w, s.c_in, s.kh, s.kw, 1, 1, s.kh - 1 - s.pad_h,
                     s.kw - 1 - s.pad_w, s.h, s.w};
-  forward_paired(dx, dy, wt.data(), nullptr, t, false);
+  forward_paired(Output{dx, nullptr, false}, dy, wt.data(), nullptr, t, false);
   if (relu_x) {
     const int64_t count = s.n * s.c_in * s.h * s.w;
     for (int64_t i = 0; i < count; i++) dx[i] = relu_x[i] > 0.0f ? dx[i] : 0.0f;

@@ -401,6 +401,42 @@ inline __mmask16 first_lanes(int64_t count) {
   return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1);
 }
 
+// r[i][j] -> r[j][i] for a 16 x 16 block of 32-bit words (four rounds of unpacks and lane shuffles).
+VGG_AMX_TARGET inline void transpose16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + m], 128-bit lane L: column 4L + m of rows 4i..4i+3.
+  for (int i = 0; i < 4; i++) {
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int m = 0; m < 4; m++) {
+    const __m512i x0 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44), x1 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xee);
+    const __m512i y0 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44);
+    const __m512i y1 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xee);
+    r[m] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+    r[4 + m] = _mm512_shuffle_i32x4(x0, y0, 0xdd);
+    r[8 + m] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+    r[12 + m] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
+  }
+}
+
+// The 16 pair words kp0..kp0+15 of a row of k values (src[p], p < kc), zero past k.
+VGG_AMX_TARGET inline __m512i row_pairs(const float* src, int64_t kp0, int64_t kc) {
+  if (2 * (kp0 + 16) <= kc) return pair_words_avx512(src + 2 * kp0);
+  alignas(64) uint32_t words[16];
+  for (int64_t q = 0; q < 16; q++) {
+    const int64_t p = 2 * (kp0 + q);
+    words[q] = p + 1 < kc ? pair_word(src[p], src[p + 1]) : p < kc ? pair_word(src[p], 0.0f) : 0u;
+  }
+  return _mm512_load_si512(words);
+}
+
 // Rows [r0, r0 + rows) x k [p0, p0 + kc) of the (R, K) view x as row-major pair words: dst[r * kpcp + kp],
 // zero past R, past k and up to rows_p (a multiple of 32) and kpcp (a multiple of 16) words.
 VGG_AMX_TARGET void pack_a_amx(uint32_t* dst, int64_t kpcp, const Operand& x, int64_t R, int64_t r0, int64_t rows,
@@ -417,19 +453,21 @@ VGG_AMX_TARGET void pack_a_amx(uint32_t* dst, int64_t kpcp, const Operand& x, in
       for (kp = kpc; kp < kpcp; kp++) row[kp] = 0;
     }
   } else {
-    // Element [r][p] is x[p * ld + r]: 16 rows of one pair per vector, scattered down the packed rows.
-    const __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(static_cast<int>(kpcp)));
+    // Element [r][p] is x[p * ld + r]: 16 rows of one pair per vector, 16 pairs of them transposed into
+    // 16 rows of 16 pairs (kpcp is a whole number of 16-pair chunks; pairs past k are zero).
     for (int64_t r = 0; r < valid; r += 16) {
       const __mmask16 mask = first_lanes(valid - r);
       const float* src = x.data + p0 * x.ld + r0 + r;
-      for (int64_t kp = 0; kp < kpc; kp++) {
-        const float* even = src + 2 * kp * x.ld;
-        const __m512i words = pair_lanes(even, 2 * kp + 1 < kc ? even + x.ld : nullptr, mask);
-        _mm512_mask_i32scatter_epi32(dst + r * kpcp + kp, mask, down, words, 4);
+      for (int64_t kp0 = 0; kp0 < kpcp; kp0 += 16) {
+        __m512i v[16];
+        for (int q = 0; q < 16; q++) {
+          const int64_t kp = kp0 + q;
+          const float* even = src + 2 * kp * x.ld;
+          v[q] = kp < kpc ? pair_lanes(even, 2 * kp + 1 < kc ? even + x.ld : nullptr, mask) : _mm512_setzero_si512();
+        }
+        transpose16(v);
+        for (int64_t i = 0; i < std::min<int64_t>(16, valid - r); i++) _mm512_store_si512(dst + (r + i) * kpcp + kp0, v[i]);
       }
-      for (int64_t q = r; q < std::min<int64_t>(r + 16, valid); q++)
-        for (int64_t kp = kpc; kp < kpcp; kp++) dst[q * kpcp + kp] = 0;
     }
   }
   for (int64_t r = valid; r < rows_p; r++) std::memset(dst + r * kpcp, 0, static_cast<size_t>(kpcp) * 4);
@@ -450,7 +488,7 @@ void pack_a_amx_source(uint32_t* dst, int64_t kpcp, const Bf16RowSource& src, in
 // dst[panel * kpcp * 32 + kp * 32 + j], zero past N, past k and up to kpcp pairs.
 VGG_AMX_TARGET void pack_b_amx(uint32_t* dst, int64_t kpcp, const Operand& x, int64_t N, int64_t j0, int64_t cols,
                               int64_t p0, int64_t kc) {
-  const int64_t pairs = kc / 2, kpc = (kc + 1) / 2;
+  const int64_t kpc = (kc + 1) / 2;
   for (int64_t pj = 0; pj < cols; pj += kAmxNR) {
     uint32_t* panel = dst + pj / kAmxNR * kpcp * kAmxNR;
     const int64_t valid = std::max<int64_t>(0, std::min<int64_t>({kAmxNR, cols - pj, N - j0 - pj}));
@@ -468,21 +506,19 @@ VGG_AMX_TARGET void pack_b_amx(uint32_t* dst, int64_t kpcp, const Operand& x, in
         }
       }
     } else {
-      // Element [j][p] is x[j * ld + p]: each column is contiguous in k; 16 pairs per vector, scattered.
-      const __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                              _mm512_set1_epi32(kAmxNR));
-      for (int64_t j = 0; j < kAmxNR; j++) {
-        if (j >= valid) {
-          for (int64_t kp = 0; kp < kpc; kp++) panel[kp * kAmxNR + j] = 0;
-          continue;
+      // Element [j][p] is x[j * ld + p]: each column is contiguous in k; 16 pairs of 16 columns per block,
+      // transposed into 16 pair rows of 16 columns.
+      for (int h = 0; h < 2; h++)
+        for (int64_t kp0 = 0; kp0 < kpc; kp0 += 16) {
+          __m512i v[16];
+          for (int64_t q = 0; q < 16; q++) {
+            const int64_t j = 16 * h + q;
+            v[q] = j < valid ? row_pairs(x.data + (j0 + pj + j) * x.ld + p0, kp0, kc) : _mm512_setzero_si512();
+          }
+          transpose16(v);
+          for (int64_t q = 0; q < std::min<int64_t>(16, kpc - kp0); q++)
+            _mm512_store_si512(panel + (kp0 + q) * kAmxNR + 16 * h, v[q]);
         }
-        const float* src = x.data + (j0 + pj + j) * x.ld + p0;
-        int64_t kp = 0;
-        for (; kp + 16 <= pairs; kp += 16)
-          _mm512_i32scatter_epi32(panel + kp * kAmxNR + j, down, pair_words_avx512(src + 2 * kp), 4);
-        for (; kp < pairs; kp++) panel[kp * kAmxNR + j] = pair_word(src[2 * kp], src[2 * kp + 1]);
-        if (kc % 2) panel[pairs * kAmxNR + j] = pair_word(src[kc - 1], 0.0f);
-      }
     }
     std::memset(panel + kpc * kAmxNR, 0, static_cast<size_t>((kpcp - kpc) * kAmxNR) * 4);
   }

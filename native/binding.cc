@@ -554,6 +554,23 @@ Napi::Value Conv2dForwardBf16(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), l.y > 0 && vgg::conv2d_forward_bf16(y, x, w, bias, s, relu));
 }
 
+// conv2dReluMaxPool2dForwardBf16(y, argmax, x, w, bias, g): conv2dReluMaxPool2dForward's arguments, bf16.
+Napi::Value Conv2dReluMaxPool2dForwardBf16(const Napi::CallbackInfo& info) {
+  expect_args(info, 6);
+  Napi::Env env = info.Env();
+  const ConvShape s = conv_shape(info[5]);
+  const ConvLengths l = conv_lengths(env, s);
+  if (checked_mul(env, "y", {s.out_h, s.out_w}) > INT32_MAX)
+    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
+  const int64_t pooled = checked_mul(env, "y", {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
+  float* y = f32(info[0], "y", pooled);
+  int32_t* argmax = i32(info[1], "argmax", pooled);
+  const float* x = f32(info[2], "x", l.x);
+  const float* w = f32(info[3], "w", l.w);
+  const float* bias = f32_or_null(info[4], "bias", s.c_out);
+  return Napi::Boolean::New(env, pooled > 0 && vgg::conv2d_relu_pool_forward_bf16(y, argmax, x, w, bias, s));
+}
+
 Napi::Value Conv2dBackwardInputBf16(const Napi::CallbackInfo& info) {
   expect_args(info, 5);
   const ConvShape s = conv_shape(info[3]);
@@ -587,6 +604,7 @@ void register_bf16(Napi::Env env, Napi::Object exports) {
   exports.Set("bf16Path", Napi::Function::New(env, Bf16Path));
   exports.Set("conv2dForwardBf16", Napi::Function::New(env, Conv2dForwardBf16));
   exports.Set("conv2dBackwardInputBf16", Napi::Function::New(env, Conv2dBackwardInputBf16));
+  exports.Set("conv2dReluMaxPool2dForwardBf16", Napi::Function::New(env, Conv2dReluMaxPool2dForwardBf16));
   exports.Set("conv2dBackwardWeightBf16", Napi::Function::New(env, Conv2dBackwardWeightBf16));
 }
 

@@ -90,8 +90,8 @@ export interface Backend {
   /** y = x rounded to the nearest bfloat16, ties to even, held as float32 (PyTorch's rounding). y may be x. */
   roundBf16(y: Float32Array, x: Float32Array): void;
   /**
-   * Optional bf16 convolutions: conv2dForward, conv2dBackwardInput and conv2dBackwardWeight's arguments and
-   * results with x, w and dy rounded to bfloat16 and the products summed in float32 (as gemmBf16). Each
+   * Optional bf16 convolutions: conv2dForward, conv2dReluMaxPool2dForward, conv2dBackwardInput and
+   * conv2dBackwardWeight's arguments and results with x, w and dy rounded to bfloat16 and the products summed in float32 (as gemmBf16). Each
    * returns false, writing nothing, where the backend has no bf16 kernel for the geometry; the bf16 view
    * (bf16.ts) then rounds the inputs and runs the float32 kernel.
    */
@@ -102,6 +102,14 @@ export interface Backend {
     bias: Float32Array | null,
     g: Conv2dGeometry,
     relu: boolean,
+  ): boolean;
+  conv2dReluMaxPool2dForwardBf16?(
+    y: Float32Array,
+    argmax: Int32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
   ): boolean;
   conv2dBackwardInputBf16?(
     dx: Float32Array,

@@ -50,11 +50,8 @@ export class Bf16Backend implements Backend {
   readonly name: Backend["name"];
   readonly conv2dReluMaxPool2dForward?: Conv2dReluMaxPool2dForward;
   readonly dropoutMask?: Backend["dropoutMask"];
-  /**
-   * Scratch per role (0: x or dy, 1: w, 2: the second operand of a weight gradient, 3: a bf16 convolution's
-   * output before pooling), grown as needed.
-   */
-  private readonly scratch: Float32Array[] = [0, 1, 2, 3].map(() => new Float32Array(0));
+  /** Scratch per role (0: x or dy, 1: w, 2: the second operand of a weight gradient), grown as needed. */
+  private readonly scratch: Float32Array[] = [new Float32Array(0), new Float32Array(0), new Float32Array(0)];
 
   constructor(readonly base: Backend) {
     this.name = base.name;
@@ -62,34 +59,16 @@ export class Bf16Backend implements Backend {
     if (fused)
       this.conv2dReluMaxPool2dForward = (y, argmax, x, w, bias, g) => {
         checkArgs.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g);
-        // A bf16 convolution has no pooled epilogue: it writes the ReLU'd output to scratch, pooled here.
-        if (base.conv2dForwardBf16) {
-          const conv = this.scratchOf(3, g.n * g.cOut * g.outH * g.outW);
-          if (base.conv2dForwardBf16(conv, x, w, bias, g, true)) {
-            const { n, cOut: c, outH: h, outW } = g;
-            const pool = { n, c, h, w: outW, kh: 2, kw: 2, strideH: 2, strideW: 2, padH: 0, padW: 0 };
-            base.maxPool2dForward(y, argmax, conv, {
-              ...pool,
-              outH: Math.floor(h / 2),
-              outW: Math.floor(outW / 2),
-            });
-            return true;
-          }
-        }
+        if (base.conv2dReluMaxPool2dForwardBf16?.(y, argmax, x, w, bias, g)) return true;
         return fused(y, argmax, this.rounded(0, x), this.rounded(1, w), bias, g);
       };
     if (base.dropoutMask) this.dropoutMask = base.dropoutMask.bind(base);
   }
 
-  /** The first `length` floats of the scratch of `slot`. */
-  private scratchOf(slot: 0 | 1 | 2 | 3, length: number): Float32Array {
-    if (this.scratch[slot].length < length) this.scratch[slot] = new Float32Array(length);
-    return this.scratch[slot].subarray(0, length);
-  }
-
   /** x rounded to bf16 in the scratch of `slot`. */
   private rounded(slot: 0 | 1 | 2, x: Float32Array): Float32Array {
-    const y = this.scratchOf(slot, x.length);
+    if (this.scratch[slot].length < x.length) this.scratch[slot] = new Float32Array(x.length);
+    const y = this.scratch[slot].subarray(0, x.length);
     this.base.roundBf16(y, x);
     return y;
   }

@@ -55,6 +55,7 @@ export interface NativeAddon
       | "gemmPackedB"
       | "dropoutMask"
       | "conv2dForwardBf16"
+      | "conv2dReluMaxPool2dForwardBf16"
       | "conv2dBackwardInputBf16"
       | "conv2dBackwardWeightBf16"
     >,
@@ -62,7 +63,12 @@ export interface NativeAddon
     Required<
       Pick<
         Backend,
-        "gemmPackB" | "gemmPackedB" | "dropoutMask" | "conv2dForwardBf16" | "conv2dBackwardWeightBf16"
+        | "gemmPackB"
+        | "gemmPackedB"
+        | "dropoutMask"
+        | "conv2dForwardBf16"
+        | "conv2dReluMaxPool2dForwardBf16"
+        | "conv2dBackwardWeightBf16"
       >
     > {
   gemm(
@@ -256,6 +262,18 @@ export class NativeBackend implements Backend {
   ): boolean {
     checkArgs.conv2dForward(y, x, w, bias, g);
     return this.addon.conv2dForwardBf16(y, x, w, bias, g, relu);
+  }
+
+  conv2dReluMaxPool2dForwardBf16(
+    y: Float32Array,
+    argmax: Int32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    g: Conv2dGeometry,
+  ): boolean {
+    checkArgs.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g);
+    return this.addon.conv2dReluMaxPool2dForwardBf16(y, argmax, x, w, bias, g);
   }
 
   conv2dBackwardInputBf16(
