@@ -72,6 +72,23 @@ const convGeom = fc
     return g;
   });
 
+// For the bf16 convolutions: channel counts that reach their implicit GEMMs (cIn * kh * kw >= 32) and whole
+// 16-row tiles of output channels (the direct AMX forward), mostly consistent 3 x 3 geometries.
+const bf16ConvGeom = fc
+  .record({
+    g: convGeom,
+    cIn: fc.integer({ min: 1, max: 40 }),
+    cOut: fc.oneof(fc.integer({ min: 0, max: 40 }), fc.constantFrom(16, 32, 48)),
+    vgg: fc.boolean(),
+  })
+  .map(({ g, cIn, cOut, vgg }) => {
+    const out = { ...g, cIn, cOut };
+    if (vgg) {
+      Object.assign(out, { kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1, outH: g.h, outW: g.w });
+    }
+    return out;
+  });
+
 // Same for pooling (n, c instead of n, cIn/cOut); the 2x2 stride-2 VGG window is common, to hit its SIMD path.
 const poolGeom = fc
   .record({
@@ -233,6 +250,49 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
         bias ? f32(g.cOut) : value(null),
         { kind: "geom", fields: g },
       ],
+    };
+  }),
+  conv2dForwardBf16: fc.tuple(bf16ConvGeom, fc.boolean(), fc.boolean()).map(([g, bias, relu]) => {
+    const l = convLengths(g);
+    return {
+      entry: "conv2dForwardBf16",
+      slots: [
+        f32(l.y),
+        f32(l.x),
+        f32(l.w),
+        bias ? f32(g.cOut) : value(null),
+        { kind: "geom", fields: g },
+        value(relu),
+      ],
+    };
+  }),
+  conv2dReluMaxPool2dForwardBf16: fc.tuple(bf16ConvGeom, fc.boolean()).map(([g, bias]) => {
+    const l = convLengths(g);
+    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
+    return {
+      entry: "conv2dReluMaxPool2dForwardBf16",
+      slots: [
+        f32(pooled),
+        { kind: "i32", len: pooled, lo: 0, hi: 0 },
+        f32(l.x),
+        f32(l.w),
+        bias ? f32(g.cOut) : value(null),
+        { kind: "geom", fields: g },
+      ],
+    };
+  }),
+  conv2dBackwardInputBf16: fc.tuple(bf16ConvGeom, fc.boolean()).map(([g, mask]) => {
+    const l = convLengths(g);
+    return {
+      entry: "conv2dBackwardInputBf16",
+      slots: [f32(l.x), f32(l.y), f32(l.w), { kind: "geom", fields: g }, mask ? f32(l.x) : value(null)],
+    };
+  }),
+  conv2dBackwardWeightBf16: fc.tuple(bf16ConvGeom, fc.boolean()).map(([g, db]) => {
+    const l = convLengths(g);
+    return {
+      entry: "conv2dBackwardWeightBf16",
+      slots: [f32(l.w), db ? f32(g.cOut) : value(null), f32(l.y), f32(l.x), { kind: "geom", fields: g }],
     };
   }),
   conv2dBackwardInput: fc.tuple(convGeom, fc.boolean()).map(([g, mask]) => {
