@@ -364,6 +364,7 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
     convGeometry(3, 20, 9, 48, 3, 1, 1),
     convGeometry(2, 32, 7, 16, 3, 1, 1),
     convGeometry(1, 16, 12, 32, 3, 1, 1),
+    convGeometry(10, 16, 5, 16, 3, 1, 1),
   ]) {
     const what = JSON.stringify(g);
     const x = randn(g.n * g.cIn * g.h * g.w, rand);
