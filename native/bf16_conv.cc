@@ -209,6 +209,27 @@ struct Output {
   bool pooled;
 };
 
+// to[q] = from[q] + add, or its ReLU, for q < count.
+__attribute__((target_clones("avx512f", "default"))) void store_row(float* to, const float* from, int64_t count,
+                                                                    float add, bool relu) {
+  if (relu)
+    for (int64_t q = 0; q < count; q++) to[q] = std::max(from[q] + add, 0.0f);
+  else
+    for (int64_t q = 0; q < count; q++) to[q] = from[q] + add;
+}
+
+// The sum of a row's values rounded to bf16, in 16 interleaved partial sums added in a fixed order.
+__attribute__((target_clones("avx512f", "default"))) float rounded_sum(const float* row, int64_t count) {
+  float lanes[16] = {};
+  int64_t q = 0;
+  for (; q + 16 <= count; q += 16)
+    for (int i = 0; i < 16; i++) lanes[i] += bf16_to_float(static_cast<uint16_t>(half_of(row[q + i])));
+  for (; q < count; q++) lanes[q % 16] += bf16_to_float(static_cast<uint16_t>(half_of(row[q])));
+  float sum = 0.0f;
+  for (float v : lanes) sum += v;
+  return sum;
+}
+
 // One output row pair of ReLU'd values (from, from + ld) pooled into y and argmax; oy2 is the pooled row.
 inline void pool_rows(float* y, int32_t* argmax, const float* from, int64_t ld, float add, int64_t oy2,
                       const ConvShape& s) {
@@ -297,11 +318,7 @@ void forward_paired(const Output& out, const float* x, const float* w, const flo
         for (int64_t oy = 0; oy < s.out_h; oy++) {
           const float* from = c + o * cols + b * columns_per_image + oy * ld;
           float* to = y + ((b0 + b) * s.c_out + o) * plane + oy * s.out_w;
-          const float add = bias ? bias[o] : 0.0f;
-          if (relu)
-            for (int64_t q = 0; q < s.out_w; q++) to[q] = std::max(from[q] + add, 0.0f);
-          else
-            for (int64_t q = 0; q < s.out_w; q++) to[q] = from[q] + add;
+          store_row(to, from, s.out_w, bias ? bias[o] : 0.0f, relu);
         }
   };
   if (groups < threads) {
@@ -485,27 +502,20 @@ bool conv2d_backward_weight_bf16(float* dw, float* db, const float* dy, const fl
             }
             if (db)
               for (int64_t b = 0; b < images; b++)
-                for (int64_t o = 0; o < s.c_out; o++) {
-                  const float* row = dyb + (b * s.c_out + o) * plane;
-                  float sum = 0.0f;
-                  for (int64_t q = 0; q < plane; q++) sum += bf16_to_float(static_cast<uint16_t>(half_of(row[q])));
-                  pb[o] += sum;
-                }
+                for (int64_t o = 0; o < s.c_out; o++) pb[o] += rounded_sum(dyb + (b * s.c_out + o) * plane, plane);
           }
         }
       },
       runs);
-  // The runs in order; a wide run's (K, cOut) partial is read transposed.
-  for (int64_t r = 0; r < runs; r++) {
+  // The runs in order (weights and bias sums alike); a wide run's (K, cOut) partial is then transposed.
+  float* sum = partial.data();
+  for (int64_t r = 1; r < runs; r++) {
     const float* pw = partial.data() + r * (wsize + s.c_out);
-    for (int64_t o = 0; o < s.c_out; o++)
-      for (int64_t i = 0; i < k; i++) {
-        const float v = wide ? pw[i * s.c_out + o] : pw[o * k + i];
-        dw[o * k + i] = r == 0 ? v : dw[o * k + i] + v;
-      }
-    if (db)
-      for (int64_t o = 0; o < s.c_out; o++) db[o] = r == 0 ? pw[wsize + o] : db[o] + pw[wsize + o];
+    for (int64_t i = 0; i < wsize + s.c_out; i++) sum[i] += pw[i];
   }
+  for (int64_t o = 0; o < s.c_out; o++)
+    for (int64_t i = 0; i < k; i++) dw[o * k + i] = wide ? sum[i * s.c_out + o] : sum[o * k + i];
+  if (db) std::memcpy(db, sum + wsize, static_cast<size_t>(s.c_out) * sizeof(float));
   return true;
 }
 
