@@ -94,9 +94,9 @@ void bf16_gemm_source(float* c, int64_t ldc, const float* a, int64_t lda, bool t
 
 // Convolutions under bf16 (native/bf16_conv.cc): conv2d.h's forward, input gradient and weight gradient with
 // x, w and dy rounded to bf16 and float32 sums, as implicit GEMMs on bf16_gemm's kernels. Each returns
-// false, writing nothing, where it does not apply (cIn * kh * kw, or for the input gradient cOut * kh * kw,
-// below 32, a strided input gradient, or an output size other than the geometry gives): the caller then
-// runs the float32 kernels on rounded inputs.
+// false, writing nothing, where it does not apply (a bf16 path other than AMX; cIn * kh * kw, or for the
+// input gradient cOut * kh * kw, below 32; a strided input gradient; an output size other than the geometry
+// gives): the caller then runs the float32 kernels on rounded inputs.
 bool conv2d_forward_bf16(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu);
 // conv2d_relu_pool_forward's pooled output (conv2d.h) from the bf16 forward, pooled as it is stored.
 bool conv2d_relu_pool_forward_bf16(float* y, int32_t* argmax, const float* x, const float* w, const float* bias,

@@ -21,7 +21,7 @@ import { addModelOptions, buildModel, type ModelFlags, positiveInt, vggOptions }
 /** What `vgg info` says of each bf16 path (native/bf16.h; "reference" when the native backend is not in use). */
 const bf16PathText: Record<string, string> = {
   amx: "amx, TDPBF16PS on 32x32 blocks of 16x16 tiles; convolutions as implicit GEMMs",
-  avx512bf16: "avx512bf16, VDPBF16PS 12x32 micro-kernel; convolutions as implicit GEMMs",
+  avx512bf16: "avx512bf16, VDPBF16PS 12x32 micro-kernel; convolutions: the float32 kernels on rounded inputs",
   emulation:
     "emulation, float32 products of bf16-rounded values (VGG_BF16=emulate, or no AVX512_BF16 at the active level)",
   none: "reference backend",
