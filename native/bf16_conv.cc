@@ -13,8 +13,9 @@
 //                    floats). The images are summed in 8 fixed runs (each in order, the runs then in
 //                    order), so the bits do not depend on the thread count.
 // Each returns false, computing nothing, where it does not apply (a bf16 path other than AMX; cIn * kh * kw,
-// or cOut * kh * kw for the input gradient, below one 32-value chunk; a strided input gradient; an output
-// size other than the geometry gives); the caller then rounds the inputs and runs the float32 kernels.
+// or cOut * kh * kw for the input gradient, below one 32-value chunk; planes below kMinPlane pixels (16 for
+// the weight gradient); a strided input gradient; an output size other than the geometry gives); the
+// caller then rounds the inputs and runs the float32 kernels.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -42,6 +43,12 @@ bool consistent(const ConvShape& s) {
 // the float32 Winograd kernels on rounded inputs (measured on the Xeon at the avx512 level), which the
 // caller then runs.
 bool applies() { return bf16_path() == Bf16Path::Amx; }
+
+// Below these output planes the padded grid's dropped columns (a 4x4 plane pads to 6x6) cost more than the
+// tiles gain: the float32 kernels were faster there (measured on the Xeon, 1 thread). The weight gradient
+// gains from 4x4 up.
+constexpr int64_t kMinPlane = 64;
+constexpr int64_t kMinWeightPlane = 16;
 
 constexpr int64_t kMinK = 32;      // below one AMX chunk of k the GEMM would mostly multiply padding
 constexpr int64_t kWeightRuns = 8;  // fixed runs of images for the weight gradient
@@ -420,20 +427,22 @@ void im2col_run(const void* ctx, float* out, int64_t r, int64_t q0, int64_t len)
 }  // namespace
 
 bool conv2d_forward_bf16(float* y, const float* x, const float* w, const float* bias, const ConvShape& s, bool relu) {
-  if (s.c_in * s.kh * s.kw < kMinK || !consistent(s) || !applies()) return false;
+  if (s.c_in * s.kh * s.kw < kMinK || !consistent(s) || !applies() || s.out_h * s.out_w < kMinPlane) return false;
   forward_paired(Output{y, nullptr, false}, x, w, bias, s, relu);
   return true;
 }
 
 bool conv2d_relu_pool_forward_bf16(float* y, int32_t* argmax, const float* x, const float* w, const float* bias,
                                    const ConvShape& s) {
-  if (s.c_in * s.kh * s.kw < kMinK || !consistent(s) || !applies()) return false;
+  if (s.c_in * s.kh * s.kw < kMinK || !consistent(s) || !applies() || s.out_h * s.out_w < kMinPlane) return false;
   forward_paired(Output{y, argmax, true}, x, w, bias, s, true);
   return true;
 }
 
 bool conv2d_backward_input_bf16(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s) {
-  if (!consistent(s) || !applies() || s.stride_h != 1 || s.stride_w != 1 || s.pad_h > s.kh - 1 || s.pad_w > s.kw - 1) return false;
+  if (!consistent(s) || !applies() || s.stride_h != 1 || s.stride_w != 1 || s.pad_h > s.kh - 1 || s.pad_w > s.kw - 1 ||
+      s.h * s.w < kMinPlane)
+    return false;
   if (s.c_out * s.kh * s.kw < kMinK) return false;
   // wt[ci][co][ky][kx] = w[co][ci][kh - 1 - ky][kw - 1 - kx]
   const int64_t taps = s.kh * s.kw;
@@ -454,7 +463,7 @@ bool conv2d_backward_input_bf16(float* dx, const float* dy, const float* w, cons
 
 bool conv2d_backward_weight_bf16(float* dw, float* db, const float* dy, const float* x, const ConvShape& s) {
   const int64_t k = s.c_in * s.kh * s.kw, plane = s.out_h * s.out_w, wsize = s.c_out * k;
-  if (k < kMinK || !consistent(s) || !applies()) return false;
+  if (k < kMinK || !consistent(s) || !applies() || plane < kMinWeightPlane) return false;
   const int64_t runs = std::min<int64_t>(s.n, kWeightRuns);
   if (runs == 0) {
     std::fill(dw, dw + wsize, 0.0f);

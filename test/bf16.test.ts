@@ -354,15 +354,16 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
     convGeometry(3, 4, 11, 6, 3, 2, 0),
     convGeometry(1, 6, 7, 33, 1, 1, 0),
     convGeometry(2, 5, 10, 7, 5, 1, 2),
-    // Implicit-GEMM bf16 kernels (cIn * kh * kw >= 32): more images than weight-gradient groups, stride 2
-    // with padding, 40 output channels (a partial 32-row tile), a 1 x 1 plane.
-    convGeometry(11, 35, 6, 40, 3, 1, 1),
-    convGeometry(3, 9, 13, 21, 3, 2, 1),
+    // Implicit-GEMM bf16 kernels on AMX (cIn * kh * kw >= 32, planes of 64 pixels or more, 16 for the weight
+    // gradient): more images than weight-gradient runs, stride 2 with padding, 40 output channels (a
+    // partial 32-row tile), a 1 x 2 plane (the float32 kernels).
+    convGeometry(11, 35, 8, 40, 3, 1, 1),
+    convGeometry(3, 9, 17, 21, 3, 2, 1),
     convGeometry(2, 64, 1, 33, 3, 1, 1),
     // Whole 16-row tiles of output channels (the direct AMX forward), 48 = one 32-row and one 16-row block,
     // channel pairs padded to 16; input gradients with 32 and 16 input channels take it too.
     convGeometry(3, 20, 9, 48, 3, 1, 1),
-    convGeometry(2, 32, 7, 16, 3, 1, 1),
+    convGeometry(2, 32, 8, 16, 3, 1, 1),
     convGeometry(1, 16, 12, 32, 3, 1, 1),
     convGeometry(10, 16, 5, 16, 3, 1, 1),
   ]) {

@@ -80,12 +80,14 @@ const bf16ConvGeom = fc
     cIn: fc.integer({ min: 1, max: 40 }),
     cOut: fc.oneof(fc.integer({ min: 0, max: 40 }), fc.constantFrom(16, 32, 48)),
     vgg: fc.boolean(),
+    h: fc.integer({ min: 0, max: 13 }),
+    w: fc.integer({ min: 0, max: 13 }),
   })
-  .map(({ g, cIn, cOut, vgg }) => {
+  .map(({ g, cIn, cOut, vgg, h, w }) => {
     const out = { ...g, cIn, cOut };
-    if (vgg) {
-      Object.assign(out, { kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1, outH: g.h, outW: g.w });
-    }
+    // Planes up to 13 x 13 reach the kernels' 64-pixel minimum.
+    if (vgg)
+      Object.assign(out, { h, w, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1, outH: h, outW: w });
     return out;
   });
 
