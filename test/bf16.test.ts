@@ -180,6 +180,9 @@ const gemmShapes: [number, number, number][] = [
   [130, 29, 40],
   [250, 70, 31],
   [5, 1100, 9],
+  // 1-4 rows against a transposed B: the matrix-vector path (a linear layer at batch 1-4).
+  [1, 300, 700],
+  [4, 70, 1030],
 ];
 
 test(`gemmBf16 (${path}) equals the reference's definition to float32 summation order, and differs from fp32 by bf16 rounding`, () => {
