@@ -2,20 +2,28 @@
 // inputs and a closure mapping the output gradient to one gradient per input. backward() walks the
 // graph in reverse topological order, accumulates into leaves' `.grad`, and frees the graph.
 //
-// In the core's import order (shape < memory < autograd < tensor) it sits below Tensor and knows it only
-// as GradTensor, so tensor.ts can offer backward() without the two modules importing each other.
-import { give, releaseInternal } from "./memory.js";
+// Gradients are host Float32Arrays or, for tensors on a device, DeviceStorage (device.ts): an op records
+// a host closure (record) or a device one (recordDevice), and the walk only clones, adds and frees them.
+//
+// In the core's import order (shape < memory < device < autograd < tensor) it sits below Tensor and knows
+// it only as GradTensor, so tensor.ts can offer backward() without the two modules importing each other.
+import type { DeviceStorage } from "./device.js";
+import { give } from "./memory.js";
 import { formatShape, type Shape } from "./shape.js";
+
+/** A gradient: host memory, or storage on the device the tensor lives on. */
+export type GradBuffer = Float32Array | DeviceStorage;
 
 /** What autograd needs of a tensor (tensor.ts's Tensor is one). */
 export interface GradTensor {
-  readonly data: Float32Array;
   readonly shape: Shape;
   readonly size: number;
   requiresGrad: boolean;
   node: GradNode | null;
   /** Adds g into the leaf's gradient; `owned`: the buffer is the walk's own and may become it. */
-  accumulateGrad(g: Float32Array, owned: boolean): void;
+  accumulateGrad(g: GradBuffer, owned: boolean): void;
+  /** Frees the tensor's memory if a Sequential produced it and never returned it (memory.ts). */
+  releaseInternal(): void;
 }
 
 export interface GradNode {
@@ -23,7 +31,7 @@ export interface GradNode {
   readonly op: string;
   readonly inputs: readonly GradTensor[];
   /** Maps dL/dout to dL/dinput for each input (null where an input needs no gradient). */
-  readonly backward: (gradOut: Float32Array) => readonly (Float32Array | null)[];
+  readonly backward: (gradOut: GradBuffer) => readonly (GradBuffer | null)[];
 }
 
 let gradEnabled = true;
@@ -55,13 +63,64 @@ export function record<T extends GradTensor>(
   out: T,
   op: string,
   inputs: readonly GradTensor[],
-  backward: GradNode["backward"],
+  backward: (gradOut: Float32Array) => readonly (Float32Array | null)[],
 ): T {
   if (needsGrad(...inputs)) {
     out.requiresGrad = true;
-    out.node = { op, inputs, backward };
+    out.node = {
+      op,
+      inputs,
+      backward: (g) => {
+        if (!(g instanceof Float32Array)) throw mixedDevices(op, "a device", "the host");
+        return backward(g);
+      },
+    };
   }
   return out;
+}
+
+/** record() for an op whose output lives on a device: its backward maps device gradients. */
+export function recordDevice<T extends GradTensor>(
+  out: T,
+  op: string,
+  inputs: readonly GradTensor[],
+  backward: (gradOut: DeviceStorage) => readonly (DeviceStorage | null)[],
+): T {
+  if (needsGrad(...inputs)) {
+    out.requiresGrad = true;
+    out.node = {
+      op,
+      inputs,
+      backward: (g) => {
+        if (g instanceof Float32Array) throw mixedDevices(op, "the host", "a device");
+        return backward(g);
+      },
+    };
+  }
+  return out;
+}
+
+function mixedDevices(op: string, got: string, want: string): Error {
+  return new Error(
+    `Expected the gradient of ${op} on ${want} but received one on ${got}: a graph's tensors must all be on one device (move them with .to())`,
+  );
+}
+
+function cloneGrad(g: GradBuffer): GradBuffer {
+  return g instanceof Float32Array ? g.slice() : g.clone();
+}
+
+/** into += g. */
+function addGrad(into: GradBuffer, g: GradBuffer): void {
+  if (into instanceof Float32Array && g instanceof Float32Array)
+    for (let j = 0; j < into.length; j++) into[j] += g[j];
+  else if (!(into instanceof Float32Array) && !(g instanceof Float32Array)) into.addInPlace(g);
+  else throw mixedDevices("a sum of gradients", "mixed devices", "one device");
+}
+
+function freeGrad(g: GradBuffer): void {
+  if (g instanceof Float32Array) give(g);
+  else g.release();
 }
 
 function topologicalOrder(root: GradTensor): GradTensor[] {
@@ -110,32 +169,37 @@ function lastLeafUses(order: readonly GradTensor[]): Map<number, GradTensor[]> {
   return byStep;
 }
 
+/**
+ * Backpropagates from root. Without `gradient`, root must be a scalar and `unit` gives the seed 1 on the
+ * root's device (Tensor.backward passes it).
+ */
 export function backward(
   root: GradTensor,
-  gradient?: { data: Float32Array; shape: Shape },
+  gradient?: { data: GradBuffer; shape: Shape },
   options: BackwardOptions = {},
+  unit: () => GradBuffer = () => Float32Array.of(1),
 ): void {
   if (!root.requiresGrad)
     throw new Error(
       "backward() called on a tensor that does not require grad (no input had requiresGrad set)",
     );
-  let seed: Float32Array;
+  let seed: GradBuffer;
   if (gradient) {
     if (gradient.data.length !== root.size)
       throw new RangeError(
         `Expected a gradient of shape ${formatShape(root.shape)} but received ${formatShape(gradient.shape)}`,
       );
-    seed = gradient.data.slice();
+    seed = cloneGrad(gradient.data);
   } else {
     if (root.size !== 1)
       throw new Error(
         `backward() without a gradient needs a scalar but the tensor has shape ${formatShape(root.shape)}`,
       );
-    seed = Float32Array.of(1);
+    seed = unit();
   }
-  const grads = new Map<GradTensor, Float32Array>([[root, seed]]);
+  const grads = new Map<GradTensor, GradBuffer>([[root, seed]]);
   // Buffers this walk allocated and may add into; others may be shared between inputs.
-  const owned = new Set<Float32Array>([seed]);
+  const owned = new Set<GradBuffer>([seed]);
   const order = topologicalOrder(root);
   const onLeaf = options.onLeafGradient;
   const lastUses = onLeaf ? lastLeafUses(order) : null;
@@ -172,21 +236,21 @@ export function backward(
         continue;
       }
       if (!owned.has(prev)) {
-        prev = prev.slice();
+        prev = cloneGrad(prev);
         owned.add(prev);
         grads.set(input, prev);
       }
-      for (let j = 0; j < prev.length; j++) prev[j] += gi[j];
-      if (fresh) give(gi);
+      addGrad(prev, gi);
+      if (fresh) freeGrad(gi);
     }
     // g has been consumed: a buffer this walk allocated that was not passed on to an input is dead.
     if (owned.has(g) && !inputGrads.includes(g)) {
       owned.delete(g);
-      give(g);
+      freeGrad(g);
     }
     // Free the graph as we go, so activations can be collected (or reused, see memory.ts).
     t.node = null;
-    releaseInternal(t);
+    t.releaseInternal();
     for (const leaf of lastUses?.get(k) ?? []) onLeaf!(leaf);
   }
 }

@@ -5,13 +5,17 @@ export {
   backend,
   backendFallbackReason,
   configureBackend,
+  configureRuntime,
   getPrecision,
   setBackend,
   setNumThreads,
   setPrecision,
+  useBackend,
+  webGpuDevice,
   withPrecision,
 } from "./backend/index.js";
 export * as data from "./data/index.js";
+export type { DeviceName } from "./device.js";
 export * as io from "./io/index.js";
 export { type ModelSummary, summarize } from "./models/summary.js";
 export * from "./models/vgg.js";

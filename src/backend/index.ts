@@ -1,11 +1,18 @@
 // Chooses the backend: VGG_BACKEND=reference|native forces one; otherwise the native addon when it loads,
 // else the reference backend with a one-time message that says why and how to fix it.
+// "webgpu" (useBackend, VGG_BACKEND=webgpu with configureRuntime) opens the GPU as the current device
+// (device.ts): tensors moved there run the WGSL kernels of ./webgpu/; host tensors keep the CPU backend.
+import { currentDevice, type DeviceName, setCurrentDevice } from "../device.js";
 import type { Backend } from "./backend.js";
 import { Bf16Backend, type Precision, parsePrecision } from "./bf16.js";
 import { loadNativeBackend } from "./native.js";
 import { ReferenceBackend } from "./reference.js";
+import { WebGpuDevice } from "./webgpu/device-tensor.js";
 
-export type BackendName = "reference" | "native";
+/** Where a model runs: the CPU kernels (reference, native) or the GPU through WebGPU. */
+export type BackendName = "reference" | "native" | "webgpu";
+const backendNames: readonly BackendName[] = ["reference", "native", "webgpu"];
+
 export type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "./backend.js";
 export { type Precision, precisions } from "./bf16.js";
 
@@ -14,6 +21,8 @@ let current: Backend | null = null;
 let fallbackReason: string | null = null;
 
 function create(name: BackendName): Backend {
+  if (name === "webgpu")
+    throw new Error('The webgpu backend opens the GPU asynchronously: use await useBackend("webgpu")');
   if (name === "reference") return new ReferenceBackend();
   const native = loadNativeBackend();
   if (native instanceof Error) throw new Error(`Cannot use the native backend: ${native.message}`);
@@ -21,12 +30,9 @@ function create(name: BackendName): Backend {
 }
 
 function initial(): Backend {
-  const forced = process.env.VGG_BACKEND;
-  if (forced !== undefined && forced !== "") {
-    if (forced !== "reference" && forced !== "native")
-      throw new Error(`Expected VGG_BACKEND to be "reference" or "native" but received "${forced}"`);
-    return create(forced);
-  }
+  const forced = envBackend();
+  // With webgpu the host tensors (data, metrics) still need CPU kernels: the usual choice.
+  if (forced && forced !== "webgpu") return create(forced);
   const native = loadNativeBackend();
   if (native instanceof Error) {
     fallbackReason = native.message;
@@ -35,6 +41,14 @@ function initial(): Backend {
     return new ReferenceBackend();
   }
   return native;
+}
+
+function envBackend(): BackendName | null {
+  const forced = process.env.VGG_BACKEND;
+  if (forced === undefined || forced === "") return null;
+  if (!(backendNames as readonly string[]).includes(forced))
+    throw new Error(`Expected VGG_BACKEND to be "reference", "native" or "webgpu" but received "${forced}"`);
+  return forced as BackendName;
 }
 
 let precision: Precision = "fp32";
@@ -74,9 +88,10 @@ export function withPrecision<T>(p: Precision, fn: () => T): T {
   }
 }
 
-/** Switches the backend for all later ops. Throws (with a fix) if the native addon is unavailable. */
+/** Switches the CPU backend for all later ops. Throws (with a fix) if the native addon is unavailable. */
 export function setBackend(name: BackendName): Backend {
   current = create(name);
+  setCurrentDevice(null);
   const threads = process.env.VGG_NUM_THREADS;
   if (threads) current.setNumThreads(Number(threads));
   return current;
@@ -109,4 +124,54 @@ export function configureBackend(o: {
   const threads = o.threads ?? (env ? Number(env) : undefined);
   if (threads) setNumThreads(threads);
   return backend();
+}
+
+/** The WebGPU device, opened once per process and kept (Dawn's instance lives as long). */
+let webgpu: Promise<WebGpuDevice> | null = null;
+
+/**
+ * Chooses where models run, as a program's first step: "reference" or "native" (as setBackend), or
+ * "webgpu", which opens the GPU adapter (an error naming what was looked for when there is none) and
+ * makes it the current device: `model.to("webgpu")`, `x.to("webgpu")` move tensors there, and fit and
+ * the CLI do so themselves. Host tensors keep the CPU backend.
+ */
+export async function useBackend(name: BackendName): Promise<void> {
+  if (name !== "webgpu") {
+    setBackend(name);
+    return;
+  }
+  if (precision !== "fp32")
+    throw new Error(`The webgpu backend runs fp32 only; received precision ${precision}`);
+  webgpu ??= WebGpuDevice.open();
+  try {
+    setCurrentDevice(await webgpu);
+  } catch (e) {
+    webgpu = null;
+    throw e;
+  }
+}
+
+/** The open WebGPU device, when useBackend("webgpu") chose it. */
+export function webGpuDevice(): WebGpuDevice | null {
+  const d = currentDevice();
+  return d instanceof WebGpuDevice ? d : null;
+}
+
+/**
+ * configureBackend for every backend: "webgpu" (from o.backend, else $VGG_BACKEND) opens the GPU
+ * (useBackend). Returns the CPU backend and where the model's tensors go.
+ */
+export async function configureRuntime(o: {
+  backend?: BackendName;
+  threads?: number;
+  precision?: Precision;
+}): Promise<{ backend: Backend; device: DeviceName }> {
+  const name = o.backend ?? envBackend() ?? undefined;
+  if (name !== "webgpu") {
+    setCurrentDevice(null);
+    return { backend: configureBackend(o), device: "cpu" };
+  }
+  const be = configureBackend({ ...o, backend: undefined });
+  await useBackend("webgpu");
+  return { backend: be, device: "webgpu" };
 }

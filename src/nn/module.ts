@@ -2,7 +2,8 @@
 // fields in declaration order (as tinygrad's get_state_dict), so `features.0.weight`-style names come
 // from the object tree itself; buffers (BatchNorm's running statistics) are registered explicitly under
 // PyTorch's names.
-import { formatShape, Parameter, type Tensor } from "../tensor.js";
+import type { DeviceName } from "../device.js";
+import { deviceNamed, formatShape, Parameter, type Tensor } from "../tensor.js";
 
 export abstract class Module {
   training = true;
@@ -57,6 +58,34 @@ export abstract class Module {
     return this.train(false);
   }
 
+  /**
+   * Moves every parameter and buffer to `device` in place, as torch's module.to(device): the tensors keep
+   * their identity (an optimiser made before still holds them) and lose their gradients. "webgpu" needs
+   * `await useBackend("webgpu")` first; back to the host is asynchronous: `await model.cpu()`.
+   */
+  to(device: DeviceName): this {
+    if (device === "cpu") {
+      if (this.device() !== "cpu")
+        throw new Error(`The model lives on ${this.device()}: move it back with await model.cpu()`);
+      return this;
+    }
+    const d = deviceNamed(device);
+    // BatchNorm2d counts its batches on the host (a number the kernels never read).
+    for (const [name, t] of this.stateDict()) if (!name.endsWith("num_batches_tracked")) t.moveTo_(d);
+    return this;
+  }
+
+  /** Moves every parameter and buffer back to host memory (the reverse of to("webgpu")). */
+  async cpu(): Promise<this> {
+    for (const [, t] of this.stateDict()) await t.moveToHost_();
+    return this;
+  }
+
+  /** Where the first parameter lives; "cpu" for a module without any. */
+  device(): DeviceName {
+    return this.parameters()[0]?.device ?? "cpu";
+  }
+
   /** Clears every parameter's gradient. */
   zeroGrad(): void {
     for (const p of this.parameters()) p.clearGrad();
@@ -101,8 +130,7 @@ export abstract class Module {
     for (const [key, t] of own) {
       const src = state.get(key);
       if (!src) continue;
-      t.data.set(src.data);
-      t.markModified();
+      t.copyFrom_(src.data);
     }
     return { missingKeys, unexpectedKeys };
   }

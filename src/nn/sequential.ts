@@ -1,6 +1,5 @@
 // Sequential: children stored under their indices ("0", "1", ...), so parameter names are PyTorch's,
 // `net[0]` works, and `for (const blk of net)` walks the layers as in the d2l shape loop.
-import { markExposed, markInternal, releaseInternal } from "../memory.js";
 import type { Tensor } from "../tensor.js";
 import { BatchNorm2d, Conv2d, MaxPool2d, ReLU } from "./layers.js";
 import { Module } from "./module.js";
@@ -42,16 +41,16 @@ export class Sequential extends Module implements Iterable<Module> {
           i++;
         } else next = layer.forward(x);
         if (x !== input && next !== x) {
-          markInternal(x);
+          x.markInternal();
           // Nothing recorded a use of x (no graph), and next does not share its memory: x is dead.
-          if (!next.node && next.data.buffer !== x.data.buffer) releaseInternal(x);
+          if (!next.node && !next.sharesMemoryWith(x)) x.releaseInternal();
         }
         x = next;
       }
     } finally {
       nesting--;
     }
-    if (nesting === 0) markExposed(x);
+    if (nesting === 0) x.markExposed();
     return x;
   }
 

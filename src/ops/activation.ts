@@ -1,9 +1,12 @@
 // Activations: relu (backward masks by the output) and dropout (seeded, inverted scaling).
-import { record } from "../autograd.js";
+import { record, recordDevice } from "../autograd.js";
 import { backend } from "../backend/index.js";
+import type { GpuStorage, WebGpuDevice } from "../backend/webgpu/device-tensor.js";
+import * as gpu from "../backend/webgpu/elementwise.js";
 import { adopt, give, takeFloat32 } from "../memory.js";
 import { defaultGenerator, type Generator } from "../rng.js";
 import { Tensor } from "../tensor.js";
+import { gpuArray, gpuOf, gradOn } from "./device.js";
 
 // ReLU's backward fused into the next op. When an op's input x is a ReLU output (of `relu`, or of a conv
 // or batch norm with `relu: true`), its backward kernel can apply ReLU's mask to the gradient it computes for x while
@@ -11,7 +14,7 @@ import { Tensor } from "../tensor.js";
 // passes a marked gradient through instead of masking it again in a separate pass over a fresh buffer.
 // The autograd hands a returned buffer only to that input x (a sum of several gradients is a new,
 // unmarked buffer), so a mark is only ever seen by the ReLU that produced x.
-const reluMasked = new WeakSet<Float32Array>();
+const reluMasked = new WeakSet<Float32Array | GpuStorage>();
 
 /** Whether t is the output of a ReLU (so a consumer may fuse ReLU's backward mask into its own). */
 export function isReluOutput(t: Tensor): boolean {
@@ -20,7 +23,7 @@ export function isReluOutput(t: Tensor): boolean {
 }
 
 /** Records that g, the gradient for a ReLU output, already has ReLU's backward mask applied. */
-export function markReluMasked(g: Float32Array): Float32Array {
+export function markReluMasked<G extends Float32Array | GpuStorage>(g: G): G {
   reluMasked.add(g);
   return g;
 }
@@ -33,7 +36,23 @@ export function reluGradient(dy: Float32Array, y: Float32Array): Float32Array {
   return dx;
 }
 
+/** reluGradient on a device: a new storage, or dy itself when it is marked as masked already. */
+export function reluGradientOnDevice(dev: WebGpuDevice, dy: GpuStorage, y: GpuStorage): GpuStorage {
+  if (reluMasked.has(dy)) return dy;
+  const dx = dev.alloc(dy.length);
+  gpu.reluBackward(dev.ctx, dx.array, dy.array, y.array);
+  return dx;
+}
+
 export function relu(x: Tensor): Tensor {
+  const dev = gpuOf("relu", x);
+  if (dev) {
+    const y = dev.alloc(x.size);
+    gpu.relu(dev.ctx, y.array, gpuArray(x));
+    return recordDevice(new Tensor(y, x.shape), "relu", [x], (dy) => [
+      reluGradientOnDevice(dev, gradOn(dev, dy), y),
+    ]);
+  }
   const y = takeFloat32(x.size);
   backend().relu(y, x.data);
   return record(adopt(new Tensor(y, x.shape)), "relu", [x], (dy) => [reluGradient(dy, y)]);
@@ -70,6 +89,8 @@ export function dropout(
   if (!(p >= 0 && p <= 1)) throw new RangeError(`Expected a dropout probability in [0, 1] but received ${p}`);
   if (!training || p === 0) return x;
   const keep = p === 1 ? 0 : 1 / (1 - p);
+  const dev = gpuOf("dropout", x);
+  if (dev) return dropoutOnDevice(dev, x, p, keep, generator);
   const be = backend();
   const shard = batchShard && x.shape[0] === batchShard.count ? batchShard : null;
   const rowSize = x.size / x.shape[0];
@@ -87,5 +108,29 @@ export function dropout(
     return [dx];
   });
   if (!out.node) give(drawn);
+  return out;
+}
+
+/** Dropout of a tensor on a device: the mask from the generator's stream, draw for draw the host's. */
+function dropoutOnDevice(
+  dev: WebGpuDevice,
+  x: Tensor,
+  p: number,
+  keep: number,
+  generator: Generator,
+): Tensor {
+  if (batchShard && x.shape[0] === batchShard.count)
+    throw new Error("Data-parallel dropout (setDropoutBatchShard) has no WebGPU path");
+  const mask = dev.alloc(x.size);
+  gpu.dropoutMask(dev.ctx, mask.array, p, keep, generator.stateWords());
+  const y = dev.alloc(x.size);
+  gpu.mul(dev.ctx, y.array, gpuArray(x), mask.array);
+  const out = recordDevice(new Tensor(y, x.shape), "dropout", [x], (dy) => {
+    const dx = dev.alloc(dy.length);
+    gpu.mul(dev.ctx, dx.array, gradOn(dev, dy).array, mask.array);
+    mask.release();
+    return [dx];
+  });
+  if (!out.node) mask.release();
   return out;
 }

@@ -3,11 +3,14 @@
 // unbiased variance (as PyTorch). Evaluation: normalise with the running statistics (an affine map).
 // With `relu`, a following ReLU is fused: the kernel writes max(0, y) and the backward applies its mask
 // (unless the consumer of the output already did, see activation.ts).
-import { record } from "../autograd.js";
+import { record, recordDevice } from "../autograd.js";
 import { backend } from "../backend/index.js";
+import * as gpu from "../backend/webgpu/batchnorm.js";
+import type { WebGpuDevice } from "../backend/webgpu/device-tensor.js";
 import { adopt, give, takeFloat32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
-import { reluGradient } from "./activation.js";
+import { reluGradient, reluGradientOnDevice } from "./activation.js";
+import { gpuArray, gpuOf, gradOn } from "./device.js";
 
 export interface BatchNormOptions {
   training: boolean;
@@ -44,6 +47,14 @@ export function batchNorm(
       throw new RangeError(
         `Expected ${name} of shape [${c}] for batch_norm of ${formatShape(x.shape)} but received ${formatShape(t.shape)}`,
       );
+  const dev = gpuOf("batch_norm", x, [
+    ["running_mean", runningMean],
+    ["running_var", runningVar],
+    ["weight", weight],
+    ["bias", bias],
+  ]);
+  if (dev)
+    return batchNormOnDevice(dev, x, runningMean, runningVar, weight, bias, { ...o, momentum, eps, relu });
   const gamma = weight ? weight.data : new Float32Array(c).fill(1);
   const beta = bias ? bias.data : new Float32Array(c);
   // Every element of y (and of dx below) is written, so both may come from the buffer pool (memory.ts).
@@ -103,4 +114,102 @@ export function batchNorm(
     if (dy !== grad) give(dy);
     return [dx, ...(weight ? [dgamma] : []), ...(bias ? [dbeta] : [])];
   });
+}
+
+/** batch_norm of tensors on a WebGPU device (training, or fixed statistics without gradients). */
+function batchNormOnDevice(
+  dev: WebGpuDevice,
+  x: Tensor,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  o: Required<BatchNormOptions>,
+): Tensor {
+  const ctx = dev.ctx;
+  const [n, c] = x.shape;
+  const hw = x.size / (n * c || 1);
+  const gamma = weight ? gpuArray(weight) : dev.full(c, 1).array;
+  const beta = bias ? gpuArray(bias) : dev.full(c, 0).array;
+  const y = dev.alloc(x.size);
+  const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
+  const op = o.relu ? "batch_norm+relu" : "batch_norm";
+  if (!o.training && runningMean && runningVar) {
+    const [scale, shift] = [dev.alloc(c), dev.alloc(c)];
+    gpu.runningScaleShift(
+      ctx,
+      scale.array,
+      shift.array,
+      gpuArray(runningMean),
+      gpuArray(runningVar),
+      gamma,
+      beta,
+      o.eps,
+    );
+    gpu.channelAffine(ctx, y.array, gpuArray(x), scale.array, shift.array, n, c, hw, o.relu);
+    scale.release();
+    shift.release();
+    return recordDevice(new Tensor(y, x.shape), op, inputs, () => {
+      throw new Error("batch_norm's backward with running statistics (eval mode) has no webgpu kernel yet");
+    });
+  }
+  const count = n * hw;
+  if (count <= 1)
+    throw new RangeError(
+      `Expected more than 1 value per channel when training batch_norm, got input ${formatShape(x.shape)}`,
+    );
+  const [mean, invStd] = [dev.alloc(c), dev.alloc(c)];
+  gpu.batchNormForwardTrain(
+    ctx,
+    y.array,
+    mean.array,
+    invStd.array,
+    gpuArray(x),
+    gamma,
+    beta,
+    n,
+    c,
+    hw,
+    o.eps,
+    o.relu,
+  );
+  if (o.training && runningMean && runningVar)
+    gpu.updateRunningStats(
+      ctx,
+      gpuArray(runningMean),
+      gpuArray(runningVar),
+      mean.array,
+      invStd.array,
+      o.momentum,
+      o.eps,
+      count,
+    );
+  const out = recordDevice(new Tensor(y, x.shape), op, inputs, (grad) => {
+    const g = gradOn(dev, grad);
+    const dy = o.relu ? reluGradientOnDevice(dev, g, y) : g;
+    const [dx, dgamma, dbeta] = [dev.alloc(x.size), dev.alloc(c), dev.alloc(c)];
+    gpu.batchNormBackward(
+      ctx,
+      dx.array,
+      dgamma.array,
+      dbeta.array,
+      dy.array,
+      gpuArray(x),
+      gamma,
+      mean.array,
+      invStd.array,
+      n,
+      c,
+      hw,
+    );
+    if (dy !== g) dy.release();
+    mean.release();
+    invStd.release();
+    return [dx, ...(weight ? [dgamma] : []), ...(bias ? [dbeta] : [])];
+  });
+  if (!out.node) {
+    mean.release();
+    invStd.release();
+  }
+  return out;
 }

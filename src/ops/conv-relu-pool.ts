@@ -10,13 +10,17 @@
 // summed chunk by chunk, so it agrees with the unfused one to float rounding. Where the backend has a
 // kernel that pools in the convolution's epilogue (the native Winograd kernels), the forward pass uses it
 // and no chunk of the convolution's output is ever written.
-import { record } from "../autograd.js";
-import type { Conv2dGeometry } from "../backend/backend.js";
+import { record, recordDevice } from "../autograd.js";
+import type { Conv2dGeometry, Pool2dGeometry } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
+import * as gpuConv from "../backend/webgpu/conv2d.js";
+import type { WebGpuDevice } from "../backend/webgpu/device-tensor.js";
+import * as gpuPool from "../backend/webgpu/pool.js";
 import { adopt, give, takeFloat32, takeInt32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
 import { isReluOutput, markReluMasked } from "./activation.js";
 import { type Conv2dOptions, conv2dGeometry } from "./conv2d.js";
+import { gpuArray, gpuOf, gradOn } from "./device.js";
 import { type MaxPool2dOptions, maxPool2dGeometry } from "./pool.js";
 
 /** Bytes of conv output per chunk: a few MB, so a chunk stays in the last-level cache. */
@@ -48,6 +52,11 @@ export function conv2dReluMaxPool2d(
       `Expected a bias of shape [${g.cOut}] for conv2d but received ${formatShape(bias.shape)}`,
     );
   const pg = maxPool2dGeometry([g.n, g.cOut, g.outH, g.outW], pool);
+  const dev = gpuOf("conv2d", x, [
+    ["weight", weight],
+    ["bias", bias],
+  ]);
+  if (dev) return onDevice(dev, x, weight, bias, g, pg);
   const be = backend();
   if (imagesPerChunk !== undefined && !(Number.isInteger(imagesPerChunk) && imagesPerChunk >= 1))
     throw new RangeError(`Expected imagesPerChunk to be an integer >= 1 but received ${imagesPerChunk}`);
@@ -142,5 +151,67 @@ export function conv2dReluMaxPool2d(
     },
   );
   if (!out.node) give(argmax);
+  return out;
+}
+
+/**
+ * The fused op on a WebGPU device: the convolution's output is written whole (a GPU has the memory
+ * bandwidth; the chunks above are for CPU caches) and freed once pooled; backward as above.
+ */
+function onDevice(
+  dev: WebGpuDevice,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  g: Conv2dGeometry,
+  pg: Pool2dGeometry,
+): Tensor {
+  const ctx = dev.ctx;
+  const conv = dev.alloc(g.n * g.cOut * g.outH * g.outW);
+  gpuConv.conv2dForward(
+    ctx,
+    conv.array,
+    gpuArray(x),
+    gpuArray(weight),
+    bias ? gpuArray(bias) : null,
+    g,
+    true,
+  );
+  const size = g.n * g.cOut * pg.outH * pg.outW;
+  const y = dev.alloc(size);
+  const argmax = dev.alloc(size, "i32");
+  gpuPool.maxPool2dForward(ctx, y.array, argmax.array, conv.array, pg);
+  conv.release();
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  const fuseMask = isReluOutput(x);
+  const out = recordDevice(
+    new Tensor(y, [g.n, g.cOut, pg.outH, pg.outW]),
+    "conv2d+relu+max_pool2d",
+    inputs,
+    (dyIn) => {
+      const dy = gradOn(dev, dyIn);
+      const d = dev.alloc(g.n * g.cOut * g.outH * g.outW);
+      gpuPool.maxPool2dBackward(ctx, d.array, dy.array, argmax.array, pg, y.array);
+      argmax.release();
+      const dx = x.requiresGrad ? dev.alloc(x.size) : null;
+      if (dx)
+        gpuConv.conv2dBackwardInput(
+          ctx,
+          dx.array,
+          d.array,
+          gpuArray(weight),
+          g,
+          fuseMask ? gpuArray(x) : null,
+        );
+      if (dx && fuseMask) markReluMasked(dx);
+      const wantW = weight.requiresGrad || (bias?.requiresGrad ?? false);
+      const dw = wantW ? dev.alloc(weight.size) : null;
+      const db = wantW && bias ? dev.alloc(g.cOut) : null;
+      if (dw) gpuConv.conv2dBackwardWeight(ctx, dw.array, db ? db.array : null, d.array, gpuArray(x), g);
+      d.release();
+      return bias ? [dx, dw, db] : [dx, dw];
+    },
+  );
+  if (!out.node) argmax.release();
   return out;
 }

@@ -3,12 +3,15 @@
 // Forward:  y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] * x[n, c, i*s - pad + p, j*s - pad + q]
 // Backward: dL/dx is itself a convolution (dy against the flipped kernel, a "transposed convolution"),
 //           dL/dw correlates x with dy, and dL/db sums dy over batch and space.
-import { record } from "../autograd.js";
+import { record, recordDevice } from "../autograd.js";
 import type { Conv2dGeometry } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
+import * as gpu from "../backend/webgpu/conv2d.js";
+import type { WebGpuDevice } from "../backend/webgpu/device-tensor.js";
 import { adopt, give, takeFloat32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
-import { isReluOutput, markReluMasked, reluGradient } from "./activation.js";
+import { isReluOutput, markReluMasked, reluGradient, reluGradientOnDevice } from "./activation.js";
+import { gpuArray, gpuOf, gradOn } from "./device.js";
 import { type Pair, pair } from "./util.js";
 
 export interface Conv2dOptions {
@@ -63,6 +66,11 @@ export function conv2d(
       `Expected a bias of shape [${g.cOut}] for conv2d but received ${formatShape(bias.shape)}`,
     );
   const relu = options.relu ?? false;
+  const dev = gpuOf("conv2d", x, [
+    ["weight", weight],
+    ["bias", bias],
+  ]);
+  if (dev) return conv2dOnDevice(dev, x, weight, bias, g, relu);
   // The kernel writes every element, so the output may come from the buffer pool (memory.ts).
   const y = takeFloat32(g.n * g.cOut * g.outH * g.outW);
   backend().conv2dForward(y, x.data, weight.data, bias ? bias.data : null, g, relu);
@@ -83,6 +91,46 @@ export function conv2d(
       backend().conv2dBackwardWeight(dw, db, dy, x.data, g);
     }
     if (dy !== gradOut) give(dy);
+    return bias ? [dx, dw, db] : [dx, dw];
+  });
+}
+
+/** conv2d of tensors on a WebGPU device: the same passes as above, on the device's kernels. */
+function conv2dOnDevice(
+  dev: WebGpuDevice,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  g: Conv2dGeometry,
+  relu: boolean,
+): Tensor {
+  const y = dev.alloc(g.n * g.cOut * g.outH * g.outW);
+  gpu.conv2dForward(dev.ctx, y.array, gpuArray(x), gpuArray(weight), bias ? gpuArray(bias) : null, g, relu);
+  const out = new Tensor(y, [g.n, g.cOut, g.outH, g.outW]);
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  const fuseMask = isReluOutput(x);
+  return recordDevice(out, relu ? "conv2d+relu" : "conv2d", inputs, (gradOut) => {
+    const grad = gradOn(dev, gradOut);
+    const dy = relu ? reluGradientOnDevice(dev, grad, y) : grad;
+    const dx = x.requiresGrad ? dev.alloc(x.size) : null;
+    if (dx)
+      gpu.conv2dBackwardInput(
+        dev.ctx,
+        dx.array,
+        dy.array,
+        gpuArray(weight),
+        g,
+        fuseMask ? gpuArray(x) : null,
+      );
+    if (dx && fuseMask) markReluMasked(dx);
+    let dw = null;
+    let db = null;
+    if (weight.requiresGrad || bias?.requiresGrad) {
+      dw = dev.alloc(weight.size);
+      db = bias ? dev.alloc(g.cOut) : null;
+      gpu.conv2dBackwardWeight(dev.ctx, dw.array, db ? db.array : null, dy.array, gpuArray(x), g);
+    }
+    if (dy !== grad) dy.release();
     return bias ? [dx, dw, db] : [dx, dw];
   });
 }

@@ -1,9 +1,14 @@
 // linear (y = x W^T + b) and matmul, both one GEMM forward and two backward.
-import { needsGrad, record } from "../autograd.js";
+import { needsGrad, record, recordDevice } from "../autograd.js";
 import type { Backend } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
+import type { WebGpuDevice } from "../backend/webgpu/device-tensor.js";
+import { addRowBias } from "../backend/webgpu/elementwise.js";
+import { gemm } from "../backend/webgpu/gemm.js";
 import { adopt, takeFloat32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
+import { gpuArray, gpuOf, gradOn } from "./device.js";
+import { noDeviceKernel } from "./pool.js";
 
 /** Matrix product of a (m, k) and b (k, n). */
 export function matmul(a: Tensor, b: Tensor): Tensor {
@@ -11,6 +16,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     throw new RangeError(
       `Expected matrices of shapes [m, k] and [k, n] for matmul but received ${formatShape(a.shape)} and ${formatShape(b.shape)}`,
     );
+  if (a.deviceStorage || b.deviceStorage) throw noDeviceKernel("matmul", a.deviceStorage ? a : b);
   const [m, k] = a.shape;
   const n = b.shape[1];
   const c = new Float32Array(m * n);
@@ -90,6 +96,11 @@ export function linear(
       `Expected a bias of shape [${out}] for Linear(${inF}, ${out}) but received ${formatShape(bias.shape)}`,
     );
   const rows = x.size / inF;
+  const dev = gpuOf(`Linear(${inF}, ${out})`, x, [
+    ["weight", weight],
+    ["bias", bias],
+  ]);
+  if (dev) return linearOnDevice(dev, x, weight, bias, rows);
   // gemm with beta 0 writes every element, so the output may come from the buffer pool (memory.ts).
   const y = takeFloat32(rows * out);
   const be = backend();
@@ -109,6 +120,33 @@ export function linear(
     // db = the column sums of dy, as the product ones (1, rows) x dy (rows, out).
     const db = new Float32Array(out);
     backend().gemm(db, new Float32Array(rows).fill(1), dy, 1, out, rows, false, false, 0);
+    return [dx, dw, db];
+  });
+}
+
+/** linear of tensors on a WebGPU device: the same three GEMMs (and the bias as a GEMM with ones). */
+function linearOnDevice(
+  dev: WebGpuDevice,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  rows: number,
+): Tensor {
+  const [out, inF] = weight.shape;
+  const ctx = dev.ctx;
+  const y = dev.alloc(rows * out);
+  gemm(ctx, y.array, gpuArray(x), gpuArray(weight), rows, out, inF, false, true, 0);
+  if (bias) addRowBias(ctx, y.array, gpuArray(bias), rows, out);
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return recordDevice(new Tensor(y, [...x.shape.slice(0, -1), out]), "linear", inputs, (dyIn) => {
+    const dy = gradOn(dev, dyIn).array;
+    const dx = x.requiresGrad ? dev.alloc(x.size) : null;
+    if (dx) gemm(ctx, dx.array, dy, gpuArray(weight), rows, inF, out, false, false, 0);
+    const dw = weight.requiresGrad ? dev.alloc(weight.size) : null;
+    if (dw) gemm(ctx, dw.array, dy, gpuArray(x), out, inF, rows, true, false, 0);
+    if (!bias) return [dx, dw];
+    const db = dev.alloc(out);
+    gemm(ctx, db.array, dev.ones(rows).array, dy, 1, out, rows, false, false, 0);
     return [dx, dw, db];
   });
 }

@@ -1,7 +1,12 @@
 // Losses: log_softmax (stable: x - max - log sum exp), nll_loss and cross_entropy (mean reduction).
-import { record } from "../autograd.js";
+import { record, recordDevice } from "../autograd.js";
 import { backend } from "../backend/index.js";
+import type { WebGpuDevice } from "../backend/webgpu/device-tensor.js";
+import { scaleByScalar } from "../backend/webgpu/elementwise.js";
+import { softmaxCrossEntropy } from "../backend/webgpu/loss.js";
 import { formatShape, Tensor } from "../tensor.js";
+import { gpuArray, gpuOf, gradOn } from "./device.js";
+import { noDeviceKernel } from "./pool.js";
 
 export type Targets = Int32Array | readonly number[];
 
@@ -26,6 +31,7 @@ function expect2d(x: Tensor, op: string): [number, number] {
 /** log_softmax over dim 1 of (N, C). Backward: dx = dy - softmax * sum(dy). */
 export function logSoftmax(x: Tensor): Tensor {
   const [n, c] = expect2d(x, "log_softmax");
+  if (x.deviceStorage) throw noDeviceKernel("log_softmax", x);
   const y = new Float32Array(x.size);
   for (let i = 0; i < n; i++) {
     let max = Number.NEGATIVE_INFINITY;
@@ -50,6 +56,7 @@ export function logSoftmax(x: Tensor): Tensor {
 export function nllLoss(logProbs: Tensor, targets: Targets): Tensor {
   const [n, c] = expect2d(logProbs, "nll_loss");
   const t = checkTargets(targets, n, c, "nll_loss");
+  if (logProbs.deviceStorage) throw noDeviceKernel("nll_loss", logProbs);
   let loss = 0;
   for (let i = 0; i < n; i++) loss -= logProbs.data[i * c + t[i]];
   return record(new Tensor(Float32Array.of(loss / n), []), "nll_loss", [logProbs], (g) => {
@@ -63,6 +70,8 @@ export function nllLoss(logProbs: Tensor, targets: Targets): Tensor {
 export function crossEntropy(logits: Tensor, targets: Targets): Tensor {
   const [n, c] = expect2d(logits, "cross_entropy");
   const t = checkTargets(targets, n, c, "cross_entropy");
+  const dev = gpuOf("cross_entropy", logits);
+  if (dev) return crossEntropyOnDevice(dev, logits, t, n, c);
   const dlogits = new Float32Array(n * c);
   const loss = backend().softmaxCrossEntropy(dlogits, logits.data, t, n, c);
   return record(new Tensor(Float32Array.of(loss), []), "cross_entropy", [logits], (g) => {
@@ -70,4 +79,28 @@ export function crossEntropy(logits: Tensor, targets: Targets): Tensor {
     for (let i = 0; i < dx.length; i++) dx[i] = dlogits[i] * g[0];
     return [dx];
   });
+}
+
+/** Cross-entropy on a WebGPU device: the targets go up, the mean loss stays on the device. */
+function crossEntropyOnDevice(
+  dev: WebGpuDevice,
+  logits: Tensor,
+  t: Int32Array,
+  n: number,
+  c: number,
+): Tensor {
+  const ctx = dev.ctx;
+  const dlogits = dev.alloc(n * c);
+  const loss = dev.alloc(1);
+  const targets = dev.upload(t);
+  softmaxCrossEntropy(ctx, dlogits.array, loss.array, gpuArray(logits), targets.array, n, c);
+  targets.release();
+  const out = recordDevice(new Tensor(loss, []), "cross_entropy", [logits], (g) => {
+    const dx = dev.alloc(n * c);
+    scaleByScalar(ctx, dx.array, dlogits.array, gradOn(dev, g).array);
+    dlogits.release();
+    return [dx];
+  });
+  if (!out.node) dlogits.release();
+  return out;
 }

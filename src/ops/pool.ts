@@ -1,10 +1,13 @@
 // Pooling: max_pool2d (forward keeps the argmax, backward scatters to it) and adaptive_avg_pool2d.
-import { record } from "../autograd.js";
+import { record, recordDevice } from "../autograd.js";
 import type { Pool2dGeometry } from "../backend/backend.js";
 import { backend } from "../backend/index.js";
+import type { WebGpuDevice } from "../backend/webgpu/device-tensor.js";
+import * as gpu from "../backend/webgpu/pool.js";
 import { adopt, give, takeFloat32, takeInt32 } from "../memory.js";
 import { formatShape, Tensor } from "../tensor.js";
 import { isReluOutput, markReluMasked } from "./activation.js";
+import { gpuArray, gpuOf, gradOn } from "./device.js";
 import { expectNdim, type Pair, pair } from "./util.js";
 
 export interface MaxPool2dOptions {
@@ -39,6 +42,8 @@ export function maxPool2dGeometry(shape: readonly number[], o: MaxPool2dOptions)
 
 export function maxPool2d(x: Tensor, options: MaxPool2dOptions): Tensor {
   const g = maxPool2dGeometry(x.shape, options);
+  const dev = gpuOf("max_pool2d", x);
+  if (dev) return maxPool2dOnDevice(dev, x, g);
   const size = g.n * g.c * g.outH * g.outW;
   // The kernels write every element, so these may come from the buffer pool (memory.ts).
   const y = takeFloat32(size);
@@ -54,6 +59,22 @@ export function maxPool2d(x: Tensor, options: MaxPool2dOptions): Tensor {
     return [reluOut ? markReluMasked(dx) : dx];
   });
   if (!out.node) give(argmax);
+  return out;
+}
+
+function maxPool2dOnDevice(dev: WebGpuDevice, x: Tensor, g: Pool2dGeometry): Tensor {
+  const size = g.n * g.c * g.outH * g.outW;
+  const y = dev.alloc(size);
+  const argmax = dev.alloc(size, "i32");
+  gpu.maxPool2dForward(dev.ctx, y.array, argmax.array, gpuArray(x), g);
+  const fuse = isReluOutput(x);
+  const out = recordDevice(new Tensor(y, [g.n, g.c, g.outH, g.outW]), "max_pool2d", [x], (dy) => {
+    const dx = dev.alloc(x.size);
+    gpu.maxPool2dBackward(dev.ctx, dx.array, gradOn(dev, dy).array, argmax.array, g, fuse ? y.array : null);
+    argmax.release();
+    return [fuse ? markReluMasked(dx) : dx];
+  });
+  if (!out.node) argmax.release();
   return out;
 }
 
@@ -75,6 +96,11 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
     throw new RangeError(
       `Expected a non-empty input for adaptive_avg_pool2d but received ${formatShape(x.shape)}`,
     );
+  if (gpuOf("adaptive_avg_pool2d", x)) {
+    // The identity (torchvision's 7x7 pool after a 224 trunk) is all a VGG needs on the device.
+    if (h === oh && w === ow) return x;
+    throw noDeviceKernel("adaptive_avg_pool2d", x);
+  }
   const rows = windows(h, oh);
   const cols = windows(w, ow);
   const y = new Float32Array(n * c * oh * ow);
@@ -99,4 +125,9 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
         }
     return [dx];
   });
+}
+
+/** For ops that have no device kernel yet. */
+export function noDeviceKernel(op: string, x: Tensor): Error {
+  return new Error(`${op} has no ${x.device} kernel yet; run it on the host (await x.cpu())`);
 }

@@ -1,5 +1,5 @@
 // Shape ops: reshape and flatten share the data buffer (tensors are contiguous), so both are free.
-import { record } from "../autograd.js";
+import { record, recordDevice } from "../autograd.js";
 import { formatShape, shapeSize, Tensor } from "../tensor.js";
 
 /** Reshape to `shape`; one dimension may be -1 and is inferred. */
@@ -18,6 +18,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
     throw new RangeError(
       `Expected a shape with ${x.size} values to reshape ${formatShape(x.shape)} but received ${formatShape(shape)}`,
     );
+  if (x.deviceStorage) return recordDevice(new Tensor(x.deviceStorage, out), "reshape", [x], (g) => [g]);
   return record(new Tensor(x.data, out), "reshape", [x], (g) => [g]);
 }
 

@@ -2,6 +2,8 @@
 //   d = g + wd * p;  buf = m * buf + (1 - dampening) * d  (buf = d on the first step);
 //   d = nesterov ? d + m * buf : buf;  p -= lr * d
 import { backend } from "../backend/index.js";
+import { GpuStorage } from "../backend/webgpu/device-tensor.js";
+import { sgdStep } from "../backend/webgpu/sgd.js";
 import type { Parameter } from "../tensor.js";
 
 export interface SgdConfig {
@@ -18,8 +20,8 @@ export class SGD {
   readonly dampening: number;
   readonly weightDecay: number;
   readonly nesterov: boolean;
-  /** Momentum buffers, created on each parameter's first step. */
-  private buffers: (Float32Array | null)[];
+  /** Momentum buffers, created on each parameter's first step (on the parameter's device). */
+  private buffers: (Float32Array | GpuStorage | null)[];
 
   constructor(
     readonly params: readonly Parameter[],
@@ -48,15 +50,30 @@ export class SGD {
       if (!grad) return;
       let buf = this.buffers[i];
       const firstStep = buf === null;
-      if (this.momentum !== 0 && !buf) buf = this.buffers[i] = new Float32Array(p.size);
-      backend().sgdStep(p.data, grad.data, buf, {
+      const o = {
         lr: this.lr,
         momentum: this.momentum,
         dampening: this.dampening,
         weightDecay: this.weightDecay,
         nesterov: this.nesterov,
         firstStep,
-      });
+      };
+      const onDevice = p.deviceStorage;
+      if (onDevice instanceof GpuStorage) {
+        // On the device: the update runs there, the momentum buffer lives there.
+        const dev = onDevice.device;
+        if (buf instanceof Float32Array) buf = this.buffers[i] = dev.upload(buf);
+        if (this.momentum !== 0 && !buf) buf = this.buffers[i] = dev.alloc(p.size);
+        const gs = grad.deviceStorage;
+        if (!gs) throw new Error(`Expected the gradient of parameter ${i} on webgpu but it is on the host`);
+        const g = dev.storageOf(gs, `the gradient of parameter ${i}`);
+        sgdStep(dev.ctx, onDevice.array, g.array, buf ? buf.array : null, o);
+      } else {
+        if (buf instanceof GpuStorage)
+          throw new Error(`SGD's momentum buffer ${i} is on a device but its parameter is on the host`);
+        if (this.momentum !== 0 && !buf) buf = this.buffers[i] = new Float32Array(p.size);
+        backend().sgdStep(p.data, grad.data, buf, o);
+      }
       p.markModified();
     });
   }
@@ -65,9 +82,23 @@ export class SGD {
     for (const p of this.params) p.clearGrad();
   }
 
-  /** Momentum buffers by parameter index (null before a parameter's first step), for checkpoints. */
+  /**
+   * Momentum buffers by parameter index (null before a parameter's first step), for checkpoints; on the
+   * host (stateBuffersAsync reads them from a device).
+   */
   stateBuffers(): (Float32Array | null)[] {
-    return this.buffers;
+    return this.buffers.map((b, i) => {
+      if (b instanceof GpuStorage)
+        throw new Error(
+          `SGD's momentum buffer ${i} lives on webgpu; read the buffers with await stateBuffersAsync()`,
+        );
+      return b;
+    });
+  }
+
+  /** The momentum buffers in host memory, wherever they live. */
+  async stateBuffersAsync(): Promise<(Float32Array | null)[]> {
+    return Promise.all(this.buffers.map((b) => (b instanceof GpuStorage ? b.read() : b)));
   }
 
   loadStateBuffers(buffers: readonly (Float32Array | null)[]): void {

@@ -207,3 +207,90 @@ export function batchNormBackward(
   const buffers = [dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd];
   ctx.dispatch(BACKWARD_SHADER, new Params().u32(n).u32(c).u32(hw), buffers, [c, 1, 1]);
 }
+
+const RUNNING_SHADER = /* wgsl */ `
+struct P { c: u32, momentum: f32, eps: f32, unbias: f32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> runningMean: array<f32>;
+@group(0) @binding(2) var<storage, read_write> runningVar: array<f32>;
+@group(0) @binding(3) var<storage, read> mean: array<f32>;
+@group(0) @binding(4) var<storage, read> invStd: array<f32>;
+@compute @workgroup_size(256)
+fn main(${LINEAR_BUILTINS}) {
+  let ch = ${LINEAR_INDEX};
+  if (ch >= p.c) { return; }
+  let biasedVar = 1.0 / (invStd[ch] * invStd[ch]) - p.eps;
+  runningMean[ch] = (1.0 - p.momentum) * runningMean[ch] + p.momentum * mean[ch];
+  runningVar[ch] = (1.0 - p.momentum) * runningVar[ch] + p.momentum * biasedVar * p.unbias;
+}`;
+
+/**
+ * The running statistics after a training batch of `count` values per channel, as PyTorch updates them:
+ * mean and the unbiased variance (from the batch's inverse std) mixed in with weight `momentum`.
+ */
+export function updateRunningStats(
+  ctx: GpuContext,
+  runningMean: DeviceArray,
+  runningVar: DeviceArray,
+  mean: DeviceArray,
+  invStd: DeviceArray,
+  momentum: number,
+  eps: number,
+  count: number,
+): void {
+  const c = mean.length;
+  for (const [what, a] of [
+    ["runningMean", runningMean],
+    ["runningVar", runningVar],
+    ["invStd", invStd],
+  ] as const)
+    expectDeviceLength(what, a, c);
+  const params = new Params()
+    .u32(c)
+    .f32(momentum)
+    .f32(eps)
+    .f32(count / (count - 1));
+  ctx.dispatch(RUNNING_SHADER, params, [runningMean, runningVar, mean, invStd], grid(Math.ceil(c / WG)));
+}
+
+const FIXED_SHADER = /* wgsl */ `
+struct P { c: u32, eps: f32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> scale: array<f32>;
+@group(0) @binding(2) var<storage, read_write> shift: array<f32>;
+@group(0) @binding(3) var<storage, read> runningMean: array<f32>;
+@group(0) @binding(4) var<storage, read> runningVar: array<f32>;
+@group(0) @binding(5) var<storage, read> gamma: array<f32>;
+@group(0) @binding(6) var<storage, read> beta: array<f32>;
+@compute @workgroup_size(256)
+fn main(${LINEAR_BUILTINS}) {
+  let ch = ${LINEAR_INDEX};
+  if (ch >= p.c) { return; }
+  let s = gamma[ch] / sqrt(runningVar[ch] + p.eps);
+  scale[ch] = s;
+  shift[ch] = beta[ch] - runningMean[ch] * s;
+}`;
+
+/** Batch norm with fixed statistics as a per-channel scale and shift (for channelAffine). */
+export function runningScaleShift(
+  ctx: GpuContext,
+  scale: DeviceArray,
+  shift: DeviceArray,
+  runningMean: DeviceArray,
+  runningVar: DeviceArray,
+  gamma: DeviceArray,
+  beta: DeviceArray,
+  eps: number,
+): void {
+  const c = scale.length;
+  for (const [what, a] of [
+    ["shift", shift],
+    ["runningMean", runningMean],
+    ["runningVar", runningVar],
+    ["gamma", gamma],
+    ["beta", beta],
+  ] as const)
+    expectDeviceLength(what, a, c);
+  const buffers = [scale, shift, runningMean, runningVar, gamma, beta];
+  ctx.dispatch(FIXED_SHADER, new Params().u32(c).f32(eps), buffers, grid(Math.ceil(c / WG)));
+}

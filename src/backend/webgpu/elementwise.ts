@@ -70,6 +70,42 @@ export function addInPlace(ctx: GpuContext, y: DeviceArray, x: DeviceArray): voi
   elementwise(ctx, "y[i] = y0[i] + x[i];", ["y0", "x"], y, [y, x]);
 }
 
+const FILL_SHADER = /* wgsl */ `
+struct P { total: u32, value: f32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(256)
+fn main(${LINEAR_BUILTINS}) {
+  let i = ${LINEAR_INDEX};
+  if (i >= p.total) { return; }
+  y[i] = p.value;
+}`;
+
+/** y[i] = value for every element. */
+export function fill(ctx: GpuContext, y: DeviceArray, value: number): void {
+  ctx.dispatch(FILL_SHADER, new Params().u32(y.length).f32(value), [y], grid(Math.ceil(y.length / WG)));
+}
+
+const SCALE_SHADER = /* wgsl */ `
+struct P { total: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> s: array<f32>;
+@compute @workgroup_size(256)
+fn main(${LINEAR_BUILTINS}) {
+  let i = ${LINEAR_INDEX};
+  if (i >= p.total) { return; }
+  y[i] = x[i] * s[0];
+}`;
+
+/** y = x * s[0], s a one-element device array (a loss's upstream gradient, kept on the device). */
+export function scaleByScalar(ctx: GpuContext, y: DeviceArray, x: DeviceArray, s: DeviceArray): void {
+  expectDeviceLength("x", x, y.length);
+  expectDeviceLength("s", s, 1);
+  ctx.dispatch(SCALE_SHADER, new Params().u32(y.length), [y, x, s], grid(Math.ceil(y.length / WG)));
+}
+
 const ROW_BIAS_SHADER = /* wgsl */ `
 struct P { total: u32, cols: u32 };
 @group(0) @binding(0) var<uniform> p: P;
