@@ -14,23 +14,44 @@ import {
 } from "../models/vgg.js";
 import type { Module } from "../nn/module.js";
 import type { SGD } from "../optim/sgd.js";
-import { formatShape } from "../tensor.js";
+import { formatShape, type Tensor } from "../tensor.js";
 
 const CONFIG_KEY = "vgg-ts.config";
 
-function stateTensors(model: Module, prefix = ""): Map<string, SafetensorsInput> {
+/**
+ * The values of a model (and an optimiser's momentum buffers) in host memory, read from the device
+ * where they live on one; host tensors are not copied. What saveModel and saveCheckpoint write.
+ */
+export interface HostState {
+  values: Map<Tensor, Float32Array>;
+  momentum: (Float32Array | null)[] | null;
+}
+
+export async function readHostState(model: Module, optimizer?: SGD): Promise<HostState> {
+  const values = new Map<Tensor, Float32Array>();
+  for (const [, t] of model.stateDict()) values.set(t, t.deviceStorage ? await t.dataAsync() : t.data);
+  return { values, momentum: optimizer ? await optimizer.stateBuffersAsync() : null };
+}
+
+function stateTensors(model: Module, prefix = "", host?: HostState): Map<string, SafetensorsInput> {
   const out = new Map<string, SafetensorsInput>();
   for (const [name, t] of model.stateDict())
     out.set(prefix + name, {
       shape: t.shape,
-      data: t.data,
+      data: host?.values.get(t) ?? t.data,
       dtype: name.endsWith("num_batches_tracked") ? "I64" : "F32",
     });
   return out;
 }
 
-export function saveModel(path: string, model: VggModel, extra: Record<string, string> = {}): void {
-  writeSafetensors(path, stateTensors(model), {
+/** Writes the weights; a model on a device needs `host` (readHostState) first. */
+export function saveModel(
+  path: string,
+  model: VggModel,
+  extra: Record<string, string> = {},
+  host?: HostState,
+): void {
+  writeSafetensors(path, stateTensors(model, "", host), {
     format: "pt",
     [CONFIG_KEY]: JSON.stringify(model.config),
     ...extra,
@@ -114,9 +135,16 @@ export interface TrainState {
   history: Record<string, unknown>[];
 }
 
-export function saveCheckpoint(path: string, model: VggModel, optimizer: SGD, state: TrainState): void {
-  const tensors = stateTensors(model, "model.");
-  optimizer.stateBuffers().forEach((b, i) => {
+/** Writes everything --resume needs; a model on a device needs `host` (readHostState) first. */
+export function saveCheckpoint(
+  path: string,
+  model: VggModel,
+  optimizer: SGD,
+  state: TrainState,
+  host?: HostState,
+): void {
+  const tensors = stateTensors(model, "model.", host);
+  (host?.momentum ?? optimizer.stateBuffers()).forEach((b, i) => {
     if (b) tensors.set(`optimizer.momentum_buffer.${i}`, { shape: [b.length], data: b });
   });
   writeSafetensors(path, tensors, {

@@ -4,7 +4,13 @@
 import { appendFileSync, mkdirSync, rmSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import { noGrad } from "../autograd.js";
-import { type BackendName, configureBackend, getPrecision, type Precision } from "../backend/index.js";
+import {
+  type BackendName,
+  configureRuntime,
+  getPrecision,
+  type Precision,
+  webGpuDevice,
+} from "../backend/index.js";
 import { loadFashionMnist, selectClasses } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
 import type { DataParallel } from "../distributed/data-parallel.js";
@@ -15,7 +21,14 @@ import * as init from "../nn/init.js";
 import { Conv2d, Linear } from "../nn/layers.js";
 import { SGD } from "../optim/sgd.js";
 import { defaultGenerator, manualSeed } from "../rng.js";
-import { loadInitWeights, readCheckpoint, saveCheckpoint, saveModel, type TrainState } from "./checkpoint.js";
+import {
+  loadInitWeights,
+  readCheckpoint,
+  readHostState,
+  saveCheckpoint,
+  saveModel,
+  type TrainState,
+} from "./checkpoint.js";
 import type { EpochSummary, TrainCallback } from "./events.js";
 import { type CurvePoint, curvesPng, curvesSvg } from "./plot.js";
 import { learningRate, type ScheduleName } from "./schedule.js";
@@ -209,7 +222,9 @@ async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<Fi
     throw new Error(
       `--input-size ${o.inputSize} differs from --resize ${o.resize}; for training the model is built for the resized images`,
     );
-  const be = configureBackend(o);
+  if (dp && (o.backend ?? process.env.VGG_BACKEND) === "webgpu")
+    throw new Error("Distributed training runs on the CPU backends; --backend webgpu is for one process");
+  const { backend: be, device: where } = await configureRuntime(o);
 
   const datasetClasses = o.classes?.length ?? 10;
   const numClasses = o.numClasses ?? datasetClasses;
@@ -229,6 +244,9 @@ async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<Fi
     if (skipped.length > 0)
       log(`Initialised from ${o.initWeights}; re-initialised (shape differs): ${skipped.join(", ")}`);
   }
+  // The model is built, initialised and restored on the host, then moved (the optimiser keeps the same
+  // Parameter objects; momentum buffers from a checkpoint go to the device at their first step).
+  if (where !== "cpu") model.to(where);
   const optimizer = new SGD(model.parameters(), {
     lr: o.lr,
     momentum: o.momentum,
@@ -238,6 +256,7 @@ async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<Fi
   let startEpoch = 0;
   let history: Record<string, unknown>[] = [];
   if (resumed) {
+    // (loadStateDict writes to the device where the model lives.)
     resumed.restore(model, optimizer);
     defaultGenerator.setState(resumed.state.rng);
     startEpoch = resumed.state.epoch;
@@ -267,7 +286,10 @@ async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<Fi
     limit: o.limitTest,
   });
   const bf16 = getPrecision() === "bf16" ? ", bf16 mixed precision" : "";
-  let device = `cpu (${be.name}, ${be.numThreads()} thread${be.numThreads() === 1 ? "" : "s"}${bf16})`;
+  let device =
+    where === "cpu"
+      ? `cpu (${be.name}, ${be.numThreads()} thread${be.numThreads() === 1 ? "" : "s"}${bf16})`
+      : (webGpuDevice()?.description ?? where);
   if (dp) {
     // Every rank got here: from now on they run in step. Rank 0's weights are everyone's.
     await dp.agree(null);
@@ -375,8 +397,10 @@ async function fitRun(options: Partial<FitOptions>, hooks: FitHooks): Promise<Fi
         history,
       };
       if (writes) {
-        saveCheckpoint(join(o.out, "checkpoint.safetensors"), model, optimizer, state);
-        saveModel(join(o.out, "model.safetensors"), model, { epoch: String(epoch + 1) });
+        // Weights on a device are read back once per epoch, for the two files.
+        const host = where === "cpu" ? undefined : await readHostState(model, optimizer);
+        saveCheckpoint(join(o.out, "checkpoint.safetensors"), model, optimizer, state, host);
+        saveModel(join(o.out, "model.safetensors"), model, { epoch: String(epoch + 1) }, host);
         writeFileAtomic(metricsPath, `${history.map((h) => JSON.stringify(h)).join("\n")}\n`);
         writeCurves(o.out, history, o.epochs);
       }

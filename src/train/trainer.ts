@@ -70,6 +70,18 @@ function countCorrect(
   return correct;
 }
 
+/** The batch's images as a tensor where the model's parameters live. */
+function input(model: Module, batch: Batch): Tensor {
+  const x = new Tensor(batch.x, batch.shape);
+  const device = model.device();
+  return device === "cpu" ? x : x.to(device);
+}
+
+/** Frees a device input's copy once its step is queued (the host's is the loader's own array). */
+function dropInput(x: Tensor): void {
+  x.deviceStorage?.release();
+}
+
 /** A sum is finite only if every term is (barring overflow, which is as bad). */
 function gradientsFinite(optimizer: SGD): boolean {
   for (const p of optimizer.params) {
@@ -148,7 +160,26 @@ export async function trainEpoch(
       break;
     }
     if (o.lrAt) optimizer.lr = o.lrAt((o.firstStep ?? 0) + i);
-    const x = new Tensor(batch.x, batch.shape);
+    const x = input(model, batch);
+    if (x.deviceStorage) {
+      // On a device the whole step is queued before anything is read: the loss and the logits come
+      // back once it has run. A non-finite gradient shows in the next batch's loss (reading every
+      // gradient would copy the weights' worth to the host each step).
+      const logits = model.forward(x);
+      const loss = crossEntropy(logits, batch.y);
+      optimizer.zeroGrad();
+      loss.backward();
+      optimizer.step();
+      dropInput(x);
+      const [value, scores] = await Promise.all([loss.itemAsync(), logits.dataAsync()]);
+      if (!Number.isFinite(value)) throw new NonFiniteError(o.epoch, i, "the loss");
+      const n = batch.y.length;
+      lossSum += value * n;
+      correct += countCorrect(scores, batch.y, logits.shape[1]);
+      examples += n;
+      report(value);
+      continue;
+    }
     const logits = model.forward(x);
     const loss = crossEntropy(logits, batch.y);
     const value = loss.item();
@@ -197,11 +228,17 @@ export async function evaluate(
         y: batch.y.subarray(first, first + count),
       };
     }
-    const logits = noGrad(() => model.forward(new Tensor(batch.x, batch.shape)));
+    const x = input(model, batch);
+    const logits = noGrad(() => model.forward(x));
+    dropInput(x);
     const n = batch.y.length;
-    lossSum += noGrad(() => crossEntropy(logits, batch.y)).item() * n;
+    const loss = noGrad(() => crossEntropy(logits, batch.y));
+    const [value, scores] = x.deviceStorage
+      ? await Promise.all([loss.itemAsync(), logits.dataAsync()])
+      : [loss.item(), logits.data];
+    lossSum += value * n;
     const predictions = new Int32Array(n);
-    correct += countCorrect(logits.data, batch.y, logits.shape[1], predictions);
+    correct += countCorrect(scores, batch.y, logits.shape[1], predictions);
     for (let i = 0; i < n; i++) confusion[batch.y[i]][predictions[i]]++;
     examples += n;
   }
