@@ -1,7 +1,7 @@
 // `vgg bench`: whole-step throughput of one configuration on random data, after a warm-up.
 import { Command, Option } from "commander";
 import { noGrad } from "../autograd.js";
-import { backend, configureBackend, getPrecision } from "../backend/index.js";
+import { backend, configureRuntime, getPrecision, webGpuDevice } from "../backend/index.js";
 import { summarize } from "../models/summary.js";
 import { prepackForInference } from "../nn/layers.js";
 import { crossEntropy } from "../ops/loss.js";
@@ -40,10 +40,10 @@ export function benchCommand(): Command {
     .option("--iters <n>", "timed steps", positiveInt("--iters"), 3)
     .option("--warmup <n>", "untimed steps first", positiveInt("--warmup"), 1)
     .option("--json", "print one JSON object")
-    .action((flags: BenchFlags) => {
-      configureBackend(flags);
+    .action(async (flags: BenchFlags) => {
+      const { device } = await configureRuntime(flags);
       manualSeed(0);
-      const model = buildModel(flags);
+      const model = buildModel(flags).to(device);
       const o = vggOptions(flags);
       const size = o.inputSize!;
       const shape = [flags.batchSize, o.inChannels!, size, size];
@@ -56,14 +56,16 @@ export function benchCommand(): Command {
       const x = new Tensor(
         Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => g.random()),
         shape,
-      );
+      ).to(device);
       const y = Int32Array.from({ length: flags.batchSize }, () => g.int(model.config.numClasses));
       const optimizer = new SGD(model.parameters(), { lr: 0.01 });
       // Inference as a server runs it: the fully connected weights packed once, as onnxruntime does.
       if (flags.mode === "infer") prepackForInference(model);
-      const step = () => {
+      // On a device a step is timed until its result is read back (the work is queued, then run).
+      const step = async () => {
         if (flags.mode === "infer") {
-          noGrad(() => model.forward(x));
+          const logits = noGrad(() => model.forward(x));
+          if (device !== "cpu") await logits.dataAsync();
           return;
         }
         model.train();
@@ -71,23 +73,27 @@ export function benchCommand(): Command {
         optimizer.zeroGrad();
         loss.backward();
         optimizer.step();
+        if (device !== "cpu") await loss.itemAsync();
       };
-      for (let i = 0; i < flags.warmup; i++) step();
+      for (let i = 0; i < flags.warmup; i++) await step();
       const times: number[] = [];
       for (let i = 0; i < flags.iters; i++) {
         const t0 = performance.now();
-        step();
+        await step();
         times.push((performance.now() - t0) / 1000);
       }
       const med = median(times);
       const be = backend();
+      const gpu = webGpuDevice();
+      const where = gpu ? gpu.description : `${be.name} backend, ${be.numThreads()} threads`;
       const result = {
         mode: flags.mode,
         arch: flags.arch,
         ratio: flags.ratio,
         resize: size,
         batch_size: flags.batchSize,
-        backend: be.name,
+        backend: gpu ? "webgpu" : be.name,
+        ...(gpu ? { adapter: gpu.description } : {}),
         threads: be.numThreads(),
         precision: getPrecision(),
         images_per_s: flags.batchSize / med,
@@ -101,7 +107,7 @@ export function benchCommand(): Command {
         return;
       }
       console.log(
-        `${flags.mode} ${flags.arch}/${flags.ratio} at ${size}, batch ${flags.batchSize}, ${be.name} backend, ${be.numThreads()} threads, ${result.precision}:\n` +
+        `${flags.mode} ${flags.arch}/${flags.ratio} at ${size}, batch ${flags.batchSize}, ${where}, ${result.precision}:\n` +
           `  ${result.images_per_s.toFixed(1)} images/s, ${result.gflops.toFixed(1)} GFLOP/s, median step ${med.toFixed(3)} s, peak RSS ${result.peak_rss_mb.toFixed(0)} MB`,
       );
     });

@@ -1,6 +1,6 @@
 // `vgg eval`: test loss and accuracy, per-class accuracy and the confusion matrix of a trained model.
 import { Command } from "commander";
-import { configureBackend } from "../backend/index.js";
+import { configureRuntime } from "../backend/index.js";
 import { FASHION_MNIST_CLASSES, loadFashionMnist } from "../data/fashion-mnist.js";
 import { DataLoader } from "../data/loader.js";
 import { prepackForInference } from "../nn/layers.js";
@@ -41,11 +41,12 @@ export function evalCommand(): Command {
     .option("--batch-size <n>", "batch size", positiveInt("--batch-size"), 128)
     .option("--json", "print the result as JSON")
     .action(async (flags: EvalFlags) => {
-      configureBackend(flags);
+      const { device } = await configureRuntime(flags);
       const { model } = loadWeightsForCli(flags.weights, {
         ...flags,
         inputSize: flags.inputSize ?? flags.resize,
       });
+      model.to(device);
       const size = imageSizeFor(model.config, flags);
       let test = await loadFashionMnist({
         dataDir: flags.dataDir,

@@ -11,7 +11,7 @@ export { buildModel, inputSizeOf, vggOptions } from "../models/spec.js";
 /** The model and input flags: the training API's model specification. */
 export type ModelFlags = ModelSpec;
 
-/** --backend, --threads and --precision, for every command that runs a model (applied by configureBackend). */
+/** --backend, --threads and --precision, for every command that runs a model (applied by configureRuntime). */
 export interface RuntimeFlags {
   backend?: BackendName;
   threads?: number;
@@ -88,7 +88,12 @@ export function addRuntimeOptions(cmd: Command): Command {
       "kernel threads (default: all cores, or $VGG_NUM_THREADS)",
       positiveInt("--threads"),
     )
-    .addOption(new Option("--backend <name>", "kernel backend").choices(["native", "reference"]))
+    .addOption(
+      new Option(
+        "--backend <name>",
+        "kernel backend (webgpu: the GPU through WebGPU; default: native, or $VGG_BACKEND)",
+      ).choices(["native", "reference", "webgpu"]),
+    )
     .addOption(
       new Option(
         "--precision <p>",

@@ -1,7 +1,7 @@
 // `vgg predict`: top-k classes with probabilities for PNG/JPEG images of any size, colour or grey.
 import { Command } from "commander";
 import { noGrad } from "../autograd.js";
-import { configureBackend } from "../backend/index.js";
+import { configureRuntime } from "../backend/index.js";
 import { readImage } from "../io/image.js";
 import { classNames, imageToInput, inputShape, topClasses } from "../serve/classify.js";
 import { Tensor } from "../tensor.js";
@@ -33,19 +33,21 @@ export function predictCommand(): Command {
       "invert grey levels (dark item on light background -> Fashion-MNIST's light on black)",
     )
     .option("--json", "print the result as JSON")
-    .action((images: string[], flags: PredictFlags) => {
-      configureBackend(flags);
+    .action(async (images: string[], flags: PredictFlags) => {
+      const { device } = await configureRuntime(flags);
       const { model } = loadWeightsForCli(flags.weights, flags);
-      model.eval();
+      model.to(device).eval();
       const cfg = model.config;
       // Checks --resize against a d2l model's input size; an ImageNet model takes any crop size.
       imageSizeFor(cfg, flags);
       const names = classNames(cfg);
-      const results = images.map((file) => {
+      const results = [];
+      for (const file of images) {
         const x = imageToInput(readImage(file), cfg, flags.invert, flags.resize);
-        const logits = noGrad(() => model.forward(new Tensor(x, [1, ...inputShape(cfg, flags.resize)])));
-        return { file, top: topClasses(logits.data, flags.top, names) };
-      });
+        const input = new Tensor(x, [1, ...inputShape(cfg, flags.resize)]).to(device);
+        const logits = noGrad(() => model.forward(input));
+        results.push({ file, top: topClasses(await logits.dataAsync(), flags.top, names) });
+      }
       if (flags.json) {
         console.log(JSON.stringify(results, null, 2));
         return;

@@ -80,6 +80,10 @@ export function serveCommand(): Command {
       30_000,
     )
     .action(async (flags: ServeFlags) => {
+      if ((flags.backend ?? process.env.VGG_BACKEND) === "webgpu")
+        throw new Error(
+          "vgg serve runs on the CPU backends (native, reference); --backend webgpu is for train, eval, predict and bench",
+        );
       configureBackend(flags);
       const config = JSON.stringify(checkedConfig(flags));
       const server = await startInferenceServer({

@@ -99,6 +99,9 @@ export function trainCommand(): Command {
         Object.entries(flags).filter(([k]) => cmd.getOptionValueSource(k) !== "default"),
       ) as Partial<TrainFlags>;
       const { dashboard: wantDashboard, host, port, distributed, mpiTimeout, ...options } = given;
+      // The dashboard's sample predictions run the model synchronously on the host.
+      if (wantDashboard && (options.backend ?? process.env.VGG_BACKEND) === "webgpu")
+        throw new Error("--dashboard runs on the CPU backends; it does not work with --backend webgpu yet");
       const dp = startDistributed({ distributed, mpiTimeout });
       const dashboard =
         wantDashboard && (dp?.isRoot ?? true) ? await startTrainDashboard({ host, port }) : undefined;

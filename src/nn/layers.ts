@@ -156,7 +156,8 @@ export class Linear extends Module {
 
   forward(x: Tensor): Tensor {
     this.checkInput(x.shape);
-    if (this.prepackWeight && !isGradEnabled() && x.size / this.inFeatures > 4)
+    // (A packed copy is for the CPU's GEMM; on a device the weight is read in place.)
+    if (this.prepackWeight && !isGradEnabled() && x.size / this.inFeatures > 4 && !this.weight.deviceStorage)
       this.packed = packLinearWeight(this.weight, this.packed);
     return linear(x, this.weight, this.bias, this.packed);
   }
