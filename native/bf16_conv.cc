@@ -230,6 +230,11 @@ __attribute__((target_clones("avx512f", "default"))) void store_row(float* to, c
     for (int64_t q = 0; q < count; q++) to[q] = from[q] + add;
 }
 
+// dx[i] = 0 where x[i] is not > 0 (ReLU's backward fused into the input gradient).
+__attribute__((target_clones("avx512f", "default"))) void mask_by_relu(float* dx, const float* x, int64_t count) {
+  for (int64_t i = 0; i < count; i++) dx[i] = x[i] > 0.0f ? dx[i] : 0.0f;
+}
+
 // The sum of a row's values rounded to bf16, in 16 interleaved partial sums added in a fixed order.
 __attribute__((target_clones("avx512f", "default"))) float rounded_sum(const float* row, int64_t count) {
   float lanes[16] = {};
@@ -454,10 +459,7 @@ bool conv2d_backward_input_bf16(float* dx, const float* dy, const float* w, cons
   const ConvShape t{s.n,          s.c_out,      s.out_h, s.out_w, s.c_in, s.kh, s.kw, 1, 1, s.kh - 1 - s.pad_h,
                     s.kw - 1 - s.pad_w, s.h, s.w};
   forward_paired(Output{dx, nullptr, false}, dy, wt.data(), nullptr, t, false);
-  if (relu_x) {
-    const int64_t count = s.n * s.c_in * s.h * s.w;
-    for (int64_t i = 0; i < count; i++) dx[i] = relu_x[i] > 0.0f ? dx[i] : 0.0f;
-  }
+  if (relu_x) mask_by_relu(dx, relu_x, s.n * s.c_in * s.h * s.w);
   return true;
 }
 
