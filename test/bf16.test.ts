@@ -446,33 +446,51 @@ test(`bf16 convolutions (${path}) give the same bits on 1, 2 and 3 threads, pool
   const one = run(1);
   for (const threads of [2, 3]) assert.deepEqual(run(threads), one, `${threads} threads`);
   native.setNumThreads(2);
-  // The pooled pass equals pooling the forward's output.
-  const y = new Float32Array(dy.length);
-  view.conv2dForward(y, x, w, bias, g, true);
-  const p = new Float32Array(pooled);
-  const argmax = new Int32Array(pooled);
-  const pRef = new Float32Array(pooled);
-  const argmaxRef = new Int32Array(pooled);
-  view.conv2dReluMaxPool2dForward?.(p, argmax, x, w, bias, g);
-  const pool = {
-    n: g.n,
-    c: g.cOut,
-    h: g.outH,
-    w: g.outW,
-    kh: 2,
-    kw: 2,
-    strideH: 2,
-    strideW: 2,
-    padH: 0,
-    padW: 0,
-  };
-  ref.maxPool2dForward(pRef, argmaxRef, y, {
-    ...pool,
-    outH: Math.floor(g.outH / 2),
-    outW: Math.floor(g.outW / 2),
-  });
-  assert.deepEqual(p, pRef);
-  assert.deepEqual(argmax, argmaxRef);
+});
+
+test(`bf16 conv + ReLU + pool (${path}) equals pooling the forward's output, NaN and ties included`, (t) => {
+  if (path !== "amx") {
+    t.skip(`on the ${path} path the fused pass is the float32 kernel's (tested in native.test)`);
+    return;
+  }
+  const rand = rng(17);
+  const view = new Bf16Backend(native);
+  // Rows of 34 outputs: two 16-window vectors and a scalar tail; odd height (a dropped last row).
+  for (const g of [convGeometry(2, 16, 33, 32, 3, 1, 1), convGeometry(1, 32, 9, 16, 3, 1, 1)]) {
+    const x = randn(g.n * g.cIn * g.h * g.w, rand);
+    x[5 * g.w + 7] = Number.NaN; // a NaN in image 0, channel 0: NaN outputs around it
+    x.fill(0, g.cIn * g.h * g.w, g.cIn * g.h * g.w + 3 * g.w); // zeros: ReLU ties at 0
+    const w = randn(g.cOut * g.cIn * 9, rand, 0.3);
+    const bias = randn(g.cOut, rand);
+    const y = new Float32Array(g.n * g.cOut * g.outH * g.outW);
+    view.conv2dForward(y, x, w, bias, g, true);
+    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
+    const p = new Float32Array(pooled);
+    const argmax = new Int32Array(pooled);
+    const pRef = new Float32Array(pooled);
+    const argmaxRef = new Int32Array(pooled);
+    assert.ok(view.conv2dReluMaxPool2dForward?.(p, argmax, x, w, bias, g), "the fused pass ran");
+    const pool = {
+      n: g.n,
+      c: g.cOut,
+      h: g.outH,
+      w: g.outW,
+      kh: 2,
+      kw: 2,
+      strideH: 2,
+      strideW: 2,
+      padH: 0,
+      padW: 0,
+    };
+    ref.maxPool2dForward(pRef, argmaxRef, y, {
+      ...pool,
+      outH: Math.floor(g.outH / 2),
+      outW: Math.floor(g.outW / 2),
+    });
+    assert.ok(p.some(Number.isNaN), "some windows hold a NaN");
+    assert.deepEqual(bits(p), bits(pRef), JSON.stringify(g));
+    assert.deepEqual(argmax, argmaxRef, JSON.stringify(g));
+  }
 });
 
 test("setPrecision('bf16'): a conv + ReLU + pool + linear step on both backends, float32 weights and loss, restored after withPrecision", () => {
