@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { PNG } from "pngjs";
+import { readSafetensors } from "../src/io/safetensors.js";
 import { writeSyntheticFashionMnist } from "./helpers.js";
 import { openGpu } from "./webgpu-setup.js";
 
@@ -112,6 +113,32 @@ test("vgg train, eval, predict and bench --backend webgpu; the weights evaluate 
     assert.equal(r.backend, "webgpu");
     assert.match(r.adapter, /^webgpu \(/);
     assert.ok(r.images_per_s > 0);
+  }
+});
+
+test("a CPU run resumed on webgpu ends with the weights of the uninterrupted CPU run", {
+  skip,
+  timeout: 1_200_000,
+}, () => {
+  const recipe = [...model, ...data, "--batch-size", "16", "--lr", "0.05", "--momentum", "0.9"];
+  const [whole, split] = [join(dir, "whole"), join(dir, "split")];
+  const a = vgg({}, "train", "--backend", "reference", ...recipe, "--epochs", "2", "--out", whole);
+  assert.equal(a.code, 0, a.err);
+  const b = vgg({}, "train", "--backend", "reference", ...recipe, "--epochs", "1", "--out", split);
+  assert.equal(b.code, 0, b.err);
+  // The checkpoint's weights and momentum buffers go to the GPU; the second epoch runs there.
+  const c = vgg({}, "train", "--backend", "webgpu", "--resume", split, "--epochs", "2");
+  assert.equal(c.code, 0, c.err);
+  assert.match(c.out, /on webgpu \(/);
+  const [x, y] = [whole, split].map((d) => readSafetensors(join(d, "model.safetensors")).tensors);
+  for (const [name, t] of x) {
+    const u = y.get(name)!;
+    let [d, m] = [0, 0];
+    for (let i = 0; i < t.data.length; i++) {
+      d = Math.max(d, Math.abs(t.data[i] - u.data[i]));
+      m = Math.max(m, Math.abs(t.data[i]));
+    }
+    assert.ok(d <= 1e-4 * Math.max(m, 1e-3), `${name}: max difference ${d} (max ${m})`);
   }
 });
 
