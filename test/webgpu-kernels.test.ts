@@ -6,7 +6,12 @@ import { after, test } from "node:test";
 import type { Conv2dGeometry, Pool2dGeometry, SgdOptions } from "../src/backend/backend.js";
 import { ReferenceBackend } from "../src/backend/reference.js";
 import { batchNormBackward, batchNormForwardTrain, channelAffine } from "../src/backend/webgpu/batchnorm.js";
-import { conv2dBackwardInput, conv2dBackwardWeight, conv2dForward } from "../src/backend/webgpu/conv2d.js";
+import {
+  conv2dBackwardInput,
+  conv2dBackwardWeight,
+  conv2dForward,
+  weightGradientSplits,
+} from "../src/backend/webgpu/conv2d.js";
 import { gemm } from "../src/backend/webgpu/gemm.js";
 import { softmaxCrossEntropy } from "../src/backend/webgpu/loss.js";
 import { maxPool2dBackward, maxPool2dForward } from "../src/backend/webgpu/pool.js";
@@ -300,3 +305,21 @@ test(
     }
   },
 );
+
+test("the weight gradient's split reduction covers every index once, in chunks of a multiple of 16", () => {
+  for (const [tiles, total] of [
+    [1, 6_422_528],
+    [1, 450],
+    [1, 100],
+    [8, 25_088],
+    [576, 1_000_000],
+    [3, 1_601],
+  ]) {
+    const { splits, chunk } = weightGradientSplits(tiles, total);
+    assert.ok(splits >= 1 && (splits - 1) * chunk < total && splits * chunk >= total, `${tiles} ${total}`);
+    if (splits > 1) assert.equal(chunk % 16, 0);
+    assert.ok(tiles * splits <= Math.max(tiles, 128 + tiles), `${tiles} tiles x ${splits} splits`);
+  }
+  assert.deepEqual(weightGradientSplits(1, 450), { splits: 3, chunk: 160 });
+  assert.deepEqual(weightGradientSplits(576, 1_000_000), { splits: 1, chunk: 1_000_000 });
+});

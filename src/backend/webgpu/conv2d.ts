@@ -5,12 +5,13 @@
 //                 (cOut*kh*kw, h*w): for input pixel (iy, ix) and tap (ki, kj), dy at
 //                 ((iy + padH - ki) / strideH, (ix + padW - kj) / strideW) where that divides exactly
 //   weight grad:  dw (cOut, cIn*kh*kw)      = dy as (cOut, n*outH*outW) x cols(x)^T (n*outH*outW, cIn*kh*kw)
-// The image is the grid's z for the first two; the weight gradient reduces over the whole batch.
+// The image is the grid's z for the first two; the weight gradient reduces over the whole batch, split
+// over z (below).
 // The bias gradient is a per-channel sum of dy (one workgroup per channel).
 import type { Conv2dGeometry } from "../backend.js";
 import { checkConv } from "../checks.js";
 import type { DeviceArray } from "./buffers.js";
-import { type GpuContext, Params } from "./context.js";
+import { type GpuContext, grid, LINEAR_BUILTINS, LINEAR_INDEX, Params, WG } from "./context.js";
 import { expectDeviceLength, tiledGemmGrid, tiledGemmShader } from "./gemm.js";
 
 const GEOMETRY_FIELDS =
@@ -144,26 +145,60 @@ export function conv2dBackwardInput(
   ctx.dispatch(backwardInputShader(reluMask !== null), params, buffers, tiledGemmGrid(g.cIn, plane, g.n));
 }
 
+// The weight gradient's reduction (n * outH * outW, 6.4 million at 224/128 in the first layer) is split
+// over the grid's z: split z sums k in [z * chunk, (z + 1) * chunk) into its own slice of a partial
+// buffer, and a second pass adds the slices in order (so the result does not depend on scheduling).
+// A layer with few output tiles (cOut 64 x 9 taps is one 64x64 tile) would otherwise run as one workgroup.
 const BACKWARD_WEIGHT_SHADER = tiledGemmShader({
-  fields: GEOMETRY_FIELDS,
+  fields: `${GEOMETRY_FIELDS} total: u32,`,
   bindings: `
 @group(0) @binding(1) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 ${GATHER_X}`,
-  // Row r is the output channel; the reduction index k runs over (image, output pixel).
+  // Row r is the output channel; the reduction index (image, output pixel) is z * p.k + k.
   loadA: `fn loadA(z: u32, r: u32, k: u32) -> f32 {
+  let kk = z * p.k + k;
+  if (kk >= p.total) { return 0.0; }
   let plane = p.outH * p.outW;
-  return dy[((k / plane) * p.cOut + r) * plane + k % plane];
+  return dy[((kk / plane) * p.cOut + r) * plane + kk % plane];
 }`,
   loadB: `fn loadB(z: u32, k: u32, col: u32) -> f32 {
+  let kk = z * p.k + k;
+  if (kk >= p.total) { return 0.0; }
   let plane = p.outH * p.outW;
-  return gatherX(k / plane, col, k % plane);
+  return gatherX(kk / plane, col, kk % plane);
 }`,
-  store: "fn store(z: u32, r: u32, col: u32, v: f32) { dw[r * p.n + col] = v; }",
+  store: "fn store(z: u32, r: u32, col: u32, v: f32) { dw[(z * p.m + r) * p.n + col] = v; }",
   aAlongK: true,
   bAlongN: false,
 });
+
+const SUM_SPLITS_SHADER = /* wgsl */ `
+struct P { len: u32, splits: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(2) var<storage, read> partial: array<f32>;
+@compute @workgroup_size(256)
+fn main(${LINEAR_BUILTINS}) {
+  let i = ${LINEAR_INDEX};
+  if (i >= p.len) { return; }
+  var s = 0.0;
+  for (var z = 0u; z < p.splits; z++) { s += partial[z * p.len + i]; }
+  dw[i] = s;
+}`;
+
+/** Workgroups the weight gradient aims for, and the shortest reduction a split gets (a multiple of 16). */
+const TARGET_WORKGROUPS = 128;
+const MIN_CHUNK = 128;
+
+/** How the weight gradient's reduction of `total` is split over `tiles` output tiles. */
+export function weightGradientSplits(tiles: number, total: number): { splits: number; chunk: number } {
+  const want = Math.min(Math.ceil(TARGET_WORKGROUPS / tiles), Math.floor(total / MIN_CHUNK), 65535);
+  if (want <= 1) return { splits: 1, chunk: total };
+  const chunk = Math.ceil(total / want / 16) * 16;
+  return { splits: Math.ceil(total / chunk), chunk };
+}
 
 /** db[co] = sum of dy over the images and pixels of channel co: one workgroup per channel. */
 const BIAS_GRADIENT_SHADER = /* wgsl */ `
@@ -205,8 +240,22 @@ export function conv2dBackwardWeight(
   if (db) expectDeviceLength("db", db, g.cOut);
   const kdim = g.cIn * g.kh * g.kw;
   const plane = g.outH * g.outW;
-  const params = geometryParams(g.cOut, kdim, g.n * plane, g);
-  ctx.dispatch(BACKWARD_WEIGHT_SHADER, params, [dw, dy, x], tiledGemmGrid(g.cOut, kdim));
+  const total = g.n * plane;
+  const [gx, gy] = tiledGemmGrid(g.cOut, kdim);
+  const { splits, chunk } = weightGradientSplits(gx * gy, total);
+  const params = geometryParams(g.cOut, kdim, chunk, g).u32(total);
+  if (splits === 1) ctx.dispatch(BACKWARD_WEIGHT_SHADER, params, [dw, dy, x], [gx, gy, 1]);
+  else {
+    const partial = ctx.pool.acquire(splits * len.w);
+    ctx.dispatch(BACKWARD_WEIGHT_SHADER, params, [partial, dy, x], [gx, gy, splits]);
+    ctx.dispatch(
+      SUM_SPLITS_SHADER,
+      new Params().u32(len.w).u32(splits),
+      [dw, partial],
+      grid(Math.ceil(len.w / WG)),
+    );
+    ctx.pool.release(partial);
+  }
   if (db)
     ctx.dispatch(
       BIAS_GRADIENT_SHADER,
