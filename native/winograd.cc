@@ -480,7 +480,7 @@ void winograd_weight_grad_finish(float* dw, const float* m, int64_t c_out, int64
 }
 
 const char* winograd_kernel_name() {
-  if (isa_at_least(Isa::Avx512)) return "16 tiles per vector, avx512 (groups of up to 8: avx2+fma)";
+  if (isa_at_least(Isa::Avx512)) return "16 tiles per vector, avx512 (some groups of up to 8: avx2+fma)";
   return isa_at_least(Isa::Avx2Fma) ? "8 tiles per vector, avx2+fma" : "portable C++";
 }
 

@@ -244,12 +244,21 @@ void transform_input_chunk(float* v, int64_t e_stride, const float* x, const Con
                         dst, stride, p, strip_w, cnt);
   };
 #ifdef VGG_X86
-  if (lv.avx512)
-    return transform_input_tiles<4, 16>(v, e_stride, x, s, t0, nt, chunk, tiles_w_of(s), winograd4_tiles(s),
-                                        [&](float* dst, int64_t stride, const float* p, int64_t strip_w, int64_t cnt) {
-                                          if (cnt > 8) return winograd4_input16_avx512(dst, stride, p, strip_w, cnt);
-                                          eight(dst, stride, p, strip_w, cnt);
-                                        });
+  if (lv.avx512) {
+    // Every group of up to 16 tiles of a tile row straight from the image (no strip copy).
+    const int64_t tiles_w = tiles_w_of(s), image_tiles = winograd4_tiles(s), x_size = s.c_in * s.h * s.w;
+    for (int64_t ci = 0; ci < s.c_in; ci++)
+      for (int64_t t = 0; t < nt;) {
+        const TilePos at = tile_pos(t0 + t, image_tiles, tiles_w);
+        const int64_t run = std::min(nt - t, tiles_w - at.tx);
+        const float* xc = x + at.b * x_size + ci * s.h * s.w;
+        for (int64_t k = 0; k < run; k += 16)
+          winograd4_input16_image_avx512(v + ci * chunk + t + k, e_stride, xc, s.h, s.w, 4 * at.ty - s.pad_h,
+                                         4 * (at.tx + k) - s.pad_w, std::min<int64_t>(16, run - k));
+        t += run;
+      }
+    return;
+  }
 #endif
   transform_input_tiles<4, 8>(v, e_stride, x, s, t0, nt, chunk, tiles_w_of(s), winograd4_tiles(s), eight);
 }

@@ -88,16 +88,39 @@ const int32_t kInterleave[2][16] = {{0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6
 
 }  // namespace
 
-void winograd4_input16_avx512(float* v, int64_t e_stride, const float* p, int64_t row, int64_t cnt) {
+namespace {
+
+// The lanes of 16 columns from column j on that lie inside [0, w).
+VGG_INLINE __mmask16 inside_lanes(int64_t j, int64_t w) {
+  const int64_t lo = std::max<int64_t>(0, -j), hi = std::min<int64_t>(16, w - j);
+  return hi <= lo ? 0 : static_cast<__mmask16>(first_lanes(hi) & ~first_lanes(lo));
+}
+
+}  // namespace
+
+void winograd4_input16_image_avx512(float* v, int64_t e_stride, const float* xc, int64_t h, int64_t w, int64_t iy0,
+                                    int64_t ix0, int64_t cnt) {
+  // Rows and columns outside the image read as 0 (masked lanes are never accessed), as the zero-padded
+  // strip of the 8-tile path gives them.
+  const __mmask16 m[4] = {inside_lanes(ix0, w), inside_lanes(ix0 + 16, w), inside_lanes(ix0 + 32, w),
+                          inside_lanes(ix0 + 48, w)};
+  const bool has64 = ix0 + 64 >= 0 && ix0 + 64 < w, has65 = ix0 + 65 >= 0 && ix0 + 65 < w;
   V16 d[6][6];
   for (int r = 0; r < 6; r++) {
-    const float* q = p + r * row;
+    const int64_t iy = iy0 + r;
+    if (iy < 0 || iy >= h) {
+      for (int k = 0; k < 6; k++) d[r][k] = V16{};
+      continue;
+    }
+    // q + j is column ix0 + j of the row (before the row for a left padding: only inside lanes are read).
+    const float* q = xc + iy * w + ix0;
     V16 c[4];
-    columns4(c, _mm512_loadu_ps(q), _mm512_loadu_ps(q + 16), _mm512_loadu_ps(q + 32), _mm512_loadu_ps(q + 48));
+    columns4(c, _mm512_maskz_loadu_ps(m[0], q), _mm512_maskz_loadu_ps(m[1], q + 16),
+             _mm512_maskz_loadu_ps(m[2], q + 32), _mm512_maskz_loadu_ps(m[3], q + 48));
     for (int k = 0; k < 4; k++) d[r][k] = c[k];
     // Columns 4 and 5 of tile l are columns 0 and 1 of tile l + 1.
-    d[r][4] = shift_in(c[0], q[64]);
-    d[r][5] = shift_in(c[1], q[65]);
+    d[r][4] = shift_in(c[0], has64 ? q[64] : 0.0f);
+    d[r][5] = shift_in(c[1], has65 ? q[65] : 0.0f);
   }
   input_math(d, StoreMasked{v, e_stride, first_lanes(cnt)});
 }

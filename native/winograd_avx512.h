@@ -12,8 +12,10 @@
 namespace vgg {
 
 // F(4x4,3x3), cnt <= 16 adjacent tiles of one tile row. Input: v[e * e_stride + l] for the 36 points of
-// the tiles whose 6x6 patches start at p + 4 l (row stride `row`, 4 * 16 + 4 floats readable per row).
-void winograd4_input16_avx512(float* v, int64_t e_stride, const float* p, int64_t row, int64_t cnt);
+// the tiles whose 6x6 patches start at row iy0, column ix0 + 4 l of the plane xc (h, w), read straight from
+// it (no zero-padded strip): what lies outside the plane counts as 0.
+void winograd4_input16_image_avx512(float* v, int64_t e_stride, const float* xc, int64_t h, int64_t w, int64_t iy0,
+                                    int64_t ix0, int64_t cnt);
 // Output: y (row stride `row`) rows [0, rows) and columns [0, cols) of A^T M A + bias (ReLU), from M's 36
 // points at mt[e * e_stride] (16 lanes readable).
 void winograd4_output16_avx512(float* y, int64_t row, const float* mt, int64_t e_stride, float bv, bool relu,
