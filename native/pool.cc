@@ -1,6 +1,7 @@
 // Max pooling, parallel over the n*c planes (each thread owns whole planes, so no write is shared).
 #include "pool.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -239,25 +240,33 @@ VGG_AVX512 bool max_pool_2x2_backward_row_avx512(float* dxp, const float* dyp, c
   const __m512i mix_hi = _mm512_add_epi32(mix_lo, _mm512_set1_epi32(8));
   const __m512i one = _mm512_set1_epi32(1), wv = _mm512_set1_epi32(static_cast<int32_t>(w));
   const __m512i w1 = _mm512_set1_epi32(static_cast<int32_t>(w + 1));
-  int64_t ox = 0;
-  for (; ox + 16 <= out_w; ox += 16) {
-    const int64_t p = oy * out_w + ox;
-    __m512 g = _mm512_loadu_ps(dyp + p);
-    if (yp) g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(yp + p), _mm512_setzero_ps(), _CMP_GT_OQ), g);
+  // 16 windows per step; the last, shorter step under masks (its lanes past the row neither read nor written).
+  for (int64_t ox = 0; ox < out_w; ox += 16) {
+    const int64_t p = oy * out_w + ox, left = out_w - ox;
+    const __mmask16 lanes = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+    __m512 g = _mm512_maskz_loadu_ps(lanes, dyp + p);
+    if (yp)
+      g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(lanes, yp + p), _mm512_setzero_ps(), _CMP_GT_OQ), g);
     const __m512i start = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(2 * oy * w + 2 * ox)), lane2);
-    const __m512i off = _mm512_sub_epi32(_mm512_loadu_si512(ap + p), start);
+    const __m512i off = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(lanes, ap + p), start);
     const __mmask16 m00 = _mm512_cmpeq_epi32_mask(off, _mm512_setzero_si512());
     const __mmask16 m01 = _mm512_cmpeq_epi32_mask(off, one), m10 = _mm512_cmpeq_epi32_mask(off, wv);
     const __mmask16 m11 = _mm512_cmpeq_epi32_mask(off, w1);
-    if (static_cast<__mmask16>(m00 | m01 | m10 | m11) != 0xFFFF) return false;
+    if (static_cast<__mmask16>((m00 | m01 | m10 | m11) & lanes) != lanes) return false;
     const __m512 a = _mm512_maskz_mov_ps(m00, g), b = _mm512_maskz_mov_ps(m01, g);
     const __m512 c = _mm512_maskz_mov_ps(m10, g), d = _mm512_maskz_mov_ps(m11, g);
-    _mm512_storeu_ps(r0 + 2 * ox, _mm512_permutex2var_ps(a, mix_lo, b));
-    _mm512_storeu_ps(r0 + 2 * ox + 16, _mm512_permutex2var_ps(a, mix_hi, b));
-    _mm512_storeu_ps(r1 + 2 * ox, _mm512_permutex2var_ps(c, mix_lo, d));
-    _mm512_storeu_ps(r1 + 2 * ox + 16, _mm512_permutex2var_ps(c, mix_hi, d));
+    // 2 * left floats per row: the first 16 from windows 0-7, the next from 8-15.
+    const int64_t floats = 2 * std::min<int64_t>(left, 16);
+    const __mmask16 lo = floats >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << floats) - 1);
+    const __mmask16 hi = floats >= 32 ? static_cast<__mmask16>(0xFFFF)
+                         : floats > 16 ? static_cast<__mmask16>((1u << (floats - 16)) - 1)
+                                       : static_cast<__mmask16>(0);
+    _mm512_mask_storeu_ps(r0 + 2 * ox, lo, _mm512_permutex2var_ps(a, mix_lo, b));
+    _mm512_mask_storeu_ps(r0 + 2 * ox + 16, hi, _mm512_permutex2var_ps(a, mix_hi, b));
+    _mm512_mask_storeu_ps(r1 + 2 * ox, lo, _mm512_permutex2var_ps(c, mix_lo, d));
+    _mm512_mask_storeu_ps(r1 + 2 * ox + 16, hi, _mm512_permutex2var_ps(c, mix_hi, d));
   }
-  return max_pool_2x2_backward_row(dxp, dyp, ap, yp, w, out_w, oy, ox);
+  return true;
 }
 #endif
 
