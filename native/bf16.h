@@ -12,12 +12,17 @@
 
 namespace vgg {
 
-/** The bf16 bit pattern of x, rounded to nearest even (NaN -> 0x7fc0). */
+/** The bf16 bit pattern of x, rounded to nearest even (NaN -> 0x7fc0); branch-free, so loops of it vectorise. */
 inline uint16_t bf16_bits(float x) {
   uint32_t u;
   __builtin_memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);
+}
+
+/** The pair word of two values, the layout VDPBF16PS and TDPBF16PS read: bf16(even) | bf16(odd) << 16. */
+inline uint32_t pair_word(float even, float odd) {
+  return static_cast<uint32_t>(bf16_bits(even)) | static_cast<uint32_t>(bf16_bits(odd)) << 16;
 }
 
 /** The float32 whose upper half is `bits` (exact: every bf16 is a float32). */
@@ -53,17 +58,14 @@ void bf16_gemm(float* c, int64_t ldc, const float* a, int64_t lda, const float* 
 
 /**
  * op(B), the (k, n) operand of bf16_gemm_source, given by a function instead of memory (an implicit
- * im2col): exactly one of the four functions is set. row writes out[i] = op(B)[p][j0 + i] for i < len (a
- * run along n at one k); column writes out[i] = op(B)[p0 + i][j] (a run along k at one n). The _words
- * forms write pair words already rounded, word(kp, j) = bf16_bits(op(B)[2kp][j]) | bf16_bits(op(B)[2kp +
- * 1][j]) << 16 (zero in the upper half past an odd k): row_words out[i] = word(kp, j0 + i), column_words
- * out[i] = word(kp0 + i, j). Called on the threads that pack, so they must be safe to call concurrently.
+ * im2col): exactly one of the two functions is set. column writes out[i] = op(B)[p0 + i][j] for i < len (a
+ * run along k at one n); row_words writes pair words already rounded, out[i] = bf16_bits(op(B)[2kp][j0 +
+ * i]) | bf16_bits(op(B)[2kp + 1][j0 + i]) << 16 (zero in the upper half past an odd k), a run along n at
+ * one pair of k. Called on the threads that pack, so they must be safe to call concurrently.
  */
 struct Bf16Source {
-  void (*row)(const void* ctx, float* out, int64_t p, int64_t j0, int64_t len) = nullptr;
   void (*column)(const void* ctx, float* out, int64_t j, int64_t p0, int64_t len) = nullptr;
   void (*row_words)(const void* ctx, uint32_t* out, int64_t kp, int64_t j0, int64_t len) = nullptr;
-  void (*column_words)(const void* ctx, uint32_t* out, int64_t j, int64_t kp0, int64_t len) = nullptr;
   const void* ctx = nullptr;
 };
 

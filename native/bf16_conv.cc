@@ -54,13 +54,6 @@ constexpr int64_t kMinK = 32;      // below one AMX chunk of k the GEMM would mo
 constexpr int64_t kWeightRuns = 8;  // fixed runs of images for the weight gradient
 constexpr int64_t kColumns = 512;   // output pixels per forward GEMM, whole images, where the batch allows
 
-// bf16_bits without a branch, so loops of it vectorise.
-inline uint32_t half_of(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r;
-}
 
 /** A buffer of `count` elements private to the thread (slot 0: the input copy, 1: a GEMM's output or A). */
 template <typename T>
@@ -110,9 +103,9 @@ __attribute__((target_clones("avx512f", "default"))) void pair_channels(uint32_t
         const float* e = even + sy * s.w;
         if (has_odd) {
           const float* o = e + hw;
-          for (int64_t i = 0; i < s.w; i++) out[i] = half_of(e[i]) | half_of(o[i]) << 16;
+          for (int64_t i = 0; i < s.w; i++) out[i] = pair_word(e[i], o[i]);
         } else {
-          for (int64_t i = 0; i < s.w; i++) out[i] = half_of(e[i]);
+          for (int64_t i = 0; i < s.w; i++) out[i] = bf16_bits(e[i]);
         }
       }
     }
@@ -240,8 +233,8 @@ __attribute__((target_clones("avx512f", "default"))) float rounded_sum(const flo
   float lanes[16] = {};
   int64_t q = 0;
   for (; q + 16 <= count; q += 16)
-    for (int i = 0; i < 16; i++) lanes[i] += bf16_to_float(static_cast<uint16_t>(half_of(row[q + i])));
-  for (; q < count; q++) lanes[q % 16] += bf16_to_float(static_cast<uint16_t>(half_of(row[q])));
+    for (int i = 0; i < 16; i++) lanes[i] += bf16_to_float(bf16_bits(row[q + i]));
+  for (; q < count; q++) lanes[q % 16] += bf16_to_float(bf16_bits(row[q]));
   float sum = 0.0f;
   for (float v : lanes) sum += v;
   return sum;
@@ -323,7 +316,7 @@ void forward_paired(const Output& out, const float* x, const float* w, const flo
   std::vector<uint32_t> words;
   if (direct) {
     words.resize(static_cast<size_t>(s.c_out * k / 2));
-    for (size_t i = 0; i < words.size(); i++) words[i] = half_of(wr[2 * i]) | half_of(wr[2 * i + 1]) << 16;
+    for (size_t i = 0; i < words.size(); i++) words[i] = pair_word(wr[2 * i], wr[2 * i + 1]);
   }
   const int64_t columns_per_image = wide ? hp * wp : plane, tail = tail_of(s, wp);
   const int64_t threads = num_threads();
@@ -422,7 +415,7 @@ __attribute__((target_clones("avx512f", "default"))) void bf16_planes(uint16_t* 
         std::fill(row, row + s.pad_w, uint16_t{0});
         std::fill(row + s.pad_w + s.w, row + wp, uint16_t{0});
         const float* e = src + sy * s.w;
-        for (int64_t i = 0; i < s.w; i++) row[s.pad_w + i] = static_cast<uint16_t>(half_of(e[i]));
+        for (int64_t i = 0; i < s.w; i++) row[s.pad_w + i] = bf16_bits(e[i]);
       }
     }
 }

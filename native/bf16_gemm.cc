@@ -33,9 +33,6 @@ constexpr int64_t kMC = 240;   // rows per A block (20 panels, 120 KB)
 constexpr int64_t kNC = 1024;  // columns per B block (512 KB)
 static_assert(kMC % kMR == 0 && kNC % kNR == 0 && kKC % 2 == 0, "whole panels and pairs per block");
 
-inline uint32_t pair_word(float even, float odd) {
-  return static_cast<uint32_t>(bf16_bits(even)) | static_cast<uint32_t>(bf16_bits(odd)) << 16;
-}
 
 struct Operand {
   const float* data;
@@ -74,13 +71,6 @@ void pack_a_rows_source(uint32_t* dst, int64_t kp_rows, const Bf16RowSource& src
   }
 }
 
-// bf16_bits without a branch, so loops of it vectorise.
-inline uint32_t rounded_half(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r;
-}
 
 // Columns [j0, j0 + cols) x k [p0, p0 + kc) of a source's (N, K) view in panels of 32 columns, word
 // [kp][j] (pair(op(B)[p0 + 2kp][j], op(B)[p0 + 2kp + 1][j])): panel q at dst + q * kp_rows * 32, rows past
@@ -90,7 +80,6 @@ void pack_b_source(uint32_t* dst, int64_t kp_rows, const Bf16Source& src, int64_
   constexpr int64_t kW = 32;
   const int64_t kpc = (kc + 1) / 2, panels = (cols + kW - 1) / kW;
   const int64_t valid = std::max<int64_t>(0, std::min(cols, N - j0));
-  static thread_local std::vector<float> buffer;
   if (src.row_words) {
     // Words straight into each panel's row; k blocks start at even k, so pair kp of the block is p0 / 2 + kp.
     for (int64_t kp = 0; kp < kpc; kp++)
@@ -100,34 +89,8 @@ void pack_b_source(uint32_t* dst, int64_t kp_rows, const Bf16Source& src, int64_
         if (v > 0) src.row_words(src.ctx, out, p0 / 2 + kp, j0 + q * kW, v);
         std::fill(out + v, out + kW, 0u);
       }
-  } else if (src.column_words) {
-    static thread_local std::vector<uint32_t> run;
-    run.resize(static_cast<size_t>(kpc));
-    for (int64_t j = 0; j < panels * kW; j++) {
-      uint32_t* out = dst + j / kW * kp_rows * kW + j % kW;
-      if (j < valid) src.column_words(src.ctx, run.data(), j0 + j, p0 / 2, kpc);
-      for (int64_t kp = 0; kp < kpc; kp++) out[kp * kW] = j < valid ? run[kp] : 0u;
-    }
-  } else if (src.row) {
-    buffer.resize(static_cast<size_t>(2 * panels * kW));
-    float* even = buffer.data();
-    float* odd = even + panels * kW;
-    std::fill(even + valid, even + panels * kW, 0.0f);
-    std::fill(odd + valid, odd + panels * kW, 0.0f);
-    for (int64_t kp = 0; kp < kpc; kp++) {
-      src.row(src.ctx, even, p0 + 2 * kp, j0, valid);
-      if (2 * kp + 1 < kc)
-        src.row(src.ctx, odd, p0 + 2 * kp + 1, j0, valid);
-      else
-        std::fill(odd, odd + valid, 0.0f);
-      for (int64_t q = 0; q < panels; q++) {
-        uint32_t* out = dst + q * kp_rows * kW + kp * kW;
-        const float* e = even + q * kW;
-        const float* o = odd + q * kW;
-        for (int64_t j = 0; j < kW; j++) out[j] = rounded_half(e[j]) | rounded_half(o[j]) << 16;
-      }
-    }
   } else {
+    static thread_local std::vector<float> buffer;
     buffer.resize(static_cast<size_t>(2 * kpc));
     float* run = buffer.data();
     run[2 * kpc - 1] = 0.0f;
@@ -138,7 +101,7 @@ void pack_b_source(uint32_t* dst, int64_t kp_rows, const Bf16Source& src, int64_
         continue;
       }
       src.column(src.ctx, run, j0 + j, p0, kc);
-      for (int64_t kp = 0; kp < kpc; kp++) out[kp * kW] = rounded_half(run[2 * kp]) | rounded_half(run[2 * kp + 1]) << 16;
+      for (int64_t kp = 0; kp < kpc; kp++) out[kp * kW] = pair_word(run[2 * kp], run[2 * kp + 1]);
     }
   }
   for (int64_t q = 0; q < panels; q++)
@@ -150,17 +113,16 @@ void pack_b_source(uint32_t* dst, int64_t kp_rows, const Bf16Source& src, int64_
 
 // 16 words from 32 floats: word q = pair(src[2q], src[2q + 1]), rounded as bf16_bits does (the
 // instruction VCVTNE2PS2BF16 would flush denormals and keep NaN payloads, so the rounding is integer).
+// 16 lanes rounded to bf16 in their upper halves (bf16_bits's rule: RNE, NaN -> quiet NaN).
+VGG_BF16_TARGET inline __m512i rounded_lanes(__m512i u) {
+  const __m512i rounded =
+      _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7fc00000));
+}
+
 VGG_BF16_TARGET inline __m512i pair_words_avx512(const float* src) {
-  const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
-  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-  const __m512i qnan = _mm512_set1_epi32(0x7fc00000);
-  __m512i v[2];
-  for (int h = 0; h < 2; h++) {
-    const __m512i u = _mm512_loadu_si512(src + 16 * h);
-    const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
-    v[h] = _mm512_mask_mov_epi32(rounded, nan, qnan);
-  }
+  const __m512i v[2] = {rounded_lanes(_mm512_loadu_si512(src)), rounded_lanes(_mm512_loadu_si512(src + 16))};
   // The upper 16-bit halves of the 32 lanes, in order: 16-bit element 2i + 1 of v[0]:v[1].
   alignas(64) static const uint16_t odd_halves[32] = {1,  3,  5,  7,  9,  11, 13, 15, 17, 19, 21,
                                                       23, 25, 27, 29, 31, 33, 35, 37, 39, 41, 43,
@@ -382,13 +344,6 @@ VGG_AMX_TARGET void load_tile_config() {
   _tile_loadconfig(&cfg);
 }
 
-// 16 lanes rounded to bf16 in their upper halves (bf16_bits's rule: RNE, NaN -> quiet NaN).
-VGG_AMX_TARGET inline __m512i rounded_lanes(__m512i u) {
-  const __m512i rounded =
-      _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  return _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7fc00000));
-}
 
 // Pair words from two rows of 16 lanes: word q = bf16(even[q]) | bf16(odd[q]) << 16; lanes past `mask` are 0.
 VGG_AMX_TARGET inline __m512i pair_lanes(const float* even, const float* odd, __mmask16 mask) {
@@ -678,11 +633,11 @@ __attribute__((target_clones("avx512f", "default"))) void dot_rows(float* c, int
       int64_t p = 0;
       for (; p + 16 <= k; p += 16)
         for (int l = 0; l < 16; l++)
-          lanes[l] += bf16_to_float(static_cast<uint16_t>(rounded_half(x[p + l]))) *
-                      bf16_to_float(static_cast<uint16_t>(rounded_half(w[p + l])));
+          lanes[l] += bf16_to_float(bf16_bits(x[p + l])) *
+                      bf16_to_float(bf16_bits(w[p + l]));
       for (; p < k; p++)
-        lanes[p % 16] += bf16_to_float(static_cast<uint16_t>(rounded_half(x[p]))) *
-                         bf16_to_float(static_cast<uint16_t>(rounded_half(w[p])));
+        lanes[p % 16] += bf16_to_float(bf16_bits(x[p])) *
+                         bf16_to_float(bf16_bits(w[p]));
       float sum = 0.0f;
       for (float v : lanes) sum += v;
       c[i * ldc + j] = beta == 0.0f ? sum : c[i * ldc + j] + sum;
