@@ -172,6 +172,72 @@ function packedCase(
   }));
 }
 
+type ConvGeom = fc.Arbitrary<Record<string, number>>;
+
+// The four convolution passes' valid calls, float32 and bf16 alike (the same arguments), on `geom`.
+const convForwardCase = (entry: string, geom: ConvGeom) =>
+  fc.tuple(geom, fc.boolean(), fc.boolean()).map(([g, bias, relu]) => {
+    const l = convLengths(g);
+    return {
+      entry,
+      slots: [
+        f32(l.y),
+        f32(l.x),
+        f32(l.w),
+        bias ? f32(g.cOut) : value(null),
+        { kind: "geom", fields: g } as Slot,
+        value(relu),
+      ],
+    };
+  });
+
+const convPoolCase = (entry: string, geom: ConvGeom) =>
+  fc.tuple(geom, fc.boolean()).map(([g, bias]) => {
+    const l = convLengths(g);
+    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
+    return {
+      entry,
+      slots: [
+        f32(pooled),
+        { kind: "i32", len: pooled, lo: 0, hi: 0 } as Slot,
+        f32(l.x),
+        f32(l.w),
+        bias ? f32(g.cOut) : value(null),
+        { kind: "geom", fields: g } as Slot,
+      ],
+    };
+  });
+
+const convInputGradCase = (entry: string, geom: ConvGeom) =>
+  fc.tuple(geom, fc.boolean()).map(([g, mask]) => {
+    const l = convLengths(g);
+    return {
+      entry,
+      slots: [
+        f32(l.x),
+        f32(l.y),
+        f32(l.w),
+        { kind: "geom", fields: g } as Slot,
+        mask ? f32(l.x) : value(null),
+      ],
+    };
+  });
+
+const convWeightGradCase = (entry: string, geom: ConvGeom) =>
+  fc.tuple(geom, fc.boolean()).map(([g, db]) => {
+    const l = convLengths(g);
+    return {
+      entry,
+      slots: [
+        f32(l.w),
+        db ? f32(g.cOut) : value(null),
+        f32(l.y),
+        f32(l.x),
+        { kind: "geom", fields: g } as Slot,
+      ],
+    };
+  });
+
 /** Valid calls of every entry point, as slots. */
 const validCases: Record<string, fc.Arbitrary<Case>> = {
   gemmPackB: fc
@@ -225,92 +291,14 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
       slots: [f32(n), f32(n)],
     })),
   bf16Path: fc.constant({ entry: "bf16Path", slots: [] }),
-  conv2dForward: fc.tuple(convGeom, fc.boolean(), fc.boolean()).map(([g, bias, relu]) => {
-    const l = convLengths(g);
-    return {
-      entry: "conv2dForward",
-      slots: [
-        f32(l.y),
-        f32(l.x),
-        f32(l.w),
-        bias ? f32(g.cOut) : value(null),
-        { kind: "geom", fields: g },
-        value(relu),
-      ],
-    };
-  }),
-  conv2dReluMaxPool2dForward: fc.tuple(convGeom, fc.boolean()).map(([g, bias]) => {
-    const l = convLengths(g);
-    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
-    return {
-      entry: "conv2dReluMaxPool2dForward",
-      slots: [
-        f32(pooled),
-        { kind: "i32", len: pooled, lo: 0, hi: 0 },
-        f32(l.x),
-        f32(l.w),
-        bias ? f32(g.cOut) : value(null),
-        { kind: "geom", fields: g },
-      ],
-    };
-  }),
-  conv2dForwardBf16: fc.tuple(bf16ConvGeom, fc.boolean(), fc.boolean()).map(([g, bias, relu]) => {
-    const l = convLengths(g);
-    return {
-      entry: "conv2dForwardBf16",
-      slots: [
-        f32(l.y),
-        f32(l.x),
-        f32(l.w),
-        bias ? f32(g.cOut) : value(null),
-        { kind: "geom", fields: g },
-        value(relu),
-      ],
-    };
-  }),
-  conv2dReluMaxPool2dForwardBf16: fc.tuple(bf16ConvGeom, fc.boolean()).map(([g, bias]) => {
-    const l = convLengths(g);
-    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
-    return {
-      entry: "conv2dReluMaxPool2dForwardBf16",
-      slots: [
-        f32(pooled),
-        { kind: "i32", len: pooled, lo: 0, hi: 0 },
-        f32(l.x),
-        f32(l.w),
-        bias ? f32(g.cOut) : value(null),
-        { kind: "geom", fields: g },
-      ],
-    };
-  }),
-  conv2dBackwardInputBf16: fc.tuple(bf16ConvGeom, fc.boolean()).map(([g, mask]) => {
-    const l = convLengths(g);
-    return {
-      entry: "conv2dBackwardInputBf16",
-      slots: [f32(l.x), f32(l.y), f32(l.w), { kind: "geom", fields: g }, mask ? f32(l.x) : value(null)],
-    };
-  }),
-  conv2dBackwardWeightBf16: fc.tuple(bf16ConvGeom, fc.boolean()).map(([g, db]) => {
-    const l = convLengths(g);
-    return {
-      entry: "conv2dBackwardWeightBf16",
-      slots: [f32(l.w), db ? f32(g.cOut) : value(null), f32(l.y), f32(l.x), { kind: "geom", fields: g }],
-    };
-  }),
-  conv2dBackwardInput: fc.tuple(convGeom, fc.boolean()).map(([g, mask]) => {
-    const l = convLengths(g);
-    return {
-      entry: "conv2dBackwardInput",
-      slots: [f32(l.x), f32(l.y), f32(l.w), { kind: "geom", fields: g }, mask ? f32(l.x) : value(null)],
-    };
-  }),
-  conv2dBackwardWeight: fc.tuple(convGeom, fc.boolean()).map(([g, db]) => {
-    const l = convLengths(g);
-    return {
-      entry: "conv2dBackwardWeight",
-      slots: [f32(l.w), db ? f32(g.cOut) : value(null), f32(l.y), f32(l.x), { kind: "geom", fields: g }],
-    };
-  }),
+  conv2dForward: convForwardCase("conv2dForward", convGeom),
+  conv2dReluMaxPool2dForward: convPoolCase("conv2dReluMaxPool2dForward", convGeom),
+  conv2dBackwardInput: convInputGradCase("conv2dBackwardInput", convGeom),
+  conv2dBackwardWeight: convWeightGradCase("conv2dBackwardWeight", convGeom),
+  conv2dForwardBf16: convForwardCase("conv2dForwardBf16", bf16ConvGeom),
+  conv2dReluMaxPool2dForwardBf16: convPoolCase("conv2dReluMaxPool2dForwardBf16", bf16ConvGeom),
+  conv2dBackwardInputBf16: convInputGradCase("conv2dBackwardInputBf16", bf16ConvGeom),
+  conv2dBackwardWeightBf16: convWeightGradCase("conv2dBackwardWeightBf16", bf16ConvGeom),
   maxPool2dForward: poolGeom.map((g) => {
     const y = g.n * g.c * g.outH * g.outW;
     return {
