@@ -213,58 +213,127 @@ Napi::Value GemmPackedB(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+// The convolutions' checked arguments, shared by the float32 entry points and their bf16 twins.
+struct ConvForwardArgs {
+  ConvShape s;
+  ConvLengths l;
+  float* y;
+  const float* x;
+  const float* w;
+  const float* bias;
+  bool relu;
+};
+
+// (y, x, w, bias, g, relu)
+ConvForwardArgs conv_forward_args(const Napi::CallbackInfo& info) {
   expect_args(info, 6);
-  const ConvShape s = conv_shape(info[4]);
-  const ConvLengths l = conv_lengths(info.Env(), s);
-  float* y = f32(info[0], "y", l.y);
-  const float* x = f32(info[1], "x", l.x);
-  const float* w = f32(info[2], "w", l.w);
-  const float* bias = f32_or_null(info[3], "bias", s.c_out);
-  const bool relu = bool_arg(info[5], "relu");
-  if (l.y > 0) vgg::conv2d_forward(y, x, w, bias, s, relu);
+  ConvForwardArgs a;
+  a.s = conv_shape(info[4]);
+  a.l = conv_lengths(info.Env(), a.s);
+  a.y = f32(info[0], "y", a.l.y);
+  a.x = f32(info[1], "x", a.l.x);
+  a.w = f32(info[2], "w", a.l.w);
+  a.bias = f32_or_null(info[3], "bias", a.s.c_out);
+  a.relu = bool_arg(info[5], "relu");
+  return a;
+}
+
+struct ConvPoolArgs {
+  ConvShape s;
+  int64_t pooled;
+  float* y;
+  int32_t* argmax;
+  const float* x;
+  const float* w;
+  const float* bias;
+};
+
+// (y, argmax, x, w, bias, g): y and argmax hold the 2x2 stride-2 pool of the conv's output.
+ConvPoolArgs conv_pool_args(const Napi::CallbackInfo& info) {
+  expect_args(info, 6);
+  Napi::Env env = info.Env();
+  ConvPoolArgs a;
+  a.s = conv_shape(info[5]);
+  const ConvShape& s = a.s;
+  const ConvLengths l = conv_lengths(env, s);
+  if (checked_mul(env, "y", {s.out_h, s.out_w}) > INT32_MAX)
+    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
+  a.pooled = checked_mul(env, "y", {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
+  a.y = f32(info[0], "y", a.pooled);
+  a.argmax = i32(info[1], "argmax", a.pooled);
+  a.x = f32(info[2], "x", l.x);
+  a.w = f32(info[3], "w", l.w);
+  a.bias = f32_or_null(info[4], "bias", s.c_out);
+  return a;
+}
+
+struct ConvInputGradArgs {
+  ConvShape s;
+  ConvLengths l;
+  float* dx;
+  const float* dy;
+  const float* w;
+  const float* relu_x;
+};
+
+// (dx, dy, w, g, reluMask)
+ConvInputGradArgs conv_input_grad_args(const Napi::CallbackInfo& info) {
+  expect_args(info, 5);
+  ConvInputGradArgs a;
+  a.s = conv_shape(info[3]);
+  a.l = conv_lengths(info.Env(), a.s);
+  a.dx = f32(info[0], "dx", a.l.x);
+  a.dy = f32(info[1], "dy", a.l.y);
+  a.w = f32(info[2], "w", a.l.w);
+  a.relu_x = f32_or_null(info[4], "reluMask", a.l.x);
+  return a;
+}
+
+struct ConvWeightGradArgs {
+  ConvShape s;
+  ConvLengths l;
+  float* dw;
+  float* db;
+  const float* dy;
+  const float* x;
+};
+
+// (dw, db, dy, x, g)
+ConvWeightGradArgs conv_weight_grad_args(const Napi::CallbackInfo& info) {
+  expect_args(info, 5);
+  ConvWeightGradArgs a;
+  a.s = conv_shape(info[4]);
+  a.l = conv_lengths(info.Env(), a.s);
+  a.dw = f32(info[0], "dw", a.l.w);
+  a.db = f32_or_null(info[1], "db", a.s.c_out);
+  a.dy = f32(info[2], "dy", a.l.y);
+  a.x = f32(info[3], "x", a.l.x);
+  return a;
+}
+
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  const ConvForwardArgs a = conv_forward_args(info);
+  if (a.l.y > 0) vgg::conv2d_forward(a.y, a.x, a.w, a.bias, a.s, a.relu);
   return info.Env().Undefined();
 }
 
 // conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g): the pooled (kernel 2, stride 2) ReLU'd conv, or
 // false when the geometry's kernel has no pooled epilogue (nothing is written then).
 Napi::Value Conv2dReluMaxPool2dForward(const Napi::CallbackInfo& info) {
-  expect_args(info, 6);
-  Napi::Env env = info.Env();
-  const ConvShape s = conv_shape(info[5]);
-  const ConvLengths l = conv_lengths(env, s);
-  if (checked_mul(env, "y", {s.out_h, s.out_w}) > INT32_MAX)
-    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
-  const int64_t pooled = checked_mul(env, "y", {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
-  float* y = f32(info[0], "y", pooled);
-  int32_t* argmax = i32(info[1], "argmax", pooled);
-  const float* x = f32(info[2], "x", l.x);
-  const float* w = f32(info[3], "w", l.w);
-  const float* bias = f32_or_null(info[4], "bias", s.c_out);
-  return Napi::Boolean::New(env, pooled > 0 && vgg::conv2d_relu_pool_forward(y, argmax, x, w, bias, s));
+  const ConvPoolArgs a = conv_pool_args(info);
+  return Napi::Boolean::New(info.Env(),
+                            a.pooled > 0 && vgg::conv2d_relu_pool_forward(a.y, a.argmax, a.x, a.w, a.bias, a.s));
 }
 
 Napi::Value Conv2dBackwardInput(const Napi::CallbackInfo& info) {
-  expect_args(info, 5);
-  const ConvShape s = conv_shape(info[3]);
-  const ConvLengths l = conv_lengths(info.Env(), s);
-  float* dx = f32(info[0], "dx", l.x);
-  const float* dy = f32(info[1], "dy", l.y);
-  const float* w = f32(info[2], "w", l.w);
-  const float* relu_x = f32_or_null(info[4], "reluMask", l.x);
-  if (l.x > 0) vgg::conv2d_backward_input(dx, dy, w, relu_x, s);
+  const ConvInputGradArgs a = conv_input_grad_args(info);
+  if (a.l.x > 0) vgg::conv2d_backward_input(a.dx, a.dy, a.w, a.relu_x, a.s);
   return info.Env().Undefined();
 }
 
 Napi::Value Conv2dBackwardWeight(const Napi::CallbackInfo& info) {
-  expect_args(info, 5);
-  const ConvShape s = conv_shape(info[4]);
-  const ConvLengths l = conv_lengths(info.Env(), s);
-  float* dw = f32(info[0], "dw", l.w);
-  float* db = f32_or_null(info[1], "db", s.c_out);
-  const float* dy = f32(info[2], "dy", l.y);
-  const float* x = f32(info[3], "x", l.x);
-  vgg::conv2d_backward_weight(dw, db, dy, x, s);
+  const ConvWeightGradArgs a = conv_weight_grad_args(info);
+  vgg::conv2d_backward_weight(a.dw, a.db, a.dy, a.x, a.s);
   return info.Env().Undefined();
 }
 
@@ -543,54 +612,26 @@ Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
 // conv2dBackwardWeightBf16(dw, db, dy, x, g): the float32 convolutions' arguments, computed with x, w and dy
 // rounded to bf16; each returns false, writing nothing, where the geometry has no bf16 kernel.
 Napi::Value Conv2dForwardBf16(const Napi::CallbackInfo& info) {
-  expect_args(info, 6);
-  const ConvShape s = conv_shape(info[4]);
-  const ConvLengths l = conv_lengths(info.Env(), s);
-  float* y = f32(info[0], "y", l.y);
-  const float* x = f32(info[1], "x", l.x);
-  const float* w = f32(info[2], "w", l.w);
-  const float* bias = f32_or_null(info[3], "bias", s.c_out);
-  const bool relu = bool_arg(info[5], "relu");
-  return Napi::Boolean::New(info.Env(), l.y > 0 && vgg::conv2d_forward_bf16(y, x, w, bias, s, relu));
+  const ConvForwardArgs a = conv_forward_args(info);
+  return Napi::Boolean::New(info.Env(), a.l.y > 0 && vgg::conv2d_forward_bf16(a.y, a.x, a.w, a.bias, a.s, a.relu));
 }
 
 // conv2dReluMaxPool2dForwardBf16(y, argmax, x, w, bias, g): conv2dReluMaxPool2dForward's arguments, bf16.
 Napi::Value Conv2dReluMaxPool2dForwardBf16(const Napi::CallbackInfo& info) {
-  expect_args(info, 6);
-  Napi::Env env = info.Env();
-  const ConvShape s = conv_shape(info[5]);
-  const ConvLengths l = conv_lengths(env, s);
-  if (checked_mul(env, "y", {s.out_h, s.out_w}) > INT32_MAX)
-    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
-  const int64_t pooled = checked_mul(env, "y", {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
-  float* y = f32(info[0], "y", pooled);
-  int32_t* argmax = i32(info[1], "argmax", pooled);
-  const float* x = f32(info[2], "x", l.x);
-  const float* w = f32(info[3], "w", l.w);
-  const float* bias = f32_or_null(info[4], "bias", s.c_out);
-  return Napi::Boolean::New(env, pooled > 0 && vgg::conv2d_relu_pool_forward_bf16(y, argmax, x, w, bias, s));
+  const ConvPoolArgs a = conv_pool_args(info);
+  return Napi::Boolean::New(
+      info.Env(), a.pooled > 0 && vgg::conv2d_relu_pool_forward_bf16(a.y, a.argmax, a.x, a.w, a.bias, a.s));
 }
 
 Napi::Value Conv2dBackwardInputBf16(const Napi::CallbackInfo& info) {
-  expect_args(info, 5);
-  const ConvShape s = conv_shape(info[3]);
-  const ConvLengths l = conv_lengths(info.Env(), s);
-  float* dx = f32(info[0], "dx", l.x);
-  const float* dy = f32(info[1], "dy", l.y);
-  const float* w = f32(info[2], "w", l.w);
-  const float* relu_x = f32_or_null(info[4], "reluMask", l.x);
-  return Napi::Boolean::New(info.Env(), l.x > 0 && vgg::conv2d_backward_input_bf16(dx, dy, w, relu_x, s));
+  const ConvInputGradArgs a = conv_input_grad_args(info);
+  return Napi::Boolean::New(info.Env(),
+                            a.l.x > 0 && vgg::conv2d_backward_input_bf16(a.dx, a.dy, a.w, a.relu_x, a.s));
 }
 
 Napi::Value Conv2dBackwardWeightBf16(const Napi::CallbackInfo& info) {
-  expect_args(info, 5);
-  const ConvShape s = conv_shape(info[4]);
-  const ConvLengths l = conv_lengths(info.Env(), s);
-  float* dw = f32(info[0], "dw", l.w);
-  float* db = f32_or_null(info[1], "db", s.c_out);
-  const float* dy = f32(info[2], "dy", l.y);
-  const float* x = f32(info[3], "x", l.x);
-  return Napi::Boolean::New(info.Env(), l.w > 0 && vgg::conv2d_backward_weight_bf16(dw, db, dy, x, s));
+  const ConvWeightGradArgs a = conv_weight_grad_args(info);
+  return Napi::Boolean::New(info.Env(), a.l.w > 0 && vgg::conv2d_backward_weight_bf16(a.dw, a.db, a.dy, a.x, a.s));
 }
 
 // bf16Path(): "amx" (TDPBF16PS), "avx512bf16" (VDPBF16PS) or "emulation" (VGG_BF16=emulate forces it).
