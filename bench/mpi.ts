@@ -38,6 +38,8 @@ interface WorkerResult {
   /** The gradient's all-reduce alone, with no computation around it (distributed runs). */
   allreduceSeconds: number;
   busBandwidth: number;
+  /** CPU seconds (user + system, all threads) per step of this process, rank 0's under mpirun. */
+  cpuSecondsPerStep: number;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -78,7 +80,9 @@ async function worker(): Promise<void> {
   const times: number[] = [];
   let exposed = 0;
   let thread = 0;
+  let cpu0 = process.cpuUsage();
   for (let s = 0; s < WARMUP + steps; s++) {
+    if (s === WARMUP) cpu0 = process.cpuUsage();
     if (s === WARMUP && dp) {
       dp.commSeconds = 0;
       dp.commThreadSeconds = 0;
@@ -96,6 +100,8 @@ async function worker(): Promise<void> {
     optimizer.step();
     if (s >= WARMUP) times.push((performance.now() - t0) / 1000);
   }
+  const cpu = process.cpuUsage(cpu0);
+  const cpuSecondsPerStep = (cpu.user + cpu.system) / 1e6 / steps;
   if (dp) {
     exposed = dp.commSeconds / dp.commCalls;
     thread = dp.commThreadSeconds / dp.commCalls;
@@ -115,6 +121,7 @@ async function worker(): Promise<void> {
     gradientBytes,
     allreduceSeconds,
     busBandwidth,
+    cpuSecondsPerStep,
   };
   console.log(JSON.stringify(result));
 }
@@ -173,10 +180,12 @@ function orchestrate(): void {
     console.log(
       `  all-reduce of the gradient alone (2 ranks): ${(twoByOne.allreduceSeconds * 1e3).toFixed(1)} ms, bus bandwidth ${formatBandwidth(twoByOne.busBandwidth)}`,
     );
-    console.log("  processes x threads   step ms   images/s   all-reduce ms/step (exposed / on comm thread)");
+    console.log(
+      "  processes x threads   step ms   images/s   CPU ms/step (a process)   all-reduce ms/step (exposed / on comm thread)",
+    );
     const row = (label: string, r: WorkerResult) =>
       console.log(
-        `  ${label.padEnd(20)} ${(r.stepSeconds * 1e3).toFixed(0).padStart(8)} ${ips(r).toFixed(1).padStart(10)}   ${r.ranks > 1 ? `${(r.exposedCommSeconds * 1e3).toFixed(1)} / ${(r.commThreadSeconds * 1e3).toFixed(1)}` : "-"}`,
+        `  ${label.padEnd(20)} ${(r.stepSeconds * 1e3).toFixed(0).padStart(8)} ${ips(r).toFixed(1).padStart(10)} ${(r.cpuSecondsPerStep * 1e3).toFixed(0).padStart(14)}             ${r.ranks > 1 ? `${(r.exposedCommSeconds * 1e3).toFixed(1)} / ${(r.commThreadSeconds * 1e3).toFixed(1)}` : "-"}`,
       );
     row("1 x 1", oneByOne);
     row("1 x 2", oneByTwo);

@@ -19,14 +19,26 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-/** All-reduces `bytes` of float32 `reps` times after a warm-up; every rank must call it together. */
+/**
+ * All-reduces `bytes` of float32 `reps` times after a warm-up; every rank must call it together. The
+ * warm-up's sums are checked element by element (small integers, so exact in any order): a message
+ * larger than the communication thread's pieces exercises their boundaries and the last, shorter one.
+ */
 export async function measureAllreduce(
   dp: DataParallel,
   bytes: number,
   reps: number,
 ): Promise<AllreduceMeasurement> {
-  const buf = new Float32Array(Math.max(1, Math.round(bytes / 4))).fill(1);
+  const pattern = (i: number) => (i % 7) + 1;
+  const buf = new Float32Array(Math.max(1, Math.round(bytes / 4)));
+  for (let i = 0; i < buf.length; i++) buf[i] = (dp.rank + 1) * pattern(i);
   await dp.allreduce([buf]);
+  const ranksSum = (dp.size * (dp.size + 1)) / 2;
+  for (let i = 0; i < buf.length; i++)
+    if (buf[i] !== ranksSum * pattern(i))
+      throw new Error(
+        `the all-reduce of ${buf.length} floats gave a wrong sum at element ${i}: expected ${ranksSum * pattern(i)} but received ${buf[i]}`,
+      );
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {
     await dp.barrier();
