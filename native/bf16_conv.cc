@@ -26,6 +26,7 @@
 #endif
 
 #include "bf16.h"
+#include "pool.h"
 #include "threadpool.h"
 
 namespace vgg {
@@ -240,63 +241,6 @@ __attribute__((target_clones("avx512f", "default"))) float rounded_sum(const flo
   return sum;
 }
 
-// One output row pair of ReLU'd values (from, from + ld) pooled into y and argmax; oy2 is the pooled row.
-void pool_rows(float* y, int32_t* argmax, const float* from, int64_t ld, float add, int64_t oy2, const ConvShape& s,
-               int64_t ox2_begin = 0) {
-  for (int64_t ox2 = ox2_begin; ox2 < s.out_w / 2; ox2++) {
-    const float* p = from + 2 * ox2;
-    const float v[4] = {std::max(p[0] + add, 0.0f), std::max(p[1] + add, 0.0f), std::max(p[ld] + add, 0.0f),
-                        std::max(p[ld + 1] + add, 0.0f)};
-    // The window in row order; a NaN is taken and ends its row, as max_pool2d_forward does.
-    float best = v[0];
-    int idx = 0;
-    if (!std::isnan(v[0]) && (v[1] > best || std::isnan(v[1]))) best = v[1], idx = 1;
-    if (v[2] > best || std::isnan(v[2])) best = v[2], idx = 2;
-    if (!std::isnan(v[2]) && (v[3] > best || std::isnan(v[3]))) best = v[3], idx = 3;
-    y[ox2] = best;
-    argmax[ox2] = static_cast<int32_t>((2 * oy2 + idx / 2) * s.out_w + 2 * ox2 + idx % 2);
-  }
-}
-
-#if defined(__x86_64__) || defined(__i386__)
-// pool_rows 16 windows at a time (the bf16 kernels run on AMX, so AVX-512 is there): even and odd columns
-// split by permutes, the same choice per lane as the scalar rule, the rest of the row scalar.
-__attribute__((target("avx512f"))) void pool_rows_avx512(float* y, int32_t* argmax, const float* from, int64_t ld,
-                                                         float add, int64_t oy2, const ConvShape& s) {
-  const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
-  const __m512 bias = _mm512_set1_ps(add), zero = _mm512_setzero_ps();
-  const __m512i lane2 = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(2));
-  const int64_t windows = s.out_w / 2;
-  int64_t ox2 = 0;
-  for (; ox2 + 16 <= windows; ox2 += 16) {
-    const float* p = from + 2 * ox2;
-    // max(0, v): a NaN stays NaN (the second operand is returned when either is NaN).
-    const __m512 top0 = _mm512_loadu_ps(p), top1 = _mm512_loadu_ps(p + 16);
-    const __m512 bot0 = _mm512_loadu_ps(p + ld), bot1 = _mm512_loadu_ps(p + ld + 16);
-    const __m512 a = _mm512_max_ps(zero, _mm512_add_ps(_mm512_permutex2var_ps(top0, evens, top1), bias));
-    const __m512 b = _mm512_max_ps(zero, _mm512_add_ps(_mm512_permutex2var_ps(top0, odds, top1), bias));
-    const __m512 c = _mm512_max_ps(zero, _mm512_add_ps(_mm512_permutex2var_ps(bot0, evens, bot1), bias));
-    const __m512 d = _mm512_max_ps(zero, _mm512_add_ps(_mm512_permutex2var_ps(bot0, odds, bot1), bias));
-    const __mmask16 nan_a = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), nan_b = _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
-    const __mmask16 nan_c = _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q), nan_d = _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
-    const __mmask16 take_b = static_cast<__mmask16>(~nan_a & (_mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | nan_b));
-    __m512 best = _mm512_mask_mov_ps(a, take_b, b);
-    __m512i idx = _mm512_mask_mov_epi32(_mm512_setzero_si512(), take_b, _mm512_set1_epi32(1));
-    const __mmask16 take_c = static_cast<__mmask16>(_mm512_cmp_ps_mask(c, best, _CMP_GT_OQ) | nan_c);
-    best = _mm512_mask_mov_ps(best, take_c, c);
-    idx = _mm512_mask_mov_epi32(idx, take_c, _mm512_set1_epi32(static_cast<int>(s.out_w)));
-    const __mmask16 take_d = static_cast<__mmask16>(~nan_c & (_mm512_cmp_ps_mask(d, best, _CMP_GT_OQ) | nan_d));
-    best = _mm512_mask_mov_ps(best, take_d, d);
-    idx = _mm512_mask_mov_epi32(idx, take_d, _mm512_set1_epi32(static_cast<int>(s.out_w + 1)));
-    const __m512i base = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * oy2 * s.out_w + 2 * ox2)), lane2);
-    _mm512_storeu_ps(y + ox2, best);
-    _mm512_storeu_si512(argmax + ox2, _mm512_add_epi32(base, idx));
-  }
-  pool_rows(y, argmax, from, ld, add, oy2, s, ox2);
-}
-#endif
 
 void forward_paired(const Output& out, const float* x, const float* w, const float* bias, const ConvShape& s,
                     bool relu) {
@@ -359,11 +303,7 @@ void forward_paired(const Output& out, const float* x, const float* w, const flo
           for (int64_t oy2 = 0; oy2 < s.out_h / 2; oy2++) {
             const int64_t at = ((b0 + b) * s.c_out + o) * pooled_plane + oy2 * (s.out_w / 2);
             const float* from = c + o * cols + b * columns_per_image + 2 * oy2 * ld;
-#if defined(__x86_64__) || defined(__i386__)
-            pool_rows_avx512(y + at, out.argmax + at, from, ld, bias ? bias[o] : 0.0f, oy2, s);
-#else
-            pool_rows(y + at, out.argmax + at, from, ld, bias ? bias[o] : 0.0f, oy2, s);
-#endif
+            relu_pool_row_pair(y + at, out.argmax + at, from, ld, bias ? bias[o] : 0.0f, oy2, s.out_w);
           }
       return;
     }

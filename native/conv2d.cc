@@ -20,6 +20,7 @@
 #include "gemm.h"
 #include "isa.h"
 #include "kernel_cache.h"
+#include "pool.h"
 #include "winograd.h"
 #include "threadpool.h"
 #include "workspace.h"
@@ -263,33 +264,28 @@ void fill_padded_rows(float* buf, const float* x, const ConvShape& s, int64_t b,
     }
 }
 
-// Output rows [r0, r1) over (n, outH) of y, in plain C++ (the portable path); buf as fill_padded_rows.
-void direct_small_rows_portable(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
-                                bool relu, int64_t r0, int64_t r1, float* buf) {
-  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s), plane = plane_of(s);
-  for (int64_t r = r0; r < r1; r++) {
-    const int64_t b = r / s.out_h, oy = r - b * s.out_h;
-    fill_padded_rows(buf, x, s, b, oy);
-    for (int64_t co = 0; co < s.c_out; co++) {
-      const float* wr = w + co * kdim;
-      const float bv = bias ? bias[co] : 0.0f;
-      float* yr = y + (b * s.c_out + co) * plane + oy * s.out_w;
-      for (int64_t ox0 = 0; ox0 < s.out_w; ox0 += kDirectBlock) {
-        const int64_t len = std::min(kDirectBlock, s.out_w - ox0);
-        float acc[kDirectBlock];
-        for (int64_t l = 0; l < kDirectBlock; l++) acc[l] = bv;
-        for (int64_t t = 0; t < kdim; t++) {
-          const int64_t ck = t / s.kw, kj = t - ck * s.kw;
-          const float wv = wr[t];
-          const float* in = buf + ck * bw + ox0 + kj;
-          if (len == kDirectBlock)
-            for (int64_t l = 0; l < kDirectBlock; l++) acc[l] += wv * in[l];
-          else
-            for (int64_t l = 0; l < len; l++) acc[l] += wv * in[l];
-        }
-        for (int64_t l = 0; l < len; l++) yr[ox0 + l] = relu && acc[l] < 0.0f ? 0.0f : acc[l];
-      }
+// One output row of one channel: yr[ox] = bias + the kdim taps of wr over the padded rows in buf (as
+// fill_padded_rows leaves them), then ReLU when asked. A kernel per level, all summing in the same order.
+using DirectRow = void (*)(float* yr, const float* wr, float bv, const float* buf, const ConvShape& s, bool relu);
+
+// The portable path, in plain C++.
+void direct_small_row_portable(float* yr, const float* wr, float bv, const float* buf, const ConvShape& s,
+                               bool relu) {
+  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s);
+  for (int64_t ox0 = 0; ox0 < s.out_w; ox0 += kDirectBlock) {
+    const int64_t len = std::min(kDirectBlock, s.out_w - ox0);
+    float acc[kDirectBlock];
+    for (int64_t l = 0; l < kDirectBlock; l++) acc[l] = bv;
+    for (int64_t t = 0; t < kdim; t++) {
+      const int64_t ck = t / s.kw, kj = t - ck * s.kw;
+      const float wv = wr[t];
+      const float* in = buf + ck * bw + ox0 + kj;
+      if (len == kDirectBlock)
+        for (int64_t l = 0; l < kDirectBlock; l++) acc[l] += wv * in[l];
+      else
+        for (int64_t l = 0; l < len; l++) acc[l] += wv * in[l];
     }
+    for (int64_t l = 0; l < len; l++) yr[ox0 + l] = relu && acc[l] < 0.0f ? 0.0f : acc[l];
   }
 }
 
@@ -311,28 +307,18 @@ __attribute__((target("avx2,fma"), always_inline)) inline void direct_small_vect
   for (int v = 0; v < V; v++) _mm256_storeu_ps(yr + 8 * v, relu ? _mm256_max_ps(acc[v], zero) : acc[v]);
 }
 
-__attribute__((target("avx2,fma"))) void direct_small_rows_avx2(float* y, const float* x, const float* w,
-                                                                const float* bias, const ConvShape& s, bool relu,
-                                                                int64_t r0, int64_t r1, float* buf) {
-  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s), plane = plane_of(s);
+__attribute__((target("avx2,fma"))) void direct_small_row_avx2(float* yr, const float* wr, float bv,
+                                                               const float* buf, const ConvShape& s, bool relu) {
+  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s);
   int64_t tap_off[kSmallKdim];
   for (int64_t t = 0; t < kdim; t++) tap_off[t] = (t / s.kw) * bw + t % s.kw;
-  for (int64_t r = r0; r < r1; r++) {
-    const int64_t b = r / s.out_h, oy = r - b * s.out_h;
-    fill_padded_rows(buf, x, s, b, oy);
-    for (int64_t co = 0; co < s.c_out; co++) {
-      const float* wr = w + co * kdim;
-      const float bv = bias ? bias[co] : 0.0f;
-      float* yr = y + (b * s.c_out + co) * plane + oy * s.out_w;
-      int64_t ox = 0;
-      for (; ox + 64 <= s.out_w; ox += 64) direct_small_vectors<8>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu);
-      for (; ox + 8 <= s.out_w; ox += 8) direct_small_vectors<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu);
-      for (; ox < s.out_w; ox++) {  // the same sum, one pixel
-        float a = bv;
-        for (int64_t t = 0; t < kdim; t++) a = std::fma(wr[t], buf[tap_off[t] + ox], a);
-        yr[ox] = relu && a < 0.0f ? 0.0f : a;
-      }
-    }
+  int64_t ox = 0;
+  for (; ox + 64 <= s.out_w; ox += 64) direct_small_vectors<8>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu);
+  for (; ox + 8 <= s.out_w; ox += 8) direct_small_vectors<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu);
+  for (; ox < s.out_w; ox++) {  // the same sum, one pixel
+    float a = bv;
+    for (int64_t t = 0; t < kdim; t++) a = std::fma(wr[t], buf[tap_off[t] + ox], a);
+    yr[ox] = relu && a < 0.0f ? 0.0f : a;
   }
 }
 
@@ -366,47 +352,83 @@ VGG_AVX512 __attribute__((always_inline)) inline void direct_small_vectors16(flo
   }
 }
 
-VGG_AVX512 void direct_small_rows_avx512(float* y, const float* x, const float* w, const float* bias,
-                                         const ConvShape& s, bool relu, int64_t r0, int64_t r1, float* buf) {
-  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s), plane = plane_of(s);
+VGG_AVX512 void direct_small_row_avx512(float* yr, const float* wr, float bv, const float* buf, const ConvShape& s,
+                                        bool relu) {
+  const int64_t bw = s.w + 2 * s.pad_w, kdim = kdim_of(s);
   int64_t tap_off[kSmallKdim];
   for (int64_t t = 0; t < kdim; t++) tap_off[t] = (t / s.kw) * bw + t % s.kw;
   const __mmask16 all = 0xFFFF, tail = static_cast<__mmask16>((1u << (s.out_w % 16)) - 1);
   const __mmask16 scalar = static_cast<__mmask16>(tail & ~((1u << (s.out_w % 16 / 8 * 8)) - 1));
-  for (int64_t r = r0; r < r1; r++) {
-    const int64_t b = r / s.out_h, oy = r - b * s.out_h;
-    fill_padded_rows(buf, x, s, b, oy);
-    for (int64_t co = 0; co < s.c_out; co++) {
-      const float* wr = w + co * kdim;
-      const float bv = bias ? bias[co] : 0.0f;
-      float* yr = y + (b * s.c_out + co) * plane + oy * s.out_w;
-      // Blocks of 8, 4, 2 and 1 vectors (8 independent FMA chains cover the FMA latency), then the tail.
-      int64_t ox = 0;
-      for (; ox + 128 <= s.out_w; ox += 128) direct_small_vectors16<8>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all);
-      if (ox + 64 <= s.out_w) direct_small_vectors16<4>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 64;
-      if (ox + 32 <= s.out_w) direct_small_vectors16<2>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 32;
-      if (ox + 16 <= s.out_w) direct_small_vectors16<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 16;
-      if (ox < s.out_w) direct_small_vectors16<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, tail, scalar);
-    }
-  }
+  // Blocks of 8, 4, 2 and 1 vectors (8 independent FMA chains cover the FMA latency), then the tail.
+  int64_t ox = 0;
+  for (; ox + 128 <= s.out_w; ox += 128) direct_small_vectors16<8>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all);
+  if (ox + 64 <= s.out_w) direct_small_vectors16<4>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 64;
+  if (ox + 32 <= s.out_w) direct_small_vectors16<2>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 32;
+  if (ox + 16 <= s.out_w) direct_small_vectors16<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, all), ox += 16;
+  if (ox < s.out_w) direct_small_vectors16<1>(yr + ox, wr, kdim, buf + ox, tap_off, bv, relu, tail, scalar);
 }
 #pragma GCC diagnostic pop
 #endif
 
+DirectRow direct_small_row_kernel() {
+#if defined(__x86_64__) || defined(__i386__)
+  if (isa_at_least(Isa::Avx512)) return direct_small_row_avx512;
+  if (isa_at_least(Isa::Avx2Fma)) return direct_small_row_avx2;
+#endif
+  return direct_small_row_portable;
+}
+
+// Rows are split over the threads: a row r of (n, outH) is computed for every output channel from its
+// padded input rows, copied once.
 void direct_small_forward(float* y, const float* x, const float* w, const float* bias, const ConvShape& s,
                           bool relu) {
-  const int64_t rows = s.n * s.out_h;
+  const int64_t rows = s.n * s.out_h, kdim = kdim_of(s), plane = plane_of(s);
+  const DirectRow row = direct_small_row_kernel();
   parallel_run(
       [&](int ith, int nth) {
         int64_t r0, r1;
         split_range(rows, ith, nth, 1, &r0, &r1);
         if (r0 >= r1) return;
         float* buf = thread_scratch(0, s.c_in * s.kh * (s.w + 2 * s.pad_w));
-#if defined(__x86_64__) || defined(__i386__)
-        if (isa_at_least(Isa::Avx512)) return direct_small_rows_avx512(y, x, w, bias, s, relu, r0, r1, buf);
-        if (isa_at_least(Isa::Avx2Fma)) return direct_small_rows_avx2(y, x, w, bias, s, relu, r0, r1, buf);
-#endif
-        direct_small_rows_portable(y, x, w, bias, s, relu, r0, r1, buf);
+        for (int64_t r = r0; r < r1; r++) {
+          const int64_t b = r / s.out_h, oy = r - b * s.out_h;
+          fill_padded_rows(buf, x, s, b, oy);
+          for (int64_t co = 0; co < s.c_out; co++)
+            row(y + (b * s.c_out + co) * plane + oy * s.out_w, w + co * kdim, bias ? bias[co] : 0.0f, buf, s, relu);
+        }
+      },
+      rows);
+}
+
+// The few-taps forward with ReLU and the 2x2 stride-2 max-pool fused: per pooled row, each channel's two
+// conv rows (ReLU'd, the bits direct_small_forward gives) go to a row pair of scratch and are pooled from
+// there, so the conv's output (16 channels at 224x224 in the d2l model: 3.2 MB an image) is never stored.
+void direct_small_pool_forward(float* y, int32_t* argmax, const float* x, const float* w, const float* bias,
+                               const ConvShape& s) {
+  const int64_t out_h2 = s.out_h / 2, out_w2 = s.out_w / 2, pooled = out_h2 * out_w2;
+  const int64_t rows = s.n * out_h2, kdim = kdim_of(s), bw = s.w + 2 * s.pad_w;
+  const DirectRow row = direct_small_row_kernel();
+  parallel_run(
+      [&](int ith, int nth) {
+        int64_t r0, r1;
+        split_range(rows, ith, nth, 1, &r0, &r1);
+        if (r0 >= r1) return;
+        float* top = thread_scratch(0, s.c_in * s.kh * bw);
+        float* bottom = thread_scratch(1, s.c_in * s.kh * bw);
+        float* pair = thread_scratch(2, 2 * s.out_w);
+        for (int64_t r = r0; r < r1; r++) {
+          const int64_t b = r / out_h2, oy2 = r - b * out_h2;
+          fill_padded_rows(top, x, s, b, 2 * oy2);
+          fill_padded_rows(bottom, x, s, b, 2 * oy2 + 1);
+          for (int64_t co = 0; co < s.c_out; co++) {
+            const float* wr = w + co * kdim;
+            const float bv = bias ? bias[co] : 0.0f;
+            row(pair, wr, bv, top, s, true);
+            row(pair + s.out_w, wr, bv, bottom, s, true);
+            const int64_t at = (b * s.c_out + co) * pooled + oy2 * out_w2;
+            relu_pool_row_pair(y + at, argmax + at, pair, s.out_w, 0.0f, oy2, s.out_w);
+          }
+        }
       },
       rows);
 }
@@ -1010,8 +1032,16 @@ constexpr int64_t kPooledMinPlane = 400;
 
 bool conv2d_relu_pool_forward(float* y, int32_t* argmax, const float* x, const float* w, const float* bias,
                               const ConvShape& s) {
-  // Only where conv2d_forward would run Winograd by image groups or tile ranges, and has measured so.
-  if (s.n <= 0 || s.c_in <= 0 || use_batched(s) || direct_small_applies(s) || !winograd_applies(s)) return false;
+  if (s.n <= 0 || s.c_in <= 0 || dense_applies(s) || use_batched(s)) return false;
+  // A grayscale first layer: the few-taps kernel, pooled as its rows are computed (where conv2d_forward
+  // would run it).
+  if (direct_small_applies(s)) {
+    if (s.out_h < 2 || s.out_w < 2) return false;
+    direct_small_pool_forward(y, argmax, x, w, bias, s);
+    return true;
+  }
+  // Otherwise only where conv2d_forward would run Winograd by image groups or tile ranges, and has measured so.
+  if (!winograd_applies(s)) return false;
   // In Auto mode, only on planes of 20x20 and more: there the pool pass it saves is large (at 112x112 the
   // pooled layer takes 65.5 ms against 70.0 for the conv alone); on 16x16 and 8x8 planes, measured at batch
   // 128, the conv and a separate pool of its cache-resident output are 20-25% faster.

@@ -115,6 +115,63 @@ VGG_AVX512 void max_pool_2x2_avx512(float* yp, int32_t* ap, const float* xp, con
 }
 #endif
 
+// relu_pool_row_pair's windows [ox2_begin, out_w / 2), one at a time.
+void relu_pool_row_pair_scalar(float* y, int32_t* argmax, const float* from, int64_t ld, float add, int64_t oy2,
+                               int64_t out_w, int64_t ox2_begin) {
+  for (int64_t ox2 = ox2_begin; ox2 < out_w / 2; ox2++) {
+    const float* p = from + 2 * ox2;
+    int idx;
+    const float best = max_of_window(std::max(p[0] + add, 0.0f), std::max(p[1] + add, 0.0f),
+                                     std::max(p[ld] + add, 0.0f), std::max(p[ld + 1] + add, 0.0f), &idx);
+    y[ox2] = best;
+    argmax[ox2] = static_cast<int32_t>((2 * oy2 + idx / 2) * out_w + 2 * ox2 + idx % 2);
+  }
+}
+
+#ifdef VGG_X86
+// 16 windows at a time: even and odd columns split by permutes, the same choice per lane as the scalar
+// rule, the row's last windows scalar. (GCC 12's _mm512_max_ps passes _mm512_undefined_ps(), which
+// -Wmaybe-uninitialized reports at every use.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+VGG_AVX512 void relu_pool_row_pair_avx512(float* y, int32_t* argmax, const float* from, int64_t ld, float add,
+                                          int64_t oy2, int64_t out_w) {
+  const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+  const __m512 bias = _mm512_set1_ps(add), zero = _mm512_setzero_ps();
+  const __m512i lane2 = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(2));
+  const int64_t windows = out_w / 2;
+  int64_t ox2 = 0;
+  for (; ox2 + 16 <= windows; ox2 += 16) {
+    const float* p = from + 2 * ox2;
+    // max(0, v): a NaN stays NaN (the second operand is returned when either is NaN).
+    const __m512 top0 = _mm512_loadu_ps(p), top1 = _mm512_loadu_ps(p + 16);
+    const __m512 bot0 = _mm512_loadu_ps(p + ld), bot1 = _mm512_loadu_ps(p + ld + 16);
+    const __m512 a = _mm512_max_ps(zero, _mm512_add_ps(_mm512_permutex2var_ps(top0, evens, top1), bias));
+    const __m512 b = _mm512_max_ps(zero, _mm512_add_ps(_mm512_permutex2var_ps(top0, odds, top1), bias));
+    const __m512 c = _mm512_max_ps(zero, _mm512_add_ps(_mm512_permutex2var_ps(bot0, evens, bot1), bias));
+    const __m512 d = _mm512_max_ps(zero, _mm512_add_ps(_mm512_permutex2var_ps(bot0, odds, bot1), bias));
+    const __mmask16 nan_a = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), nan_b = _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+    const __mmask16 nan_c = _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q), nan_d = _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+    const __mmask16 take_b = static_cast<__mmask16>(~nan_a & (_mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | nan_b));
+    __m512 best = _mm512_mask_mov_ps(a, take_b, b);
+    __m512i idx = _mm512_mask_mov_epi32(_mm512_setzero_si512(), take_b, _mm512_set1_epi32(1));
+    const __mmask16 take_c = static_cast<__mmask16>(_mm512_cmp_ps_mask(c, best, _CMP_GT_OQ) | nan_c);
+    best = _mm512_mask_mov_ps(best, take_c, c);
+    idx = _mm512_mask_mov_epi32(idx, take_c, _mm512_set1_epi32(static_cast<int>(out_w)));
+    const __mmask16 take_d = static_cast<__mmask16>(~nan_c & (_mm512_cmp_ps_mask(d, best, _CMP_GT_OQ) | nan_d));
+    best = _mm512_mask_mov_ps(best, take_d, d);
+    idx = _mm512_mask_mov_epi32(idx, take_d, _mm512_set1_epi32(static_cast<int>(out_w + 1)));
+    const __m512i base = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * oy2 * out_w + 2 * ox2)), lane2);
+    _mm512_storeu_ps(y + ox2, best);
+    _mm512_storeu_si512(argmax + ox2, _mm512_add_epi32(base, idx));
+  }
+  relu_pool_row_pair_scalar(y, argmax, from, ld, add, oy2, out_w, ox2);
+}
+#pragma GCC diagnostic pop
+#endif
+
 void max_pool_2x2(float* yp, int32_t* ap, const float* xp, const PoolShape& s) {
 #ifdef VGG_X86
   if (isa_at_least(Isa::Avx512)) return max_pool_2x2_avx512(yp, ap, xp, s);
@@ -124,6 +181,14 @@ void max_pool_2x2(float* yp, int32_t* ap, const float* xp, const PoolShape& s) {
 }
 
 }  // namespace
+
+void relu_pool_row_pair(float* y, int32_t* argmax, const float* from, int64_t ld, float add, int64_t oy2,
+                        int64_t out_w) {
+#ifdef VGG_X86
+  if (isa_at_least(Isa::Avx512)) return relu_pool_row_pair_avx512(y, argmax, from, ld, add, oy2, out_w);
+#endif
+  relu_pool_row_pair_scalar(y, argmax, from, ld, add, oy2, out_w, 0);
+}
 
 void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolShape& s) {
   const int64_t planes = s.n * s.c, in_plane = s.h * s.w, out_plane = s.out_h * s.out_w;

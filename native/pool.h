@@ -24,6 +24,13 @@ inline float max_of_window(float a, float b, float c, float d, int* which) {
   return best;
 }
 
+// One pooled row of a convolution's epilogue: the 2x2 stride-2 windows over the row pair (from, from + ld)
+// of a conv plane out_w wide, each value + add and ReLU'd (a NaN stays NaN), into y[0, out_w / 2) with
+// argmax indices into the conv plane (row 2 * oy2 on), by max_of_window's rule: what max_pool2d_forward
+// writes for the ReLU'd plane. Shared by the fused conv + ReLU + pool kernels (bf16, few-taps float32).
+void relu_pool_row_pair(float* y, int32_t* argmax, const float* from, int64_t ld, float add, int64_t oy2,
+                        int64_t out_w);
+
 // y and argmax are (n, c, outH, outW); x is (n, c, h, w). Padding acts as -inf; NaN propagates.
 void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolShape& s);
 // dx is (n, c, h, w), overwritten; dy and argmax are (n, c, outH, outW). Out-of-range indices are ignored.

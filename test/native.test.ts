@@ -788,6 +788,48 @@ test("the pooled Winograd epilogue equals conv2d (ReLU) then max-pool, values an
   }
 });
 
+test("the pooled few-taps forward (a grayscale first layer) equals conv2d (ReLU) then max-pool, values and argmax, on 1-3 threads", () => {
+  const cases = [
+    convGeometry(3, 1, 13, 11, 5, 3, 1, 1), // odd sizes: the last conv row and column are dropped by the pool
+    convGeometry(2, 1, 12, 150, 7, 3, 1, 1), // 150 columns: 128- and 16-pixel blocks and a tail of 6
+    convGeometry(1, 1, 9, 40, 16, 3, 1, 0), // no padding, batch 1
+    convGeometry(4, 1, 10, 10, 3, 4, 1, 1), // a 4x4 kernel: 16 taps, the most the kernel takes
+    convGeometry(2, 1, 24, 5, 2, 3, 1, 1), // 5 columns: two windows and a dropped column per row
+  ];
+  for (const g of cases)
+    for (const [withBias, poisoned] of [
+      [true, false],
+      [false, false],
+      [true, true],
+    ]) {
+      const label = `${convLabel(g)}${withBias ? "" : ", no bias"}${poisoned ? ", a NaN input" : ""}`;
+      const x = randn(g.n * g.cIn * g.h * g.w);
+      if (poisoned) x[5] = Number.NaN;
+      const w = randn(g.cOut * g.kh * g.kw);
+      const bias = withBias ? randn(g.cOut) : null;
+      const pg = maxPool2dGeometry([g.n, g.cOut, g.outH, g.outW], { kernelSize: 2 });
+      const pooled = g.n * g.cOut * pg.outH * pg.outW;
+      const conv = new Float32Array(g.n * g.cOut * g.outH * g.outW);
+      native.conv2dForward(conv, x, w, bias, g, true);
+      const [yN, aN] = [new Float32Array(pooled), new Int32Array(pooled)];
+      native.maxPool2dForward(yN, aN, conv, pg);
+      for (const threads of [1, 2, 3]) {
+        native.setNumThreads(threads);
+        const [y, argmax] = [randn(pooled), new Int32Array(pooled).fill(-7)];
+        assert.equal(native.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g), true, label);
+        assert.deepEqual(y, yN, `values ${label}, ${threads} threads`);
+        assert.deepEqual(argmax, aN, `argmax ${label}, ${threads} threads`);
+      }
+      native.setNumThreads(2);
+      if (poisoned) continue;
+      const convR = new Float32Array(conv.length);
+      ref.conv2dForward(convR, x, w, bias, g, true);
+      const [yR, aR] = [new Float32Array(pooled), new Int32Array(pooled)];
+      ref.maxPool2dForward(yR, aR, convR, pg);
+      close(yN, yR, `reference ${label}`);
+    }
+});
+
 test("the conv bias gradient is the same bit for bit on 1, 2 and 3 threads (per-image sums, then summed in image order)", () => {
   // Direct (1 input channel), im2col + GEMM and Winograd-eligible shapes, batches that do and do not split evenly.
   for (const g of [
