@@ -337,6 +337,26 @@ Napi::Value Conv2dBackwardWeight(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// conv2dReluMaxPool2dBackwardWeight(dw, db, dy, argmax, reluY, x, g): the weight and bias gradients of the
+// fused conv + ReLU + pool from its pooled gradient, argmax and output; false (nothing written) where the
+// geometry's weight gradient is not the few-taps kernel.
+Napi::Value Conv2dReluMaxPool2dBackwardWeight(const Napi::CallbackInfo& info) {
+  expect_args(info, 7);
+  Napi::Env env = info.Env();
+  const ConvShape s = conv_shape(info[6]);
+  const ConvLengths l = conv_lengths(env, s);
+  if (checked_mul(env, "dy", {s.out_h, s.out_w}) > INT32_MAX)
+    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
+  const int64_t pooled = checked_mul(env, "dy", {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
+  float* dw = f32(info[0], "dw", l.w);
+  float* db = f32_or_null(info[1], "db", s.c_out);
+  const float* dy = f32(info[2], "dy", pooled);
+  const int32_t* argmax = i32(info[3], "argmax", pooled);
+  const float* relu_y = f32_or_null(info[4], "reluY", pooled);
+  const float* x = f32(info[5], "x", l.x);
+  return Napi::Boolean::New(env, pooled > 0 && vgg::conv2d_pool_backward_weight(dw, db, dy, argmax, relu_y, x, s));
+}
+
 Napi::Value MaxPool2dForward(const Napi::CallbackInfo& info) {
   expect_args(info, 4);
   Napi::Env env = info.Env();
@@ -661,6 +681,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dReluMaxPool2dForward", Napi::Function::New(env, Conv2dReluMaxPool2dForward));
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv2dBackwardInput));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
+  exports.Set("conv2dReluMaxPool2dBackwardWeight", Napi::Function::New(env, Conv2dReluMaxPool2dBackwardWeight));
   exports.Set("maxPool2dForward", Napi::Function::New(env, MaxPool2dForward));
   exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
   exports.Set("relu", Napi::Function::New(env, Relu));

@@ -1205,6 +1205,44 @@ void winograd_weight_batch(int tile, float* dw, const float* dy, const float* x,
       std::min<int64_t>(s.n, 256));
 }
 
+// dw = the sum over the batch of image_fn(acc, b, beta), which adds image b's weight gradient to acc (or
+// overwrites it, beta 0). Images go to the threads in contiguous runs, as the kernels that wrote dy split
+// them (a line of dy written on one core and read on the other costs a transfer between the cores' caches);
+// thread 0 accumulates into dw, the others into private partial sums, then all add them up.
+template <typename ImageFn>
+void weight_grad_by_images(float* dw, const ConvShape& s, ImageFn&& image_fn) {
+  const int64_t w_size = s.c_out * kdim_of(s);
+  float* partial[256] = {};
+  parallel_run(
+      [&](int ith, int nth) {
+        float* acc = ith == 0 ? dw : thread_scratch(1, w_size);
+        partial[ith] = acc;
+        bool first = true;
+        int64_t b0, b1;
+        split_range(s.n, ith, nth, 1, &b0, &b1);
+        for (int64_t b = b0; b < b1; b++) {
+          image_fn(acc, b, first ? 0.0f : 1.0f);
+          first = false;
+        }
+        if (first) std::memset(acc, 0, w_size * sizeof(float));
+        barrier(nth);
+        int64_t i0, i1;
+        split_range(w_size, ith, nth, 16, &i0, &i1);
+        for (int t = 1; t < nth; t++)
+          for (int64_t i = i0; i < i1; i++) dw[i] += partial[t][i];
+      },
+      std::min<int64_t>(std::max<int64_t>(s.n, 1), 256));
+}
+
+// db[co] = the sum over images, in order and in double, of sums (n, cOut): each image's channel sums.
+void bias_grad_of_sums(float* db, const float* sums, const ConvShape& s) {
+  for (int64_t co = 0; co < s.c_out; co++) {
+    double sum = 0.0;
+    for (int64_t b = 0; b < s.n; b++) sum += sums[b * s.c_out + co];
+    db[co] = static_cast<float>(sum);
+  }
+}
+
 void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s) {
   const int64_t kdim = kdim_of(s), plane = plane_of(s), x_size = s.c_in * s.h * s.w;
   const int64_t w_size = s.c_out * kdim;
@@ -1225,42 +1263,15 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
   } else if (const int tile = winograd_weight_tile(s, dy, x)) {
     winograd_weight_batch(tile, dw, dy, x, s);
   } else if (split_over_batch(s.n)) {
-    // Thread 0 accumulates into dw, the others into private partial sums, then all add them up.
-    float* partial[256] = {};
-    parallel_run(
-        [&](int ith, int nth) {
-          float* acc = ith == 0 ? dw : thread_scratch(1, w_size);
-          partial[ith] = acc;
-          bool first = true;
-          // Contiguous images per thread, as the kernels that wrote dy split them: a line of dy written on
-          // one core and read on the other costs a transfer between the cores' caches.
-          int64_t b0, b1;
-          split_range(s.n, ith, nth, 1, &b0, &b1);
-          for (int64_t b = b0; b < b1; b++) {
-            const float* xb = x + b * x_size;
-            const float* dyb = dy + b * s.c_out * plane;
-            const float beta = first ? 0.0f : 1.0f;
-            first = false;
-            if (pointwise) {
-              sgemm_serial(acc, kdim, dyb, plane, xb, plane, s.c_out, kdim, plane, false, true, beta);
-              continue;
-            }
-            if (kdim <= kSmallKdim) {
-              small_kdim_weight_grad(acc, dyb, xb, s, beta);
-              continue;
-            }
-            const ImageB ib{xb, &s};
-            sgemm_serial_source(acc, kdim, dyb, plane, false, BSource{pack_cols_transposed, &ib}, s.c_out, kdim, plane,
-                                beta);
-          }
-          if (first) std::memset(acc, 0, w_size * sizeof(float));
-          barrier(nth);
-          int64_t i0, i1;
-          split_range(w_size, ith, nth, 16, &i0, &i1);
-          for (int t = 1; t < nth; t++)
-            for (int64_t i = i0; i < i1; i++) dw[i] += partial[t][i];
-        },
-        std::min<int64_t>(std::max<int64_t>(s.n, 1), 256));
+    weight_grad_by_images(dw, s, [&](float* acc, int64_t b, float beta) {
+      const float* xb = x + b * x_size;
+      const float* dyb = dy + b * s.c_out * plane;
+      if (pointwise) return sgemm_serial(acc, kdim, dyb, plane, xb, plane, s.c_out, kdim, plane, false, true, beta);
+      if (kdim <= kSmallKdim) return small_kdim_weight_grad(acc, dyb, xb, s, beta);
+      const ImageB ib{xb, &s};
+      sgemm_serial_source(acc, kdim, dyb, plane, false, BSource{pack_cols_transposed, &ib}, s.c_out, kdim, plane,
+                          beta);
+    });
   } else {
     float* cols = pointwise ? nullptr : thread_scratch(0, kdim * plane);
     if (s.n == 0) std::memset(dw, 0, w_size * sizeof(float));
@@ -1284,12 +1295,31 @@ void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* 
               sums[b * s.c_out + co] = sum_lanes(dy + (b * s.c_out + co) * plane, plane);
         },
         s.n);
-    for (int64_t co = 0; co < s.c_out; co++) {
-      double sum = 0.0;
-      for (int64_t b = 0; b < s.n; b++) sum += sums[b * s.c_out + co];
-      db[co] = static_cast<float>(sum);
-    }
+    bias_grad_of_sums(db, sums, s);
   }
+}
+
+bool conv2d_pool_backward_weight(float* dw, float* db, const float* dy, const int32_t* argmax, const float* relu_y,
+                                 const float* x, const ConvShape& s) {
+  // Where conv2d_backward_weight runs the few-taps kernel over images split across the threads.
+  if (s.n <= 0 || s.c_in <= 0 || s.out_h < 2 || s.out_w < 2 || kdim_of(s) > kSmallKdim || is_pointwise(s) ||
+      dense_applies(s) || use_batched(s) || !split_over_batch(s.n))
+    return false;
+  const int64_t plane = plane_of(s), x_size = s.c_in * s.h * s.w;
+  const PoolShape one{1, s.c_out, s.out_h, s.out_w, 2, 2, 2, 2, 0, 0, s.out_h / 2, s.out_w / 2};
+  const int64_t pooled = s.c_out * one.out_h * one.out_w;
+  float* sums = db ? thread_scratch(3, static_cast<size_t>(s.n * s.c_out)) : nullptr;
+  weight_grad_by_images(dw, s, [&](float* acc, int64_t b, float beta) {
+    // The image's conv gradient, as max_pool2d_backward writes it (run serially: this is inside a task),
+    // into a buffer the thread reuses for every image, then the image's weight and bias gradients from it.
+    float* dconv = thread_scratch(5, static_cast<size_t>(s.c_out * plane));
+    max_pool2d_backward(dconv, dy + b * pooled, argmax + b * pooled, relu_y ? relu_y + b * pooled : nullptr, one);
+    small_kdim_weight_grad(acc, dconv, x + b * x_size, s, beta);
+    if (sums)
+      for (int64_t co = 0; co < s.c_out; co++) sums[b * s.c_out + co] = sum_lanes(dconv + co * plane, plane);
+  });
+  if (db) bias_grad_of_sums(db, sums, s);
+  return true;
 }
 
 const char* direct_conv_kernel_name() {

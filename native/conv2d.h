@@ -33,6 +33,12 @@ bool conv2d_relu_pool_forward(float* y, int32_t* argmax, const float* x, const f
 void conv2d_backward_input(float* dx, const float* dy, const float* w, const float* relu_x, const ConvShape& s);
 // dw is (cOut, cIn*kh*kw) and db (cOut) or null, both overwritten; dy is (n, cOut, outH, outW); x is (n, cIn, h, w).
 void conv2d_backward_weight(float* dw, float* db, const float* dy, const float* x, const ConvShape& s);
+// conv2d_backward_weight's dw and db for conv + ReLU + 2x2 stride-2 max-pool, from the pooled gradient dy
+// and the forward's argmax and output relu_y (n, cOut, outH / 2, outW / 2; relu_y may be null): the bits
+// max_pool2d_backward then conv2d_backward_weight give, without writing the conv's gradient. Returns false,
+// writing nothing, except for the few-taps kernel (at most 16 taps per filter: a grayscale first layer).
+bool conv2d_pool_backward_weight(float* dw, float* db, const float* dy, const int32_t* argmax, const float* relu_y,
+                                 const float* x, const ConvShape& s);
 
 /** The direct (small-filter first layer) convolution in use, for `vgg info`. */
 const char* direct_conv_kernel_name();

@@ -416,6 +416,57 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
   }
 });
 
+test(`bf16 view (${path}): a grayscale first layer's weight gradient from the pooled gradient equals pool backward then the weight gradient`, () => {
+  const rand = rng(11);
+  const view = new Bf16Backend(native);
+  const g = convGeometry(6, 1, 21, 16, 3, 1, 1);
+  const x = randn(g.n * g.h * g.w, rand);
+  const w = randn(g.cOut * 9, rand, 0.5);
+  const pg = {
+    n: g.n,
+    c: g.cOut,
+    h: g.outH,
+    w: g.outW,
+    kh: 2,
+    kw: 2,
+    strideH: 2,
+    strideW: 2,
+    padH: 0,
+    padW: 0,
+  };
+  const outH = Math.floor(g.outH / 2);
+  const outW = Math.floor(g.outW / 2);
+  const pooled = g.n * g.cOut * outH * outW;
+  const [y, argmax] = [new Float32Array(pooled), new Int32Array(pooled)];
+  assert.equal(view.conv2dReluMaxPool2dForward?.(y, argmax, x, w, randn(g.cOut, rand), g), true);
+  const dy = randn(pooled, rand);
+  const dconv = new Float32Array(g.n * g.cOut * g.outH * g.outW);
+  view.maxPool2dBackward(dconv, dy, argmax, { ...pg, outH, outW }, y);
+  const [dwN, dbN] = [new Float32Array(w.length), new Float32Array(g.cOut)];
+  view.conv2dBackwardWeight(dwN, dbN, dconv, x, g);
+  const [dw, db] = [new Float32Array(w.length), new Float32Array(g.cOut)];
+  assert.equal(view.conv2dReluMaxPool2dBackwardWeight?.(dw, db, dy, argmax, y, x, g), true);
+  assert.deepEqual(dw, dwN);
+  assert.deepEqual(db, dbN);
+  // 32 taps or more: left to the bf16 kernels' own weight gradient (false, nothing written).
+  const g32 = convGeometry(2, 4, 12, 8, 3, 1, 1);
+  const p32 = g32.n * g32.cOut * Math.floor(g32.outH / 2) * Math.floor(g32.outW / 2);
+  const dw32 = new Float32Array(g32.cOut * 36).fill(5);
+  assert.equal(
+    view.conv2dReluMaxPool2dBackwardWeight?.(
+      dw32,
+      null,
+      randn(p32, rand),
+      new Int32Array(p32),
+      null,
+      randn(g32.n * 4 * 12 * 13, rand),
+      g32,
+    ),
+    false,
+  );
+  assert.ok(dw32.every((v) => v === 5));
+});
+
 test(`bf16 convolutions (${path}) give the same bits on 1, 2 and 3 threads, pooled or not`, (t) => {
   if (path !== "amx") {
     t.skip(`on the ${path} path bf16 convolutions run the float32 kernels (native-determinism tests those)`);

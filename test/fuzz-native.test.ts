@@ -208,6 +208,26 @@ const convPoolCase = (entry: string, geom: ConvGeom) =>
     };
   });
 
+// The pooled weight gradient: argmax values from the forward, or anything near the plane (out of range
+// ones must be ignored).
+const convPoolWeightGradCase = (entry: string, geom: ConvGeom) =>
+  fc.tuple(geom, fc.boolean(), fc.boolean()).map(([g, db, mask]) => {
+    const l = convLengths(g);
+    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
+    return {
+      entry,
+      slots: [
+        f32(l.w),
+        db ? f32(g.cOut) : value(null),
+        f32(pooled),
+        { kind: "i32", len: pooled, lo: -2, hi: g.outH * g.outW + 2 } as Slot,
+        mask ? f32(pooled) : value(null),
+        f32(l.x),
+        { kind: "geom", fields: g } as Slot,
+      ],
+    };
+  });
+
 const convInputGradCase = (entry: string, geom: ConvGeom) =>
   fc.tuple(geom, fc.boolean()).map(([g, mask]) => {
     const l = convLengths(g);
@@ -295,6 +315,7 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
   conv2dReluMaxPool2dForward: convPoolCase("conv2dReluMaxPool2dForward", convGeom),
   conv2dBackwardInput: convInputGradCase("conv2dBackwardInput", convGeom),
   conv2dBackwardWeight: convWeightGradCase("conv2dBackwardWeight", convGeom),
+  conv2dReluMaxPool2dBackwardWeight: convPoolWeightGradCase("conv2dReluMaxPool2dBackwardWeight", convGeom),
   conv2dForwardBf16: convForwardCase("conv2dForwardBf16", bf16ConvGeom),
   conv2dReluMaxPool2dForwardBf16: convPoolCase("conv2dReluMaxPool2dForwardBf16", bf16ConvGeom),
   conv2dBackwardInputBf16: convInputGradCase("conv2dBackwardInputBf16", bf16ConvGeom),

@@ -830,6 +830,83 @@ test("the pooled few-taps forward (a grayscale first layer) equals conv2d (ReLU)
     }
 });
 
+test("the few-taps weight gradient from the pooled gradient equals max-pool backward then conv2d's, on 1-3 threads", () => {
+  const cases = [
+    // Batches of 6 and 12: split over 1, 2 and 3 threads alike (the kernel runs where conv2d's would).
+    convGeometry(6, 1, 13, 11, 5, 3, 1, 1), // odd sizes: the dropped last row and column get no gradient
+    convGeometry(6, 1, 40, 150, 7, 3, 1, 1), // 150 columns: 512-pixel chunks split rows and windows
+    convGeometry(12, 1, 9, 40, 16, 3, 1, 0), // no padding
+    convGeometry(6, 1, 10, 10, 3, 4, 1, 1), // a 4x4 kernel: 16 taps
+    convGeometry(6, 1, 24, 5, 2, 3, 1, 1),
+  ];
+  for (const g of cases)
+    for (const [withBias, masked] of [
+      [true, true],
+      [false, true],
+      [true, false],
+    ]) {
+      const label = `${convLabel(g)}${withBias ? "" : ", no bias"}${masked ? "" : ", no ReLU mask"}`;
+      const x = randn(g.n * g.cIn * g.h * g.w);
+      const w = randn(g.cOut * g.kh * g.kw);
+      const pg = maxPool2dGeometry([g.n, g.cOut, g.outH, g.outW], { kernelSize: 2 });
+      const pooled = g.n * g.cOut * pg.outH * pg.outW;
+      const [y, argmax] = [new Float32Array(pooled), new Int32Array(pooled)];
+      assert.equal(native.conv2dReluMaxPool2dForward(y, argmax, x, w, randn(g.cOut), g), true, label);
+      const dy = randn(pooled);
+      const reluY = masked ? y : null;
+      const dconv = new Float32Array(g.n * g.cOut * g.outH * g.outW);
+      native.maxPool2dBackward(dconv, dy, argmax, pg, reluY);
+      for (const threads of [1, 2, 3]) {
+        native.setNumThreads(threads);
+        const [dwN, dbN] = [new Float32Array(w.length), withBias ? new Float32Array(g.cOut) : null];
+        native.conv2dBackwardWeight(dwN, dbN, dconv, x, g);
+        const [dw, db] = [randn(w.length), withBias ? randn(g.cOut) : null];
+        assert.equal(native.conv2dReluMaxPool2dBackwardWeight(dw, db, dy, argmax, reluY, x, g), true, label);
+        assert.deepEqual(dw, dwN, `dw ${label}, ${threads} threads`);
+        assert.deepEqual(db, dbN, `db ${label}, ${threads} threads`);
+        if (threads === 2) {
+          const [dwR, dbR] = [new Float32Array(w.length), new Float32Array(g.cOut)];
+          const dconvR = new Float32Array(dconv.length);
+          ref.maxPool2dBackward(dconvR, dy, argmax, pg, reluY);
+          ref.conv2dBackwardWeight(dwR, dbR, dconvR, x, g);
+          close(dw, dwR, `reference dw ${label}`, 1e-4);
+          if (db) close(db, dbR, `reference db ${label}`, 1e-4);
+        }
+      }
+      native.setNumThreads(2);
+    }
+  // Other kernels answer false and write nothing.
+  const g = convGeometry(2, 4, 12, 12, 5, 3, 1, 1);
+  const pooled = g.n * g.cOut * 36;
+  const dw = new Float32Array(g.cOut * g.cIn * 9).fill(3);
+  assert.equal(
+    native.conv2dReluMaxPool2dBackwardWeight(
+      dw,
+      null,
+      randn(pooled),
+      new Int32Array(pooled),
+      null,
+      randn(g.n * g.cIn * 144),
+      g,
+    ),
+    false,
+  );
+  assert.ok(dw.every((v) => v === 3));
+  assert.throws(
+    () =>
+      native.conv2dReluMaxPool2dBackwardWeight(
+        dw,
+        null,
+        randn(3),
+        new Int32Array(pooled),
+        null,
+        randn(g.n * g.cIn * 144),
+        g,
+      ),
+    { name: "RangeError", message: `Expected dy of length ${pooled} but received length 3` },
+  );
+});
+
 test("the conv bias gradient is the same bit for bit on 1, 2 and 3 threads (per-image sums, then summed in image order)", () => {
   // Direct (1 input channel), im2col + GEMM and Winograd-eligible shapes, batches that do and do not split evenly.
   for (const g of [

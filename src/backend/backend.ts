@@ -181,6 +181,23 @@ export interface Backend {
     g: Conv2dGeometry,
     reluMask?: Float32Array | null,
   ): void;
+  /**
+   * Optional fused kernel: conv2dBackwardWeight's dw and db for conv2dReluMaxPool2dForward's output, from
+   * the pooled gradient dy, the forward's argmax and its output reluY (n, cOut, floor(outH / 2),
+   * floor(outW / 2)), without writing the convolution's gradient: the values maxPool2dBackward (with
+   * reluY) then conv2dBackwardWeight give. Returns false, writing nothing, where the backend has no such
+   * kernel for the geometry (the native one has it for a grayscale first layer, whose input needs no
+   * gradient); callers then run those two.
+   */
+  conv2dReluMaxPool2dBackwardWeight?(
+    dw: Float32Array,
+    db: Float32Array | null,
+    dy: Float32Array,
+    argmax: Int32Array,
+    reluY: Float32Array | null,
+    x: Float32Array,
+    g: Conv2dGeometry,
+  ): boolean;
   /** dw = correlation of x with dy, db = sum of dy over (n, outH, outW); both overwritten. db may be null. */
   conv2dBackwardWeight(
     dw: Float32Array,

@@ -39,6 +39,7 @@ export function parsePrecision(value: string, what = "the precision"): Precision
 }
 
 type Conv2dReluMaxPool2dForward = NonNullable<Backend["conv2dReluMaxPool2dForward"]>;
+type Conv2dReluMaxPool2dBackwardWeight = NonNullable<Backend["conv2dReluMaxPool2dBackwardWeight"]>;
 
 /**
  * `base` seen through bf16 autocast: gemm runs as base.gemmBf16, the convolutions on copies of their
@@ -49,6 +50,7 @@ type Conv2dReluMaxPool2dForward = NonNullable<Backend["conv2dReluMaxPool2dForwar
 export class Bf16Backend implements Backend {
   readonly name: Backend["name"];
   readonly conv2dReluMaxPool2dForward?: Conv2dReluMaxPool2dForward;
+  readonly conv2dReluMaxPool2dBackwardWeight?: Conv2dReluMaxPool2dBackwardWeight;
   readonly dropoutMask?: Backend["dropoutMask"];
   /** Scratch per role (0: x or dy, 1: w, 2: the second operand of a weight gradient), grown as needed. */
   private readonly scratch: Float32Array[] = [new Float32Array(0), new Float32Array(0), new Float32Array(0)];
@@ -61,6 +63,15 @@ export class Bf16Backend implements Backend {
         checkArgs.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g);
         if (base.conv2dReluMaxPool2dForwardBf16?.(y, argmax, x, w, bias, g)) return true;
         return fused(y, argmax, this.rounded(0, x), this.rounded(1, w), bias, g);
+      };
+    const pooledGrad = base.conv2dReluMaxPool2dBackwardWeight?.bind(base);
+    // As conv2dBackwardWeight below for filters of under 32 taps, which the bf16 kernels leave to the
+    // float32 ones on rounded dy and x: the pooled gradient's rounding is that of the scattered one.
+    if (pooledGrad)
+      this.conv2dReluMaxPool2dBackwardWeight = (dw, db, dy, argmax, reluY, x, g) => {
+        checkArgs.conv2dReluMaxPool2dBackwardWeight(dw, db, dy, argmax, reluY, x, g);
+        if (g.cIn * g.kh * g.kw >= 32) return false;
+        return pooledGrad(dw, db, this.rounded(0, dy), argmax, reluY, this.rounded(2, x), g);
       };
     if (base.dropoutMask) this.dropoutMask = base.dropoutMask.bind(base);
   }

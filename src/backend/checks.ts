@@ -140,6 +140,24 @@ export const checkArgs = {
     expectLength("x", x, len.x);
     if (db) expectLength("db", db, g.cOut);
   },
+  conv2dReluMaxPool2dBackwardWeight(
+    dw: Float32Array,
+    db: Float32Array | null,
+    dy: Float32Array,
+    argmax: Int32Array,
+    reluY: Float32Array | null,
+    x: Float32Array,
+    g: Conv2dGeometry,
+  ): void {
+    const len = checkConv(g);
+    const pooled = g.n * g.cOut * Math.floor(g.outH / 2) * Math.floor(g.outW / 2);
+    expectLength("dw", dw, len.w);
+    if (db) expectLength("db", db, g.cOut);
+    expectLength("dy", dy, pooled);
+    expectLength("argmax", argmax, pooled);
+    if (reluY) expectLength("reluY", reluY, pooled);
+    expectLength("x", x, len.x);
+  },
   maxPool2dForward(y: Float32Array, argmax: Int32Array, x: Float32Array, g: Pool2dGeometry): void {
     const len = checkPool(g);
     expectLength("y", y, len.y);

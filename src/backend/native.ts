@@ -58,6 +58,7 @@ export interface NativeAddon
       | "conv2dReluMaxPool2dForwardBf16"
       | "conv2dBackwardInputBf16"
       | "conv2dBackwardWeightBf16"
+      | "conv2dReluMaxPool2dBackwardWeight"
     >,
     // The Backend's optional kernels that the addon always has.
     Required<
@@ -69,6 +70,7 @@ export interface NativeAddon
         | "conv2dForwardBf16"
         | "conv2dReluMaxPool2dForwardBf16"
         | "conv2dBackwardWeightBf16"
+        | "conv2dReluMaxPool2dBackwardWeight"
       >
     > {
   gemm(
@@ -330,7 +332,7 @@ export class NativeBackend implements Backend {
     this.addon.conv2dForward(y, x, w, bias, g, relu);
   }
 
-  /** The Winograd kernels pool in their output transform; other kernels answer false. */
+  /** The Winograd and few-taps kernels pool in their output; other kernels answer false. */
   conv2dReluMaxPool2dForward(
     y: Float32Array,
     argmax: Int32Array,
@@ -341,6 +343,20 @@ export class NativeBackend implements Backend {
   ): boolean {
     checkArgs.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g);
     return this.addon.conv2dReluMaxPool2dForward(y, argmax, x, w, bias, g);
+  }
+
+  /** The few-taps kernel (a grayscale first layer) takes its gradient from the pooled one; others answer false. */
+  conv2dReluMaxPool2dBackwardWeight(
+    dw: Float32Array,
+    db: Float32Array | null,
+    dy: Float32Array,
+    argmax: Int32Array,
+    reluY: Float32Array | null,
+    x: Float32Array,
+    g: Conv2dGeometry,
+  ): boolean {
+    checkArgs.conv2dReluMaxPool2dBackwardWeight(dw, db, dy, argmax, reluY, x, g);
+    return this.addon.conv2dReluMaxPool2dBackwardWeight(dw, db, dy, argmax, reluY, x, g);
   }
 
   conv2dBackwardInput(

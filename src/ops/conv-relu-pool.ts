@@ -109,6 +109,18 @@ export function conv2dReluMaxPool2d(
       const wantW = weight.requiresGrad || (bias?.requiresGrad ?? false);
       const dw = wantW ? new Float32Array(weight.size) : null;
       const db = wantW && bias ? new Float32Array(g.cOut) : null;
+      // A backend kernel that takes the weight gradient straight from the pooled one (a first layer,
+      // whose input needs no gradient), where it has one for this geometry.
+      if (
+        !dx &&
+        dw &&
+        vggWindow &&
+        imagesPerChunk === undefined &&
+        (be.conv2dReluMaxPool2dBackwardWeight?.(dw, db, dy, argmax, y, x.data, g) ?? false)
+      ) {
+        give(argmax);
+        return bias ? [dx, dw, db] : [dx, dw];
+      }
       // The first chunk's weight gradient goes straight to dw; later ones are added to it.
       const chunked = g.n > k;
       const dwChunk = wantW && chunked ? new Float32Array(weight.size) : null;
