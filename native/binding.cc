@@ -558,6 +558,18 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+constexpr int64_t kMaxIdleSpinUs = 1000000;  // a second: beyond it a pool would never sleep in practice
+
+Napi::Value SetIdleSpin(const Napi::CallbackInfo& info) {
+  expect_args(info, 1);
+  const int64_t us = size_arg(info[0], "the idle spin in microseconds", 0);
+  if (us > kMaxIdleSpinUs)
+    range_error(info.Env(), "Expected the idle spin to be at most " + std::to_string(kMaxIdleSpinUs) +
+                                " microseconds but received " + std::to_string(us));
+  vgg::set_idle_spin_us(us);
+  return info.Env().Undefined();
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -700,6 +712,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("convWeightKernel", Napi::Function::New(env, ConvWeightKernel));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("setIdleSpin", Napi::Function::New(env, SetIdleSpin));
   exports.Set("info", Napi::Function::New(env, Info));
   register_bf16(env, exports);
   return exports;

@@ -8,16 +8,26 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace vgg {
 namespace {
 
-constexpr int kSpinIterations = 20000;
-// How long an idle worker keeps polling for the next run before it sleeps. Waking a sleeping thread costs
-// 0.1-0.5 ms on a virtual machine, as much as a whole kernel of a batch-1 inference (measured: a 100 MB
-// GEMV took 2.0 ms with the worker polling and 2.4 ms after it had gone to sleep), and the JS work
-// between two kernels is usually well under this.
-constexpr auto kSpinTime = std::chrono::microseconds(2000);
+// How long a thread polls at a barrier, or for the end of a run, before it sleeps until woken. Balanced
+// threads meet well within this; past it a thread is waiting for one that was preempted (on a machine
+// busy with other work, e.g. a server's HTTP thread), and a sleeping waiter gives its core to that one,
+// where a spinning waiter would hold the core it needs.
+constexpr auto kWaitSpinTime = std::chrono::microseconds(50);
+// How long an idle worker keeps polling for the next run before it sleeps (set_idle_spin_us). Waking a
+// sleeping thread costs 0.1-0.5 ms on a virtual machine, as much as a whole kernel of a batch-1 inference
+// (measured: a 100 MB GEMV took 2.0 ms with the worker polling and 2.4 ms after it had gone to sleep), and
+// the JS work between two kernels is usually well under this. A server, idle between batches and sharing
+// the cores with its HTTP thread, sets it shorter.
+std::atomic<int64_t> g_idle_spin_us{2000};
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -28,6 +38,48 @@ inline void cpu_relax() {
 struct alignas(64) PaddedAtomic {
   std::atomic<int64_t> value{0};
 };
+
+// A 32-bit counter that threads can sleep on until it moves (a futex on Linux; elsewhere they yield).
+struct alignas(64) WaitWord {
+  std::atomic<int32_t> value{0};
+  std::atomic<int32_t> sleepers{0};
+
+  // Returns once value != seen: polls for kWaitSpinTime, then sleeps.
+  void wait_while(int32_t seen) {
+    const auto spin_until = std::chrono::steady_clock::now() + kWaitSpinTime;
+    int spins = 0;
+    while (value.load(std::memory_order_acquire) == seen) {
+      cpu_relax();
+      if ((++spins & 63) != 0 || std::chrono::steady_clock::now() < spin_until) continue;
+      sleepers.fetch_add(1, std::memory_order_seq_cst);
+      // seq_cst on both sides: either the waker sees this sleeper, or this load sees the new value.
+      while (value.load(std::memory_order_seq_cst) == seen) sleep_on(seen);
+      sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return;
+    }
+  }
+
+  // Moves the value on and wakes the sleepers, if any.
+  void advance() {
+    value.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers.load(std::memory_order_seq_cst) > 0) wake_all();
+  }
+
+ private:
+  void sleep_on(int32_t seen) {
+#if defined(__linux__)
+    syscall(SYS_futex, reinterpret_cast<int32_t*>(&value), FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
+#else
+    std::this_thread::yield();
+#endif
+  }
+  void wake_all() {
+#if defined(__linux__)
+    syscall(SYS_futex, reinterpret_cast<int32_t*>(&value), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+#endif
+  }
+};
+static_assert(sizeof(std::atomic<int32_t>) == sizeof(int32_t), "a futex is a plain 32-bit word");
 
 class Pool {
  public:
@@ -63,31 +115,26 @@ class Pool {
       task_ = &fn;
       task_nth_ = nth;
       done_.value.store(0, std::memory_order_relaxed);
+      run_seen_ = all_done_.value.load(std::memory_order_relaxed);
       generation_.value.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     fn(0, nth);
-    // Every worker (not only the nth-1 participants) checks in, so none can still read task_ after we return.
-    const int64_t expected = size_ - 1;
-    int spins = 0;
-    while (done_.value.load(std::memory_order_acquire) != expected) {
-      if (++spins > kSpinIterations) std::this_thread::yield();
-    }
+    // Every worker (not only the nth-1 participants) checks in, so none can still read task_ after we
+    // return; the last one to check in moves all_done_ on.
+    all_done_.wait_while(run_seen_);
     in_task_ = false;
   }
 
   void barrier(int nth) {
     if (nth <= 1) return;
-    const int64_t gen = barrier_gen_.value.load(std::memory_order_acquire);
+    const int32_t gen = barrier_gen_.value.load(std::memory_order_acquire);
     if (barrier_count_.value.fetch_add(1, std::memory_order_acq_rel) == nth - 1) {
       barrier_count_.value.store(0, std::memory_order_relaxed);
-      barrier_gen_.value.fetch_add(1, std::memory_order_release);
+      barrier_gen_.advance();
       return;
     }
-    int spins = 0;
-    while (barrier_gen_.value.load(std::memory_order_acquire) == gen) {
-      if (++spins > kSpinIterations) std::this_thread::yield();
-    }
+    barrier_gen_.wait_while(gen);
   }
 
  private:
@@ -104,7 +151,8 @@ class Pool {
 
   void worker_loop(int ith, int64_t seen) {
     for (;;) {
-      const auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
+      const auto spin_until =
+          std::chrono::steady_clock::now() + std::chrono::microseconds(g_idle_spin_us.load(std::memory_order_relaxed));
       int spins = 0;
       while (generation_.value.load(std::memory_order_acquire) == seen && !stopping_.load()) {
         cpu_relax();
@@ -123,7 +171,7 @@ class Pool {
       in_task_ = true;
       if (ith < nth) (*task)(ith, nth);
       in_task_ = false;
-      done_.value.fetch_add(1, std::memory_order_acq_rel);
+      if (done_.value.fetch_add(1, std::memory_order_acq_rel) == size_ - 2) all_done_.advance();
     }
   }
 
@@ -148,8 +196,10 @@ class Pool {
   int task_nth_ = 1;
   PaddedAtomic generation_;
   PaddedAtomic done_;
+  WaitWord all_done_;  // moves on once per run, when the last worker checks in
+  int32_t run_seen_ = 0;  // all_done_'s value when the current run started (the calling thread's)
   PaddedAtomic barrier_count_;
-  PaddedAtomic barrier_gen_;
+  WaitWord barrier_gen_;
 };
 
 thread_local bool Pool::in_task_ = false;
@@ -163,6 +213,7 @@ Pool& pool() {
 
 int num_threads() { return pool().size(); }
 void set_num_threads(int n) { pool().resize(n); }
+void set_idle_spin_us(int64_t us) { g_idle_spin_us.store(us < 0 ? 0 : us, std::memory_order_relaxed); }
 
 void parallel_run(const TaskFn& fn, int64_t max_tasks) {
   int nth = pool().size();

@@ -432,6 +432,7 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
   })),
   setNumThreads: fc.integer({ min: 1, max: 3 }).map((n) => ({ entry: "setNumThreads", slots: [value(n)] })),
   numThreads: fc.constant({ entry: "numThreads", slots: [] }),
+  setIdleSpin: fc.constantFrom(0, 50, 2000).map((us) => ({ entry: "setIdleSpin", slots: [value(us)] })),
   info: fc.constant({ entry: "info", slots: [] }),
 };
 
