@@ -6,7 +6,7 @@
 // limit below the client count: only 503s may be refused) and the offline `vgg bench --mode infer`
 // throughput at the same batch size, the goal's yardstick. Client and servers share the machine.
 // Run: npm run bench:serve -- [--seconds 10] [--clients 1,8,64,256] [--sizes 32,224] [--no-ort]
-//      [--serve-args "--threads 1"]
+//      [--serve-args "--threads 1"] [--serve-args "--workers 1;--workers 2"] [--rounds 1] [--no-offline]
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,8 +26,18 @@ const seconds = Number(arg("--seconds", "10"));
 const clientCounts = arg("--clients", "1,8,64,256").split(",").map(Number);
 const sizes = arg("--sizes", "32,224").split(",").map(Number);
 const withOrt = !process.argv.includes("--no-ort");
-/** Extra flags for vgg serve, e.g. --serve-args "--threads 1 --max-delay-ms 2". */
-const serveArgs = arg("--serve-args", "").split(" ").filter(Boolean);
+const withOffline = !process.argv.includes("--no-offline");
+/** Each load is run this many times, the servers taking turns each time. */
+const rounds = Number(arg("--rounds", "1"));
+/**
+ * Extra flags for vgg serve, e.g. --serve-args "--threads 1 --max-delay-ms 2"; variants separated by ";"
+ * ("--workers 1;--workers 2") each start a server of their own, and all take turns at each load. A word
+ * NAME=VALUE sets an environment variable for that server ("VGG_NUM_THREADS=2").
+ */
+const serveVariants = arg("--serve-args", "")
+  .split(";")
+  .map((v) => v.split(" ").filter(Boolean));
+const isEnv = (w: string) => /^[A-Z_][A-Z0-9_]*=/.test(w);
 const MAX_BATCH = 32;
 
 interface Server {
@@ -36,8 +46,11 @@ interface Server {
   child: ChildProcess;
 }
 
-function start(name: string, args: string[]): Promise<Server> {
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+function start(name: string, args: string[], env: Record<string, string> = {}): Promise<Server> {
+  const child = spawn(process.execPath, args, {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, ...env },
+  });
   let out = "";
   return new Promise((resolve, reject) => {
     child.stdout?.on("data", (d) => {
@@ -85,6 +98,26 @@ interface Run {
   codes: Record<string, number>;
   rssBefore: number;
   rssAfter: number;
+  /** CPU time per answered request, in microseconds: the server's main (HTTP) thread, its other threads
+   * (the model, kernels, GC) and this process (autocannon, the load generator). */
+  cpuMain: number;
+  cpuOther: number;
+  cpuLoad: number;
+}
+
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"]).toString());
+
+/** CPU time (utime + stime) in microseconds of a process (all its threads, past ones included) and of its main thread. */
+function cpuOf(s: Server): { all: number; main: number } {
+  const ticks = (path: string) => {
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    const f = readFileSync(path, "utf8").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) * TICK_US;
+  };
+  return {
+    all: ticks(`/proc/${s.child.pid}/stat`),
+    main: ticks(`/proc/${s.child.pid}/task/${s.child.pid}/stat`),
+  };
 }
 
 /** Waits until the server has answered everything (autocannon leaves requests behind when it stops). */
@@ -106,6 +139,8 @@ async function load(s: Server, body: Buffer, connections: number, duration: numb
   await settle(s);
   const rssBefore = rssMb(s);
   const before = await batchTotals(s);
+  const cpuBefore = cpuOf(s);
+  const loadBefore = process.cpuUsage();
   const r = await autocannon({
     url: `${s.url}/v1/classify`,
     method: "POST",
@@ -115,7 +150,10 @@ async function load(s: Server, body: Buffer, connections: number, duration: numb
     duration,
     timeout: 60,
   });
+  const load = process.cpuUsage(loadBefore);
+  const cpuAfter = cpuOf(s);
   const after = await batchTotals(s);
+  const answered = Math.max(1, r["2xx"]);
   const codes: Record<string, number> = {};
   for (const [code, v] of Object.entries(r.statusCodeStats ?? {})) codes[code] = v.count ?? 0;
   return {
@@ -129,11 +167,14 @@ async function load(s: Server, body: Buffer, connections: number, duration: numb
     codes,
     rssBefore,
     rssAfter: rssMb(s),
+    cpuMain: (cpuAfter.main - cpuBefore.main) / answered,
+    cpuOther: (cpuAfter.all - cpuAfter.main - (cpuBefore.all - cpuBefore.main)) / answered,
+    cpuLoad: (load.user + load.system) / answered,
   };
 }
 
 const row = (name: string, clients: number, r: Run) =>
-  `${name.padEnd(12)} ${String(clients).padStart(7)} ${r.rps.toFixed(1).padStart(9)} ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${(r.p99 / Math.max(r.p50, 0.001)).toFixed(1).padStart(7)} ${r.batch.toFixed(1).padStart(6)} ${String(r.errors).padStart(6)} ${r.rssBefore.toFixed(0).padStart(6)} -> ${r.rssAfter.toFixed(0).padStart(4)}`;
+  `${name.padEnd(18)} ${String(clients).padStart(7)} ${r.rps.toFixed(1).padStart(9)} ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${(r.p99 / Math.max(r.p50, 0.001)).toFixed(1).padStart(7)} ${r.batch.toFixed(1).padStart(6)} ${String(r.errors).padStart(6)} ${r.rssBefore.toFixed(0).padStart(6)} -> ${r.rssAfter.toFixed(0).padStart(4)} ${r.cpuMain.toFixed(0).padStart(5)} ${r.cpuOther.toFixed(0).padStart(5)} ${r.cpuLoad.toFixed(0).padStart(5)}`;
 
 function offline(size: number): number {
   const out = execFileSync(process.execPath, [
@@ -171,18 +212,26 @@ try {
     const config = join(dir, `d2l-${size}.json`);
     writeFileSync(config, JSON.stringify(model.config));
     const body = pngOf(size);
-    const servers = [
-      await start("vgg serve", [
-        "bin/vgg",
-        "serve",
-        "--api",
-        "--port",
-        "0",
-        "--weights",
-        weights,
-        ...serveArgs,
-      ]),
-    ];
+    const servers: Server[] = [];
+    for (const args of serveVariants)
+      servers.push(
+        await start(
+          serveVariants.length > 1 ? `vgg ${args.join(" ")}` : "vgg serve",
+          [
+            "bin/vgg",
+            "serve",
+            "--api",
+            "--port",
+            "0",
+            "--weights",
+            weights,
+            ...args.filter((w) => !isEnv(w)),
+          ],
+          Object.fromEntries(
+            args.filter(isEnv).map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]),
+          ),
+        ),
+      );
     if (withOrt)
       servers.push(
         await start("onnxruntime", ["dist/bench/serve-ort.js", "--onnx", onnx, "--config", config]),
@@ -191,10 +240,14 @@ try {
     // sizes the runs will see: 1 client gives batches of 1, 8 clients of a few, 64 of up to 32.
     for (const s of servers) for (const clients of [1, 8, 64]) await load(s, body, clients, 2);
     console.log(`\n${size}x${size}, one ${body.length}-byte PNG per request`);
-    console.log("server       clients   req/s   p50 ms   p99 ms p99/p50  batch errors  RSS MB");
+    console.log(
+      `${"server".padEnd(18)} clients     req/s   p50 ms   p99 ms p99/p50  batch errors  RSS MB        us CPU/req: http model  load`,
+    );
     for (const clients of clientCounts)
-      for (const s of servers) console.log(row(s.name, clients, await load(s, body, clients, seconds)));
+      for (let round = 0; round < rounds; round++)
+        for (const s of servers) console.log(row(s.name, clients, await load(s, body, clients, seconds)));
     for (const s of servers) await stop(s);
+    if (!withOffline) continue;
     const images = offline(size);
     console.log(
       `offline vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}: ${images.toFixed(1)} images/s`,
