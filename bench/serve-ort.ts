@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { availableParallelism } from "node:os";
 import ort from "onnxruntime-node";
 import { decodeImage } from "../src/io/image.js";
 import type { VggConfig } from "../src/models/vgg.js";
@@ -13,7 +14,6 @@ import { Batcher, QueueFullError } from "../src/serve/batcher.js";
 import { readBody, sendJson } from "../src/serve/body.js";
 import { imageToInput, inputShape, topClasses } from "../src/serve/classify.js";
 import { ServeMetrics } from "../src/serve/metrics.js";
-import { servingThreads } from "../src/serve/model-thread.js";
 
 const arg = (name: string, dflt?: string): string => {
   const i = process.argv.indexOf(name);
@@ -23,8 +23,8 @@ const arg = (name: string, dflt?: string): string => {
 };
 const config = JSON.parse(readFileSync(arg("--config"), "utf8")) as VggConfig;
 const maxBatch = Number(arg("--max-batch", "32"));
-// The same thread count vgg serve's kernels take: all cores but one, which the HTTP thread needs.
-const threads = Number(arg("--threads", String(servingThreads() ?? process.env.VGG_NUM_THREADS)));
+// All cores but one, which the HTTP thread needs.
+const threads = Number(arg("--threads", String(Math.max(1, availableParallelism() - 1))));
 const session = await ort.InferenceSession.create(arg("--onnx"), {
   intraOpNumThreads: threads,
   interOpNumThreads: 1,
@@ -49,7 +49,7 @@ metrics = new ServeMetrics(
   () => batcher.depth,
   maxBatch,
   () => inFlight,
-  () => batcher.busy,
+  () => batcher.running,
 );
 const served = metrics;
 

@@ -82,6 +82,22 @@ test("one image at a time (--max-batch 1) gives vgg predict's numbers exactly", 
   assert.equal(await s.exit, 0);
 });
 
+test("two model threads (--workers 2) answering concurrent clients one image per batch give vgg predict's numbers exactly", {
+  timeout: 120_000,
+}, async () => {
+  const s = await serve(["--max-batch", "1", "--workers", "2"]);
+  const order = Array.from({ length: 40 }, (_, i) => i % files.length);
+  const replies = await Promise.all(order.map((i) => classify(s.url, files[i])));
+  replies.forEach((r, k) => {
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual(JSON.parse(r.body).top, expected[order[k]].top, files[order[k]]);
+  });
+  const m = (await http(`${s.url}/metrics`)).body;
+  assert.equal(metric(m, "vgg_serve_batch_size_count"), 40);
+  s.child.kill("SIGTERM");
+  assert.equal(await s.exit, 0);
+});
+
 test("concurrent clients, batched, get vgg predict's answers", { timeout: 180_000 }, async () => {
   const s = await serve(["--max-batch", "8", "--max-delay-ms", "20"]);
   // 60 requests at once from up to 64 sockets: the batcher groups them as they arrive.

@@ -30,6 +30,7 @@ interface ServeFlags extends ModelFlags, RuntimeFlags, ListenFlags {
   maxQueue: number;
   maxBodyBytes: number;
   requestTimeoutMs: number;
+  workers?: number;
 }
 
 function nonNegative(name: string) {
@@ -74,6 +75,11 @@ export function serveCommand(): Command {
       8 << 20,
     )
     .option(
+      "--workers <n>",
+      "model threads, each running whole batches with its own copy of the weights, on 1 kernel thread each unless --threads says (default: 1 model thread, its kernels on all cores)",
+      positiveInt("--workers"),
+    )
+    .option(
       "--request-timeout-ms <ms>",
       "answer 504 after this long (0: never)",
       nonNegative("--request-timeout-ms"),
@@ -91,8 +97,8 @@ export function serveCommand(): Command {
         source: {
           weights: flags.weights,
           fallback: { convArch: parseArch(flags.arch), options: vggOptions(flags) },
-          // The worker thread has its own module state: --precision must reach it.
-          runtime: { precision: flags.precision },
+          // The worker threads have their own module state: --threads and --precision must reach them.
+          runtime: { precision: flags.precision, threads: flags.threads },
         },
         page: flags.api
           ? undefined

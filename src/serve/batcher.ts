@@ -1,6 +1,7 @@
 // Dynamic batching: requests wait in a bounded queue and run together, up to `maxBatch` images per batch,
-// once the oldest has waited `maxDelayMs` or the queue holds a full batch. One batch runs at a time, so
-// under load the requests that arrive while a batch runs form the next one and batches grow with the load.
+// once the oldest has waited `maxDelayMs` or the queue holds a full batch. Up to `concurrency` batches run
+// at a time (one per model thread), so under load the requests that arrive while the model threads are
+// busy form the next batch and batches grow with the load.
 
 export interface BatcherOptions {
   /** Largest batch, in images. */
@@ -12,6 +13,8 @@ export interface BatcherOptions {
   /** Floats in one image's input and in one image's output. */
   inputSize: number;
   outputSize: number;
+  /** Batches allowed to run at the same time (the model threads); 1 if absent. */
+  concurrency?: number;
   /** Runs n images (inputs concatenated) and resolves with their outputs concatenated. */
   run: (input: Float32Array, n: number) => Promise<Float32Array>;
   /** Told of every batch that ran: its size and how long the run took. */
@@ -38,7 +41,8 @@ interface Pending {
 export class Batcher {
   private readonly queue: Pending[] = [];
   private queuedImages = 0;
-  private running = false;
+  private runs = 0;
+  private readonly concurrency: number;
   private timer?: NodeJS.Timeout;
   private flushing = false;
   private closed = false;
@@ -49,16 +53,19 @@ export class Batcher {
       if (!Number.isInteger(o[k]) || o[k] < 1)
         throw new RangeError(`Expected ${k} to be a positive integer but received ${o[k]}`);
     if (!(o.maxDelayMs >= 0)) throw new RangeError(`Expected maxDelayMs >= 0 but received ${o.maxDelayMs}`);
+    this.concurrency = o.concurrency ?? 1;
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1)
+      throw new RangeError(`Expected concurrency to be a positive integer but received ${o.concurrency}`);
   }
 
-  /** Images waiting (not counting the batch that is running). */
+  /** Images waiting (not counting the batches that are running). */
   get depth(): number {
     return this.queuedImages;
   }
 
-  /** Whether a batch is running now. */
-  get busy(): boolean {
-    return this.running;
+  /** Batches running now. */
+  get running(): number {
+    return this.runs;
   }
 
   /** Whether n more images fit in the queue now. */
@@ -121,7 +128,7 @@ export class Batcher {
   async close(): Promise<void> {
     this.closed = true;
     this.flush();
-    if (this.running || this.queue.length > 0) await new Promise<void>((ok) => this.idleWaiters.push(ok));
+    if (this.runs > 0 || this.queue.length > 0) await new Promise<void>((ok) => this.idleWaiters.push(ok));
   }
 
   private settle(p: Pending, result: Float32Array | Error): void {
@@ -133,11 +140,11 @@ export class Batcher {
   }
 
   private schedule(): void {
-    if (this.running) return;
+    if (this.runs >= this.concurrency) return;
     if (this.queue.length === 0) {
       clearTimeout(this.timer);
       this.timer = undefined;
-      for (const ok of this.idleWaiters.splice(0)) ok();
+      if (this.runs === 0) for (const ok of this.idleWaiters.splice(0)) ok();
       return;
     }
     const waited = performance.now() - this.queue[0].enqueuedAt;
@@ -145,6 +152,8 @@ export class Batcher {
       clearTimeout(this.timer);
       this.timer = undefined;
       this.dispatch();
+      // Another model thread may be free for what is left (more than a batch was waiting).
+      this.schedule();
     } else if (!this.timer)
       this.timer = setTimeout(
         () => {
@@ -170,7 +179,7 @@ export class Batcher {
       input.set(p.input, offset);
       offset += p.input.length;
     }
-    this.running = true;
+    this.runs++;
     const started = performance.now();
     this.o
       .run(input, n)
@@ -187,7 +196,7 @@ export class Batcher {
         for (const p of batch) this.settle(p, e);
       })
       .finally(() => {
-        this.running = false;
+        this.runs--;
         this.schedule();
       });
   }

@@ -14,8 +14,8 @@ export class ServeMetrics {
   private readonly batchSize: Histogram;
   private readonly batchSeconds: Histogram;
 
-  /** queueDepth: images waiting; inFlight: requests received and not yet answered; busy: a batch runs. */
-  constructor(queueDepth: () => number, maxBatch: number, inFlight: () => number, busy: () => boolean) {
+  /** queueDepth: images waiting; inFlight: requests received and not yet answered; running: batches running. */
+  constructor(queueDepth: () => number, maxBatch: number, inFlight: () => number, running: () => number) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
@@ -61,10 +61,10 @@ export class ServeMetrics {
     });
     new Gauge({
       name: "vgg_serve_batch_running",
-      help: "1 while the model runs a batch, else 0",
+      help: "Batches the model threads are running now (0 when idle)",
       registers,
       collect() {
-        this.set(busy() ? 1 : 0);
+        this.set(running());
       },
     });
     new Gauge({

@@ -1,5 +1,6 @@
-// The HTTP thread's handle on the worker thread that runs the model (worker.ts): start it, run batches
-// through it, stop it. Inputs go to the worker without a copy (their buffers are transferred).
+// The HTTP thread's handle on the worker threads that run the model (worker.ts): start them, run batches
+// through them, stop them. Each model thread holds its own copy of the model and runs whole batches; inputs
+// go to a worker without a copy (their buffers are transferred).
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { BackendName, Precision } from "../backend/index.js";
@@ -13,18 +14,24 @@ export interface ModelSource {
   weights: string;
   fallback: { convArch: ConvArch; options: VggOptions } | null;
   resize?: number;
+  /** threads: kernel threads (the native pool is shared by every model thread of the process). */
   runtime?: { backend?: BackendName; threads?: number; precision?: Precision };
 }
 
 /**
- * Kernel threads for serving when neither --threads nor $VGG_NUM_THREADS says: all cores but one, which
- * the HTTP thread needs to read, decode and answer requests while a batch runs. (On 2 cores, 1 kernel
- * thread served 1.8-3.0x the requests/s of 2 in paired runs at 64 clients, 32x32: the pool's threads wait for each other at
- * every kernel's barrier, and one preempted by the HTTP thread stalls them all.)
+ * Model threads and kernel threads for serving. By default one model thread whose kernels take every
+ * core: a batch runs in the shortest time, the weights are held once, and the kernel threads sleep at a
+ * barrier once they have polled for 50 us (native/threadpool.cc), so one that waits for a kernel thread
+ * preempted by the HTTP thread gives up its core instead of spinning on it. --workers n starts n model
+ * threads, each with its own copy of the weights, running whole batches side by side on single-threaded
+ * kernels (unless --threads says otherwise: the kernel pool is one per process, so with several model
+ * threads and more than one kernel thread one batch at a time gets the pool and the others run on their
+ * own thread).
  */
-export function servingThreads(threads?: number): number | undefined {
-  if (threads !== undefined || process.env.VGG_NUM_THREADS) return threads;
-  return Math.max(1, availableParallelism() - 1);
+export function servingLayout(workers?: number, threads?: number): { workers: number; threads: number } {
+  const kernelThreads = threads ?? (Number(process.env.VGG_NUM_THREADS) || undefined);
+  if (workers !== undefined) return { workers, threads: kernelThreads ?? 1 };
+  return { workers: 1, threads: kernelThreads ?? availableParallelism() };
 }
 
 export type ToModelThread = { op: "infer"; id: number; input: Float32Array; n: number };
@@ -82,6 +89,11 @@ export class ModelThread {
     return this.failure === null;
   }
 
+  /** Batches sent and not yet answered. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
   /** Logits (n, numClasses) for n inputs (n, C, H, W); the input's buffer moves to the worker. */
   run(input: Float32Array, n: number): Promise<Float32Array> {
     if (this.failure) return Promise.reject(this.failure);
@@ -99,5 +111,48 @@ export class ModelThread {
   async close(): Promise<void> {
     this.failure ??= new Error("the model thread was stopped");
     await this.worker.terminate();
+  }
+}
+
+/** Several model threads, each with its own copy of the model; a batch goes to the least busy live one. */
+export class ModelThreads {
+  private constructor(
+    private readonly threads: ModelThread[],
+    readonly config: VggConfig,
+    readonly resize: number | undefined,
+  ) {}
+
+  /** Starts `count` model threads (all or none: a failure stops the others). */
+  static async start(source: ModelSource, count: number): Promise<ModelThreads> {
+    if (!Number.isInteger(count) || count < 1)
+      throw new RangeError(`Expected a positive whole number of model threads but received ${count}`);
+    const started = await Promise.allSettled(Array.from({ length: count }, () => ModelThread.start(source)));
+    const threads = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed) {
+      await Promise.all(threads.map((t) => t.close()));
+      throw failed.reason;
+    }
+    return new ModelThreads(threads, threads[0].config, source.resize);
+  }
+
+  get count(): number {
+    return this.threads.length;
+  }
+
+  /** False once any model thread died (the server then reports itself not ready). */
+  get alive(): boolean {
+    return this.threads.every((t) => t.alive);
+  }
+
+  /** Logits (n, numClasses) for n inputs (n, C, H, W), from the live model thread with the fewest batches. */
+  run(input: Float32Array, n: number): Promise<Float32Array> {
+    let best: ModelThread | undefined;
+    for (const t of this.threads) if (t.alive && (!best || t.inFlight < best.inFlight)) best = t;
+    return (best ?? this.threads[0]).run(input, n);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.close()));
   }
 }

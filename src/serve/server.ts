@@ -11,7 +11,7 @@ import { type WebServerOptions, webRequestHandler } from "../web/server.js";
 import { ClosedError, QueueFullError, RequestTimeoutError } from "./batcher.js";
 import { HttpError, mediaType, parseJson, readBody, sendJson } from "./body.js";
 import { type RouteLabel, ServeMetrics } from "./metrics.js";
-import { type ModelSource, ModelThread } from "./model-thread.js";
+import { type ModelSource, ModelThreads, servingLayout } from "./model-thread.js";
 import { ModelService, type ServiceOptions } from "./service.js";
 import { classify } from "./v1.js";
 import { inferResponse, MODEL_VERSION, modelMetadata, parseInferRequest, serverMetadata } from "./v2.js";
@@ -21,6 +21,8 @@ export interface InferenceServerOptions extends ServiceOptions {
   /** 0 picks a free port. */
   port: number;
   source: ModelSource;
+  /** Model threads; absent: servingLayout's default. */
+  workers?: number;
   maxBodyBytes: number;
   /** The classifier page and its routes on the same port; absent: the API only. */
   page?: Omit<WebServerOptions, "host" | "port">;
@@ -81,14 +83,18 @@ function errorAnswer(e: unknown): HttpError {
 
 export async function startInferenceServer(o: InferenceServerOptions): Promise<InferenceServer> {
   let metrics: ServeMetrics | undefined;
-  const thread = await ModelThread.start(o.source);
+  const layout = servingLayout(o.workers, o.source.runtime?.threads);
+  const thread = await ModelThreads.start(
+    { ...o.source, runtime: { ...o.source.runtime, threads: layout.threads } },
+    layout.workers,
+  );
   const service = new ModelService(thread, { ...o, onBatch: (n, s) => metrics?.batch(n, s) });
   let active = 0;
   metrics = new ServeMetrics(
     () => service.batcher.depth,
     o.maxBatch,
     () => active,
-    () => service.batcher.busy,
+    () => service.batcher.running,
   );
   const served = metrics;
   const bound = { host: o.host, port: o.port };

@@ -1,9 +1,9 @@
 // What the HTTP routes need of the model: its name and shapes, class names, and batched inference
-// (a request's images join others' in the batcher, which hands batches to the model thread).
+// (a request's images join others' in the batcher, which hands batches to the model threads).
 import type { VggConfig } from "../models/vgg.js";
 import { Batcher, type BatcherOptions } from "./batcher.js";
 import { classNames, inputShape } from "./classify.js";
-import type { ModelThread } from "./model-thread.js";
+import type { ModelThreads } from "./model-thread.js";
 
 export interface ServiceOptions {
   /** The name clients use in /v2/models/{name}. */
@@ -24,7 +24,7 @@ export class ModelService {
   private stopping = false;
 
   constructor(
-    private readonly thread: ModelThread,
+    private readonly thread: ModelThreads,
     readonly o: ServiceOptions,
   ) {
     this.config = thread.config;
@@ -36,6 +36,7 @@ export class ModelService {
       maxQueue: o.maxQueue,
       inputSize: this.imageSize,
       outputSize: this.config.numClasses,
+      concurrency: thread.count,
       run: (x, n) => thread.run(x, n),
       onBatch: o.onBatch,
     });
@@ -60,7 +61,7 @@ export class ModelService {
     return this.shape[0] * this.shape[1] * this.shape[2];
   }
 
-  /** Ready while the model thread lives and the server is not shutting down. */
+  /** Ready while the model threads live and the server is not shutting down. */
   get ready(): boolean {
     return this.thread.alive && !this.stopping;
   }
@@ -70,7 +71,7 @@ export class ModelService {
     return this.batcher.submit(input, n, this.o.requestTimeoutMs, signal);
   }
 
-  /** Answers what is queued, then stops the model thread. */
+  /** Answers what is queued, then stops the model threads. */
   async close(): Promise<void> {
     this.stopping = true;
     await this.batcher.close();

@@ -3,16 +3,15 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { noGrad } from "../autograd.js";
 import { configureBackend } from "../backend/index.js";
+import { loadNativeAddon } from "../backend/native.js";
 import { prepackForInference } from "../nn/layers.js";
 import { Tensor } from "../tensor.js";
 import { loadModel } from "../train/checkpoint.js";
 import { inputShape } from "./classify.js";
-import {
-  type FromModelThread,
-  type ModelSource,
-  servingThreads,
-  type ToModelThread,
-} from "./model-thread.js";
+import type { FromModelThread, ModelSource, ToModelThread } from "./model-thread.js";
+
+/** How long idle kernel threads poll for the next kernel, in microseconds (see native/threadpool.cc). */
+const IDLE_SPIN_US = 50;
 
 const port = parentPort;
 if (!port) throw new Error("serve/worker.js runs only as a worker thread");
@@ -20,7 +19,13 @@ const post = (m: FromModelThread, transfer: ArrayBuffer[] = []) => port.postMess
 
 try {
   const source = workerData as ModelSource;
-  configureBackend({ ...source.runtime, threads: servingThreads(source.runtime?.threads) });
+  const backend = configureBackend(source.runtime ?? {});
+  // Between batches the kernel threads would poll for 2 ms, CPU the HTTP thread needs: a short poll covers
+  // the gaps between one batch's kernels, and a batch's first kernel wakes them.
+  if (backend.name === "native") {
+    const addon = loadNativeAddon();
+    if (!(addon instanceof Error)) addon.setIdleSpin(IDLE_SPIN_US);
+  }
   const { model } = loadModel(source.weights, source.fallback);
   // Eval mode, and the fully connected weights packed once for the many batches to come.
   prepackForInference(model);

@@ -1,0 +1,77 @@
+// The dynamic batcher (src/serve/batcher.ts) with a model it controls: full batches start at once, at most
+// `concurrency` run at a time while the rest wait, each request gets its own rows back, and close()
+// resolves only once every queued request is answered. No timing: the fake model finishes a batch only
+// when the test says so.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { Batcher, ClosedError } from "../src/serve/batcher.js";
+
+/** A model whose batches finish when told: output row i of a batch is [input[i] * 10]. */
+function heldModel() {
+  const runs: { n: number; input: Float32Array; finish: () => void }[] = [];
+  const run = (input: Float32Array, n: number) =>
+    new Promise<Float32Array>((ok) => {
+      runs.push({ n, input, finish: () => ok(input.map((v) => v * 10)) });
+    });
+  return { runs, run };
+}
+
+const settle = () => new Promise((ok) => setImmediate(ok));
+
+test("full batches start at once, at most `concurrency` at a time, and each request gets its rows", async () => {
+  const model = heldModel();
+  const b = new Batcher({
+    maxBatch: 2,
+    maxDelayMs: 60_000,
+    maxQueue: 100,
+    inputSize: 1,
+    outputSize: 1,
+    concurrency: 2,
+    run: model.run,
+  });
+  const answers = Array.from({ length: 7 }, (_, i) => b.submit(Float32Array.of(i), 1));
+  await settle();
+  // Three full batches are waiting to run; two run, the third waits for a free model thread.
+  assert.deepEqual(
+    model.runs.map((r) => [...r.input]),
+    [
+      [0, 1],
+      [2, 3],
+    ],
+  );
+  assert.equal(b.running, 2);
+  assert.equal(b.depth, 3);
+  model.runs[1].finish();
+  await settle();
+  assert.deepEqual([...model.runs[2].input], [4, 5]);
+  assert.equal(b.running, 2);
+  // The last image waits for its delay or for company; close() flushes it.
+  const closed = b.close();
+  model.runs[0].finish();
+  await settle();
+  assert.deepEqual([...model.runs[3].input], [6]);
+  assert.equal(b.running, 2);
+  let done = false;
+  closed.then(() => (done = true));
+  model.runs[2].finish();
+  await settle();
+  assert.equal(done, false, "close() resolved with a batch still running");
+  model.runs[3].finish();
+  await closed;
+  const got = await Promise.all(answers);
+  assert.deepEqual(
+    got.map((a) => [...a]),
+    [[0], [10], [20], [30], [40], [50], [60]],
+  );
+  await assert.rejects(b.submit(Float32Array.of(1), 1), ClosedError);
+});
+
+test("concurrency must be a positive integer", () => {
+  const model = heldModel();
+  const o = { maxBatch: 2, maxDelayMs: 1, maxQueue: 4, inputSize: 1, outputSize: 1, run: model.run };
+  assert.throws(
+    () => new Batcher({ ...o, concurrency: 0 }),
+    /Expected concurrency to be a positive integer but received 0/,
+  );
+  assert.equal(new Batcher(o).running, 0);
+});
