@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import jpeg from "jpeg-js";
 import { PNG } from "pngjs";
 import { resizeBilinear } from "../data/transforms.js";
+import { decodePngFast } from "./png-fast.js";
 
 /** Refuse decoding anything larger: 50 megapixels is 600 MB of float RGB. */
 export const MAX_PIXELS = 50_000_000;
@@ -49,6 +50,9 @@ export function decodeImage(bytes: Uint8Array, name = "image"): RgbImage {
         if (width * height > MAX_PIXELS)
           throw new Error(`the image is ${width}x${height}, more than ${MAX_PIXELS / 1e6} megapixels`);
       }
+      // The common 8-bit kinds directly; pngjs for the rest, and for every file the fast path refuses.
+      const fast = decodePngFast(bytes, MAX_PIXELS);
+      if (fast) return fast;
       const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       return rgbaToImage(png.data, png.width, png.height);
     }
@@ -84,7 +88,13 @@ export function toGrey(img: RgbImage): Float32Array {
 export function preprocessSmall(img: RgbImage, channels: number, size: number, invert = false): Float32Array {
   const planes = channels === 1 ? toGrey(img) : img.data;
   const n = channels === 1 ? 1 : 3;
-  const out = resizeBilinear(planes, n, img.height, img.width, size, size);
+  // At the model's size already: the resize would multiply by 1 and add 0 (the same floats).
+  const out =
+    img.height === size && img.width === size
+      ? channels === 1
+        ? planes
+        : planes.slice()
+      : resizeBilinear(planes, n, img.height, img.width, size, size);
   if (invert) for (let i = 0; i < out.length; i++) out[i] = 1 - out[i];
   return out;
 }

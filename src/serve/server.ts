@@ -41,6 +41,7 @@ const PACKAGE_VERSION = (
   JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }
 ).version;
 const RETRY_AFTER = { "Retry-After": "1" };
+const NO_QUERY = new URLSearchParams();
 
 function routeLabel(path: string): RouteLabel {
   if (path === "/v1/classify") return "classify";
@@ -128,7 +129,8 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
         `Expected the Host header to name this server but received "${req.headers.host ?? ""}"`,
       );
     if (draining) throw new HttpError(503, "the server is shutting down", RETRY_AFTER);
-    const query = new URL(req.url ?? "/", "http://x").searchParams;
+    const url = req.url ?? "/";
+    const query = url.includes("?") ? new URL(url, "http://x").searchParams : NO_QUERY;
     const fixed = getRoutes[path];
     if (fixed) {
       methodAllowed(req, "GET");

@@ -73,10 +73,15 @@ export function sendFile(req: IncomingMessage, res: ServerResponse, path: string
   else createReadStream(path).pipe(res);
 }
 
+/** The Host header values a server answers, kept for the last host and port asked (one per server). */
+let hostsFor: { host: string; port: number; names: Set<string> } | null = null;
+
 function allowedHosts(host: string, port: number): Set<string> {
+  if (hostsFor?.host === host && hostsFor.port === port) return hostsFor.names;
   const names = new Set([host, "127.0.0.1", "localhost", "[::1]"]);
   if (host.includes(":") && !host.startsWith("[")) names.add(`[${host}]`);
-  return new Set([...names].flatMap((n) => [n, `${n}:${port}`]));
+  hostsFor = { host, port, names: new Set([...names].flatMap((n) => [n, `${n}:${port}`])) };
+  return hostsFor.names;
 }
 
 /**
