@@ -216,7 +216,7 @@ try {
     for (const args of serveVariants)
       servers.push(
         await start(
-          serveVariants.length > 1 ? `vgg ${args.join(" ")}` : "vgg serve",
+          serveVariants.length > 1 && args.length > 0 ? `vgg ${args.join(" ")}` : "vgg serve",
           [
             "bin/vgg",
             "serve",
@@ -247,11 +247,10 @@ try {
       for (let round = 0; round < rounds; round++)
         for (const s of servers) console.log(row(s.name, clients, await load(s, body, clients, seconds)));
     for (const s of servers) await stop(s);
-    if (!withOffline) continue;
-    const images = offline(size);
-    console.log(
-      `offline vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}: ${images.toFixed(1)} images/s`,
-    );
+    if (withOffline)
+      console.log(
+        `offline vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}: ${offline(size).toFixed(1)} images/s`,
+      );
     if (size === 32) {
       // Overload: 256 clients against a queue of 32 images; only 503s may be refused.
       const s = await start("vgg serve", [
