@@ -88,16 +88,19 @@ export async function classify(
       `Expected at most ${svc.maxImagesPerRequest} images per request but received ${r.images.length}`,
     );
   const size = svc.imageSize;
-  const input = new Float32Array(r.images.length * size);
-  r.images.forEach((bytes, i) => {
-    let x: Float32Array;
+  const inputs = r.images.map((bytes, i) => {
     try {
-      x = imageToInput(decodeImage(bytes, r.labels[i]), svc.config, r.invert, svc.resize);
+      return imageToInput(decodeImage(bytes, r.labels[i]), svc.config, r.invert, svc.resize);
     } catch (e) {
       throw new HttpError(400, (e as Error).message);
     }
-    input.set(x, i * size);
   });
+  // One image is its own input; several are laid end to end.
+  let input = inputs[0];
+  if (inputs.length > 1) {
+    input = new Float32Array(inputs.length * size);
+    for (const [i, x] of inputs.entries()) input.set(x, i * size);
+  }
   const logits = await svc.infer(input, r.images.length, signal);
   const k = svc.config.numClasses;
   const results = r.images.map((_, i) => ({
