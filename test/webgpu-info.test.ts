@@ -28,4 +28,18 @@ test("vgg info --webgpu --json reports the adapter and its limits", { skip, time
   assert.equal(text.status, 0, text.stderr);
   assert.match(text.stdout, new RegExp(`webgpu: ${gpu!.adapter.vendor} ${gpu!.adapter.architecture}`));
   assert.match(text.stdout, /limits: maxBufferSize \d+/);
+  // --backend webgpu (and $VGG_BACKEND=webgpu) ask for the same, next to the CPU backend's kernels.
+  for (const [args, env] of [
+    [["info", "--backend", "webgpu"], {}],
+    [["info"], { VGG_BACKEND: "webgpu" }],
+  ] as const) {
+    const r = spawnSync(process.execPath, [vgg, ...args], {
+      encoding: "utf8",
+      timeout: 100_000,
+      env: { ...process.env, ...env },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`webgpu: ${gpu!.adapter.vendor} ${gpu!.adapter.architecture}`));
+    assert.match(r.stdout, /^backend: native/m);
+  }
 });

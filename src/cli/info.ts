@@ -41,13 +41,17 @@ export function infoCommand(): Command {
     .description("print the backend, CPU features, thread count and the conv kernel chosen per layer")
     .option("--batch-size <n>", "batch size the kernels are chosen for", positiveInt("--batch-size"), 128)
     .option("--threads <n>", "kernel threads", positiveInt("--threads"))
-    .option("--backend <name>", "native or reference")
+    .option("--backend <name>", "native or reference; webgpu: the adapter as --webgpu prints it, and the native kernels")
     .option("--json", "print JSON")
     .option("--webgpu", "also look for a WebGPU adapter and print it (vendor, architecture, limits)")
     .option("--distributed", "under mpirun: the ranks, their hosts and the measured all-reduce bandwidth")
     .action(async (flags: InfoFlags) => {
       if (flags.distributed) return printDistributedInfo(flags.json ?? false);
-      if (flags.backend) setBackend(flags.backend);
+      // The GPU is opened asynchronously and has no CPU kernels to list: --backend webgpu (or
+      // $VGG_BACKEND=webgpu) looks for the adapter as --webgpu does, next to the CPU backend's kernels.
+      const gpu = flags.backend === "webgpu" || (!flags.backend && process.env.VGG_BACKEND === "webgpu");
+      if (gpu) flags.webgpu = true;
+      if (flags.backend && flags.backend !== "webgpu") setBackend(flags.backend);
       if (flags.threads) setNumThreads(flags.threads);
       const be = backend();
       const native = nativeInfo();
