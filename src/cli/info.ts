@@ -41,7 +41,10 @@ export function infoCommand(): Command {
     .description("print the backend, CPU features, thread count and the conv kernel chosen per layer")
     .option("--batch-size <n>", "batch size the kernels are chosen for", positiveInt("--batch-size"), 128)
     .option("--threads <n>", "kernel threads", positiveInt("--threads"))
-    .option("--backend <name>", "native or reference; webgpu: the adapter as --webgpu prints it, and the native kernels")
+    .option(
+      "--backend <name>",
+      "native or reference; webgpu: the adapter as --webgpu prints it, and the native kernels",
+    )
     .option("--json", "print JSON")
     .option("--webgpu", "also look for a WebGPU adapter and print it (vendor, architecture, limits)")
     .option("--distributed", "under mpirun: the ranks, their hosts and the measured all-reduce bandwidth")
