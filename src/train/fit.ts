@@ -3,7 +3,6 @@
 // metrics, curves and the final weights in `out`. `vgg train` is a thin layer of flags over it.
 import { appendFileSync, mkdirSync, rmSync, statfsSync } from "node:fs";
 import { join } from "node:path";
-import { noGrad } from "../autograd.js";
 import {
   type BackendName,
   configureRuntime,
@@ -17,8 +16,6 @@ import type { DataParallel } from "../distributed/data-parallel.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { type ModelSpec, vggOptions } from "../models/spec.js";
 import { parseArch, type VggModel, vgg, vggFromConfig } from "../models/vgg.js";
-import * as init from "../nn/init.js";
-import { Conv2d, Linear } from "../nn/layers.js";
 import { SGD } from "../optim/sgd.js";
 import { defaultGenerator, manualSeed } from "../rng.js";
 import {
@@ -30,6 +27,7 @@ import {
   type TrainState,
 } from "./checkpoint.js";
 import type { EpochSummary, TrainCallback } from "./events.js";
+import { applyInit, type InitScheme } from "./init.js";
 import { type CurvePoint, curvesPng, curvesSvg } from "./plot.js";
 import { learningRate, type ScheduleName } from "./schedule.js";
 import { evaluate, trainEpoch } from "./trainer.js";
@@ -45,7 +43,7 @@ export interface FitOptions extends ModelSpec {
   warmupEpochs: number;
   stepSize: number;
   gamma: number;
-  init: "xavier" | "default" | "kaiming";
+  init: InitScheme;
   /** Fixes init, shuffling, augmentation and dropout. */
   seed: number;
   dataDir?: string;
@@ -160,17 +158,6 @@ function prepareOutDir(dir: string, bytesNeeded: number): void {
     throw new Error(
       `Not enough disk space in ${dir}: checkpoints need about ${(bytesNeeded / 1e6).toFixed(0)} MB but ${(free / 1e6).toFixed(0)} MB are free`,
     );
-}
-
-function applyInit(model: VggModel, scheme: FitOptions["init"]): void {
-  if (scheme === "default") return;
-  noGrad(() => {
-    for (const m of model.modules())
-      if (m instanceof Conv2d || m instanceof Linear) {
-        if (scheme === "xavier") init.xavierUniform_(m.weight);
-        else init.kaimingNormal_(m.weight, { mode: "fan_out", nonlinearity: "relu" });
-      }
-  });
 }
 
 /** What a distributed run's surviving ranks say when the job ends early after `epoch` was saved. */

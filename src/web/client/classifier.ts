@@ -5,7 +5,8 @@
 import type { RgbImage } from "../../io/image.js";
 import { decodeSafetensors } from "../../io/safetensors.js";
 import type { VggConfig, VggModel } from "../../models/vgg.js";
-import { buildModel, checkUpload, classify, MAX_PIXELS, type Ranked, rgbaToImage } from "./classify.js";
+import { buildModel, checkUpload, classify, MAX_PIXELS, type Ranked } from "./classify.js";
+import { drawingCanvas, pixels, showRanking } from "./drawing.js";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -55,21 +56,7 @@ async function loadModel(): Promise<void> {
 }
 
 function showResult(result: Ranked[]): void {
-  const list = $("top5");
-  list.replaceChildren();
-  for (const r of result) {
-    const li = document.createElement("li");
-    const name = document.createElement("span");
-    name.textContent = r.name;
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    bar.style.width = `${(r.probability * 100).toFixed(1)}%`;
-    const p = document.createElement("span");
-    p.className = "p";
-    p.textContent = `${(r.probability * 100).toFixed(1)}%`;
-    li.append(name, bar, p);
-    list.append(li);
-  }
+  showRanking($("top5"), result);
 }
 
 async function run(image: RgbImage, source: string): Promise<void> {
@@ -94,15 +81,6 @@ async function run(image: RgbImage, source: string): Promise<void> {
   } finally {
     state.busy = false;
   }
-}
-
-function pixels(source: CanvasImageSource, width: number, height: number): RgbImage {
-  const canvas = document.createElement("canvas");
-  canvas.width = width;
-  canvas.height = height;
-  const ctx = canvas.getContext("2d", { willReadFrequently: true })!;
-  ctx.drawImage(source, 0, 0);
-  return rgbaToImage(ctx.getImageData(0, 0, width, height).data, width, height);
 }
 
 async function openFile(file: File): Promise<void> {
@@ -159,45 +137,7 @@ function setUpUpload(): void {
 }
 
 function setUpDrawing(): void {
-  const canvas = $<HTMLCanvasElement>("draw");
-  const ctx = canvas.getContext("2d", { willReadFrequently: true })!;
-  const clear = () => {
-    ctx.fillStyle = "#000";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-  };
-  clear();
-  let last: [number, number] | null = null;
-  const at = (e: PointerEvent): [number, number] => {
-    const r = canvas.getBoundingClientRect();
-    return [
-      ((e.clientX - r.left) * canvas.width) / r.width,
-      ((e.clientY - r.top) * canvas.height) / r.height,
-    ];
-  };
-  canvas.addEventListener("pointerdown", (e) => {
-    canvas.setPointerCapture(e.pointerId);
-    last = at(e);
-  });
-  canvas.addEventListener("pointermove", (e) => {
-    if (!last) return;
-    const p = at(e);
-    ctx.strokeStyle = "#fff";
-    ctx.lineWidth = canvas.width / 14;
-    ctx.lineCap = "round";
-    ctx.beginPath();
-    ctx.moveTo(...last);
-    ctx.lineTo(...p);
-    ctx.stroke();
-    last = p;
-  });
-  const finish = () => {
-    if (!last) return;
-    last = null;
-    void run(pixels(canvas, canvas.width, canvas.height), "drawing");
-  };
-  canvas.addEventListener("pointerup", finish);
-  canvas.addEventListener("pointercancel", finish);
-  $("clear").addEventListener("click", clear);
+  drawingCanvas($<HTMLCanvasElement>("draw"), $("clear"), (image) => void run(image, "drawing"));
 }
 
 $("invert").addEventListener("change", () => {

@@ -38,6 +38,33 @@ export function checkUpload(file: { name: string; size: number; type: string }):
   return null;
 }
 
+function input(model: VggModel, img: RgbImage, invert: boolean): Tensor {
+  const cfg = model.config;
+  if (cfg.layout === "torchvision" && cfg.inChannels === 3)
+    throw new Error(
+      "Expected a Fashion-MNIST model but received an ImageNet-layout one; the page shows Fashion-MNIST classes",
+    );
+  const x = preprocessSmall(img, cfg.inChannels, cfg.inputSize, invert);
+  return new Tensor(x, [1, cfg.inChannels, cfg.inputSize, cfg.inputSize]);
+}
+
+/** The top classes of one row of logits, by softmax probability. */
+export function rank(
+  logits: Float32Array,
+  numClasses: number,
+  classNames: readonly string[] | null,
+  top = 5,
+): Ranked[] {
+  const max = Math.max(...logits);
+  const e = Array.from(logits, (v) => Math.exp(v - max));
+  const sum = e.reduce((a, b) => a + b, 0);
+  const names = classNames?.length === numClasses ? classNames : null;
+  return e
+    .map((v, i) => ({ class: i, name: names?.[i] ?? `class ${i}`, probability: v / sum }))
+    .sort((a, b) => b.probability - a.probability)
+    .slice(0, top);
+}
+
 /** The top classes; `classNames` (Fashion-MNIST's, from classes.json) names them when the count matches. */
 export function classify(
   model: VggModel,
@@ -46,21 +73,22 @@ export function classify(
   invert = false,
   top = 5,
 ): Ranked[] {
-  const cfg = model.config;
-  if (cfg.layout === "torchvision" && cfg.inChannels === 3)
-    throw new Error(
-      "Expected a Fashion-MNIST model but received an ImageNet-layout one; the page shows Fashion-MNIST classes",
-    );
-  const x = preprocessSmall(img, cfg.inChannels, cfg.inputSize, invert);
-  const logits = noGrad(() =>
-    model.forward(new Tensor(x, [1, cfg.inChannels, cfg.inputSize, cfg.inputSize])),
-  ).data;
-  const max = Math.max(...logits);
-  const e = Array.from(logits, (v) => Math.exp(v - max));
-  const sum = e.reduce((a, b) => a + b, 0);
-  const names = classNames?.length === cfg.numClasses ? classNames : null;
-  return e
-    .map((v, i) => ({ class: i, name: names?.[i] ?? `class ${i}`, probability: v / sum }))
-    .sort((a, b) => b.probability - a.probability)
-    .slice(0, top);
+  const x = input(model, img, invert);
+  const logits = noGrad(() => model.forward(x)).data;
+  return rank(logits, model.config.numClasses, classNames, top);
+}
+
+/** classify for a model on any device: the picture goes where the weights are, the logits are read back. */
+export async function classifyAsync(
+  model: VggModel,
+  img: RgbImage,
+  classNames: readonly string[] | null,
+  invert = false,
+  top = 5,
+): Promise<Ranked[]> {
+  const device = model.device();
+  const host = input(model, img, invert);
+  const x = device === "cpu" ? host : host.to(device);
+  const logits = await noGrad(() => model.forward(x)).dataAsync();
+  return rank(logits, model.config.numClasses, classNames, top);
 }

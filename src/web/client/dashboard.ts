@@ -1,16 +1,10 @@
 // The dashboard page: listens to /events (Server-Sent Events) and draws d2l's three curves with uPlot,
 // the speed, the ETA, the configuration, the model summary and the grid of test pictures. Its state is
 // readable as `window.__dashboard` (the end-to-end test reads it).
-import uPlot from "uplot";
+import { type CurveRecord, curveSeries, curvesChart } from "./curves.js";
 
-interface Record_ {
-  type: "batch" | "epoch";
-  epoch: number;
-  trainLoss?: number;
-  trainAcc?: number;
-  testAcc?: number;
-  examplesPerSec?: number;
-}
+type Record_ = CurveRecord & { examplesPerSec?: number };
+
 interface Progress {
   epoch: number;
   epochs: number;
@@ -52,52 +46,10 @@ const state = {
   progress: null as Progress | null,
   samples: null as Samples | null,
   status: "connecting",
-  /** Aligned series as the chart holds them: epochs, train loss, train acc, test acc. */
-  series(): [number[], (number | null)[], (number | null)[], (number | null)[]] {
-    const byEpoch = new Map<number, [number | null, number | null, number | null]>();
-    for (const r of state.records) {
-      const row = byEpoch.get(r.epoch) ?? [null, null, null];
-      if (r.type === "batch") {
-        row[0] = r.trainLoss ?? null;
-        row[1] = r.trainAcc ?? null;
-      } else row[2] = r.testAcc ?? null;
-      byEpoch.set(r.epoch, row);
-    }
-    const xs = [...byEpoch.keys()].sort((a, b) => a - b);
-    return [
-      xs,
-      xs.map((x) => byEpoch.get(x)![0]),
-      xs.map((x) => byEpoch.get(x)![1]),
-      xs.map((x) => byEpoch.get(x)![2]),
-    ];
-  },
+  series: () => curveSeries(state.records),
 };
 
-const chart = new uPlot(
-  {
-    width: Math.min(720, window.innerWidth - 40),
-    height: 360,
-    scales: {
-      x: { time: false, range: (_u, min, max) => [0, Math.max(max, state.config?.epochs ?? 1, min)] },
-    },
-    axes: [{ label: "epoch" }, {}],
-    series: [
-      { label: "epoch" },
-      { label: "train loss", stroke: "#1f77b4", width: 2, spanGaps: true },
-      { label: "train acc", stroke: "#bf00bf", width: 2, dash: [10, 5], spanGaps: true },
-      {
-        label: "test acc",
-        stroke: "#008000",
-        width: 2,
-        dash: [10, 4, 2, 4],
-        spanGaps: true,
-        points: { show: true },
-      },
-    ],
-  },
-  [[], [], [], []],
-  $("chart"),
-);
+const chart = curvesChart($("chart"), () => state.config?.epochs ?? 1);
 
 let redrawQueued = false;
 function redraw(): void {
