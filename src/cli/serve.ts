@@ -1,12 +1,15 @@
 // `vgg serve --weights FILE`: the inference API over HTTP (src/serve/) and, unless --api, the page that
 // classifies pictures and drawings in the browser (the server hands out the page, the weights and the
-// model's configuration; the browser runs the network itself).
+// model's configuration; the browser runs the network itself). Either way but --api, and alone without
+// --weights, the page that trains in the browser (train.html) and the Fashion-MNIST files it reads (/data/).
 import { statSync } from "node:fs";
 import { Command } from "commander";
 import { configureBackend } from "../backend/index.js";
 import { parseArch, type VggConfig } from "../models/vgg.js";
 import { startInferenceServer } from "../serve/server.js";
+import { fashionMnistRoute } from "../web/data-route.js";
 import { sendFile, sendText } from "../web/http.js";
+import { startWebServer } from "../web/server.js";
 import { addListenOptions, type ListenFlags } from "./dashboard.js";
 import {
   addModelOptions,
@@ -22,7 +25,8 @@ import { loadWeightsForCli } from "./weights.js";
 export const SERVE_PORT = 8080;
 
 interface ServeFlags extends ModelFlags, RuntimeFlags, ListenFlags {
-  weights: string;
+  weights?: string;
+  dataDir?: string;
   api?: boolean;
   modelName: string;
   maxBatch: number;
@@ -46,7 +50,7 @@ function nonNegative(name: string) {
  * Loads the weights once here, so that a bad file or wrong flags fail now with the CLI's message; the model
  * thread loads its own copy, and this one is left to the garbage collector.
  */
-function checkedConfig(flags: ServeFlags): VggConfig {
+function checkedConfig(flags: ServeFlags & { weights: string }): VggConfig {
   const { model } = loadWeightsForCli(flags.weights, flags);
   const pageable = !(model.config.layout === "torchvision" && model.config.inChannels === 3);
   if (!flags.api && !pageable)
@@ -57,12 +61,23 @@ function checkedConfig(flags: ServeFlags): VggConfig {
   return model.config;
 }
 
+function stopSignal(): Promise<string> {
+  return new Promise<string>((resolve) => {
+    process.once("SIGINT", () => resolve("SIGINT"));
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+  });
+}
+
 export function serveCommand(): Command {
   return addListenOptions(addRuntimeOptions(addModelOptions(new Command("serve"), { ratio: 4 })), SERVE_PORT)
     .description(
-      "serve predictions over HTTP (Open Inference Protocol v2, /v1/classify) and a classifier page",
+      "serve predictions over HTTP (Open Inference Protocol v2, /v1/classify) and a classifier page; the page that trains in the browser (train.html, alone without --weights)",
     )
-    .requiredOption("--weights <file>", "safetensors weights (vgg-ts, or PyTorch with the model flags)")
+    .option(
+      "--weights <file>",
+      "safetensors weights (vgg-ts, or PyTorch with the model flags); without: only the training page",
+    )
+    .option("--data-dir <dir>", "Fashion-MNIST folder for the training page (else where vgg train looks)")
     .option("--api", "serve only the inference API, not the browser page")
     .option("--model-name <name>", "the model's name in /v2/models/{name}", "vgg")
     .option("--max-batch <n>", "most images per batch", positiveInt("--max-batch"), 32)
@@ -90,12 +105,31 @@ export function serveCommand(): Command {
         throw new Error(
           "vgg serve runs on the CPU backends (native, reference); --backend webgpu is for train, eval, predict and bench",
         );
+      const data = fashionMnistRoute({ dataDir: flags.dataDir });
+      const weights = flags.weights;
+      if (weights === undefined) {
+        if (flags.api)
+          throw new Error("Expected --weights FILE with --api: the inference API serves a model");
+        const page = await startWebServer({
+          host: flags.host,
+          port: flags.port,
+          index: "train.html",
+          route: data,
+        });
+        console.log(
+          `Training page (trains in the browser, WebGPU where it has it): ${page.url} (no --weights, so no classifier or API; Ctrl-C or SIGTERM to stop)`,
+        );
+        const signal = await stopSignal();
+        console.log(`${signal}: stopping`);
+        await page.close();
+        return;
+      }
       configureBackend(flags);
-      const config = JSON.stringify(checkedConfig(flags));
+      const config = JSON.stringify(checkedConfig({ ...flags, weights }));
       const server = await startInferenceServer({
         ...flags,
         source: {
-          weights: flags.weights,
+          weights,
           fallback: { convArch: parseArch(flags.arch), options: vggOptions(flags) },
           // The worker threads have their own module state: --threads and --precision must reach them.
           runtime: { precision: flags.precision, threads: flags.threads },
@@ -106,8 +140,8 @@ export function serveCommand(): Command {
               index: "classifier.html",
               route: (path, req, res) => {
                 if (path === "/model.safetensors") {
-                  statSync(flags.weights);
-                  sendFile(req, res, flags.weights, false);
+                  statSync(weights);
+                  sendFile(req, res, weights, false);
                   return true;
                 }
                 if (path === "/model-config.json") {
@@ -115,17 +149,14 @@ export function serveCommand(): Command {
                   sendText(res, 200, config);
                   return true;
                 }
-                return false;
+                return data(path, req, res);
               },
             },
       });
       console.log(
-        `${flags.api ? "Inference API" : "Classifier page and inference API"} for ${flags.weights}: ${server.url} (model "${flags.modelName}"; Ctrl-C or SIGTERM to stop)`,
+        `${flags.api ? "Inference API" : "Classifier page and inference API"} for ${weights}: ${server.url} (model "${flags.modelName}"${flags.api ? "" : `; the training page: ${server.url}train.html`}; Ctrl-C or SIGTERM to stop)`,
       );
-      const signal = await new Promise<string>((resolve) => {
-        process.once("SIGINT", () => resolve("SIGINT"));
-        process.once("SIGTERM", () => resolve("SIGTERM"));
-      });
+      const signal = await stopSignal();
       console.log(`${signal}: answering the requests already received, then stopping`);
       await server.drain();
     });

@@ -1,10 +1,13 @@
 // The backend chooser of the browser build: scripts/build-web.ts bundles this file in place of
 // src/backend/index.ts (which loads the Node addon), so the pages run the library's own pure-TypeScript
-// reference kernels. Same exports, same messages.
+// reference kernels on the host, and the WGSL kernels of src/backend/webgpu/ on the browser's
+// navigator.gpu after `await useBackend("webgpu")`. Same exports, same messages, as far as they apply.
 import type { Backend } from "../backend/backend.js";
 import { ReferenceBackend } from "../backend/reference.js";
+import { WebGpuDevice } from "../backend/webgpu/device-tensor.js";
+import { currentDevice, setCurrentDevice } from "../device.js";
 
-export type BackendName = "reference" | "native";
+export type BackendName = "reference" | "native" | "webgpu";
 export type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "../backend/backend.js";
 
 let current: Backend = new ReferenceBackend();
@@ -16,9 +19,10 @@ export function backend(): Backend {
 export function setBackend(name: BackendName): Backend {
   if (name !== "reference")
     throw new Error(
-      `Expected backend "reference" in the browser but received "${name}"; the native addon needs Node`,
+      `Expected backend "reference" in the browser but received "${name}"; the native addon needs Node${name === "webgpu" ? ', and webgpu opens asynchronously: use await useBackend("webgpu")' : ""}`,
     );
   current = new ReferenceBackend();
+  setCurrentDevice(null);
   return current;
 }
 
@@ -29,4 +33,35 @@ export function backendFallbackReason(): string | null {
 export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`Expected a thread count >= 1 but received ${n}`);
   current.setNumThreads(n);
+}
+
+/** The browser runs fp32 only. */
+export function getPrecision(): "fp32" {
+  return "fp32";
+}
+
+/** The device, opened once per page. */
+let webgpu: Promise<WebGpuDevice> | null = null;
+
+/**
+ * "webgpu": opens navigator.gpu's adapter as the current device (WebGpuUnavailableError, saying what
+ * was missing, where the browser has none); "reference": the host only.
+ */
+export async function useBackend(name: BackendName): Promise<void> {
+  if (name !== "webgpu") {
+    setBackend(name);
+    return;
+  }
+  webgpu ??= WebGpuDevice.open();
+  try {
+    setCurrentDevice(await webgpu);
+  } catch (e) {
+    webgpu = null;
+    throw e;
+  }
+}
+
+export function webGpuDevice(): WebGpuDevice | null {
+  const d = currentDevice();
+  return d instanceof WebGpuDevice ? d : null;
 }

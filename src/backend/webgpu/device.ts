@@ -47,6 +47,10 @@ async function findGpu(): Promise<GPU> {
   if (dawnGpu) return dawnGpu;
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return nav.gpu;
+  if (typeof process === "undefined")
+    throw new WebGpuUnavailableError(
+      "This browser has no WebGPU (navigator.gpu is undefined): it needs a browser with WebGPU enabled (Chrome and Edge have it from version 113) and a page served over https or from localhost",
+    );
   // A variable keeps TypeScript from requiring the optional package at compile time.
   const packageName = "webgpu";
   let dawn: DawnModule;
@@ -77,7 +81,8 @@ export async function vulkanLoaderInstalled(): Promise<boolean | null> {
 }
 
 async function lookedFor(): Promise<string> {
-  if (typeof process === "undefined") return "the browser's navigator.gpu returned no adapter";
+  if (typeof process === "undefined")
+    return "the browser's navigator.gpu returned no adapter (WebGPU may be disabled or the GPU blocklisted; see chrome://gpu)";
   if (process.platform !== "linux")
     return `Dawn found no WebGPU adapter (${process.platform === "darwin" ? "Metal" : "D3D12 or Vulkan"})`;
   const icd = process.env.VK_ICD_FILENAMES;
