@@ -83,7 +83,7 @@ async function chooseBackend(): Promise<void> {
     } catch (e) {
       state.notice =
         `No WebGPU here (${(e as Error).message}), so the model trains on the CPU with the reference ` +
-        "backend in JavaScript: the same results, many times slower. Fewer images or a smaller model keep it short.";
+        "backend in JavaScript: the same steps, many times slower. Fewer images or a smaller model keep it short.";
     }
   } else state.notice = "backend=reference: training on the CPU with the reference backend, as asked.";
   await useBackend("reference");
