@@ -6,7 +6,7 @@
 // says so, and matches `fit` on the reference backend. The data: small synthetic Fashion-MNIST files.
 // The tests wait on the page's own state (no sleeps); each has a timeout only as a hang guard.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -254,7 +254,7 @@ test("a browser whose navigator.gpu gives no adapter falls back the same way", {
   }
 });
 
-test("vgg serve and the static build hand out the Fashion-MNIST files vgg train would read", {
+test("vgg serve and the static build hand out the Fashion-MNIST files vgg train would read; --api needs weights", {
   skip: noBrowser,
   timeout: TIMEOUT_MS,
 }, async () => {
@@ -271,6 +271,10 @@ test("vgg serve and the static build hand out the Fashion-MNIST files vgg train 
     readFileSync(join(out, "data", "t10k-images-idx3-ubyte")),
     readFileSync(join(data.dir, "t10k-images-idx3-ubyte.gz")),
   );
+  // The API needs a model; only the training page goes without one.
+  const api = spawnSync(process.execPath, ["bin/vgg", "serve", "--api", "--port", "0"], { encoding: "utf8" });
+  assert.equal(api.status, 1);
+  assert.match(api.stderr, /Expected --weights FILE with --api: the inference API serves a model/);
   const bad = await fetch(`${url}data/passwords`);
   assert.equal(bad.status, 404);
   assert.match(
