@@ -17,16 +17,14 @@
 namespace vgg {
 namespace {
 
-// How long a thread polls at a barrier, or for the end of a run, before it sleeps until woken. Balanced
-// threads meet well within this; past it a thread is waiting for one that was preempted (on a machine
-// busy with other work, e.g. a server's HTTP thread), and a sleeping waiter gives its core to that one,
-// where a spinning waiter would hold the core it needs.
-constexpr auto kWaitSpinTime = std::chrono::microseconds(50);
-// How long an idle worker keeps polling for the next run before it sleeps (set_idle_spin_us). Waking a
-// sleeping thread costs 0.1-0.5 ms on a virtual machine, as much as a whole kernel of a batch-1 inference
+// How long a kernel thread polls before it sleeps until woken (set_idle_spin_us): an idle worker for the
+// next run, and any thread at a barrier or waiting for the end of a run. Waking a sleeping thread costs
+// 0.1-0.5 ms on a virtual machine (its vCPU has halted), as much as a whole kernel of a batch-1 inference
 // (measured: a 100 MB GEMV took 2.0 ms with the worker polling and 2.4 ms after it had gone to sleep), and
-// the JS work between two kernels is usually well under this. A server, idle between batches and sharing
-// the cores with its HTTP thread, sets it shorter.
+// the JS work between two kernels is usually well under this; with a 50 us poll at barriers, training at
+// 224/128 on 2 threads ran at 57 images/s instead of 127 (the Xeon, quiet). A server, whose kernel
+// threads share the cores with its HTTP thread, sets it short: past the poll a waiter is waiting for a
+// thread that was preempted, and sleeping gives its core to that one.
 std::atomic<int64_t> g_idle_spin_us{2000};
 
 inline void cpu_relax() {
@@ -44,9 +42,10 @@ struct alignas(64) WaitWord {
   std::atomic<int32_t> value{0};
   std::atomic<int32_t> sleepers{0};
 
-  // Returns once value != seen: polls for kWaitSpinTime, then sleeps.
+  // Returns once value != seen: polls for the spin time, then sleeps.
   void wait_while(int32_t seen) {
-    const auto spin_until = std::chrono::steady_clock::now() + kWaitSpinTime;
+    const auto spin_until =
+        std::chrono::steady_clock::now() + std::chrono::microseconds(g_idle_spin_us.load(std::memory_order_relaxed));
     int spins = 0;
     while (value.load(std::memory_order_acquire) == seen) {
       cpu_relax();

@@ -1,7 +1,7 @@
 // A persistent pool of worker threads. parallel_run(fn) calls fn(ith, nth) once on each of nth threads
 // (the calling thread is ith = 0) and returns when all are done. Workers spin briefly, then sleep, so
 // back-to-back kernel launches cost microseconds and an idle pool costs no CPU; at a barrier or at the end
-// of a run a thread polls for 50 us, then sleeps, so one that waits for a preempted one frees its core.
+// of a run a thread polls as long, then sleeps, so one that waits for a preempted one frees its core.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -14,7 +14,10 @@ using TaskFn = std::function<void(int ith, int nth)>;
 int num_threads();
 /** Resizes the pool to n threads (n >= 1); the workers are created here, never per call. */
 void set_num_threads(int n);
-/** How long idle workers poll for the next run before they sleep, in microseconds (default 2000). */
+/**
+ * How long a kernel thread polls before it sleeps, in microseconds (default 2000): idle workers for the next
+ * run, and threads at a barrier or waiting for the end of a run.
+ */
 void set_idle_spin_us(int64_t us);
 /** Runs fn(ith, nth) for ith in [0, nth) with nth = min(num_threads(), max_tasks), and waits for all. */
 void parallel_run(const TaskFn& fn, int64_t max_tasks = INT32_MAX);

@@ -127,7 +127,10 @@ export interface NativeAddon
   /** The bf16 kernels' path: "amx" (TDPBF16PS), "avx512bf16" (VDPBF16PS) or "emulation" (VGG_BF16=emulate). */
   bf16Path(): string;
   info(): NativeInfo;
-  /** How long idle kernel threads poll for the next kernel before they sleep, in microseconds (default 2000). */
+  /**
+   * How long kernel threads poll before they sleep, in microseconds (default 2000): idle, for the next kernel,
+   * and at a barrier or waiting for the end of a kernel.
+   */
   setIdleSpin(microseconds: number): void;
   setConvAlgorithm(a: ConvAlgorithm): void;
   convKernel(g: Conv2dGeometry, backward: boolean): string;

@@ -10,7 +10,7 @@ import { loadModel } from "../train/checkpoint.js";
 import { inputShape } from "./classify.js";
 import type { FromModelThread, ModelSource, ToModelThread } from "./model-thread.js";
 
-/** How long idle kernel threads poll for the next kernel, in microseconds (see native/threadpool.cc). */
+/** How long kernel threads poll, idle or at a barrier, before they sleep, in microseconds (native/threadpool.cc). */
 const IDLE_SPIN_US = 50;
 
 const port = parentPort;
