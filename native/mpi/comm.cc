@@ -22,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxChunk = size_t{1} << 28;
 // An all-reduce goes in pieces of at most 16 MB. Open MPI's non-blocking all-reduce mallocs a temporary
 // as large as its message and frees it at the end; glibc serves a request over 32 MB with a fresh mmap,
-// so a whole 103 MB gradient faulted in and zeroed 26,000 new pages on every step (17% of a rank's CPU
+// so a whole 103 MB gradient faulted in and zeroed about 21,000 new pages (86 MB) on every step (17% of a rank's CPU
 // time at 224/128, perf), where pieces under the limit reuse the same heap memory step after step.
 constexpr size_t kAllreducePieceBytes = size_t{16} << 20;
 constexpr int kGatherChars = 1024;
