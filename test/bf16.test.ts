@@ -304,6 +304,24 @@ test("gemmBf16: argument errors as gemm's, from the TypeScript wrapper and the C
   );
 });
 
+/** The 2x2 stride-2 max-pool (VGG's) over the output of the convolution g. */
+function vggPool(g: Conv2dGeometry) {
+  return {
+    n: g.n,
+    c: g.cOut,
+    h: g.outH,
+    w: g.outW,
+    kh: 2,
+    kw: 2,
+    strideH: 2,
+    strideW: 2,
+    padH: 0,
+    padW: 0,
+    outH: Math.floor(g.outH / 2),
+    outW: Math.floor(g.outW / 2),
+  };
+}
+
 function convGeometry(
   n: number,
   cIn: number,
@@ -422,26 +440,13 @@ test(`bf16 view (${path}): a grayscale first layer's weight gradient from the po
   const g = convGeometry(6, 1, 21, 16, 3, 1, 1);
   const x = randn(g.n * g.h * g.w, rand);
   const w = randn(g.cOut * 9, rand, 0.5);
-  const pg = {
-    n: g.n,
-    c: g.cOut,
-    h: g.outH,
-    w: g.outW,
-    kh: 2,
-    kw: 2,
-    strideH: 2,
-    strideW: 2,
-    padH: 0,
-    padW: 0,
-  };
-  const outH = Math.floor(g.outH / 2);
-  const outW = Math.floor(g.outW / 2);
-  const pooled = g.n * g.cOut * outH * outW;
+  const pg = vggPool(g);
+  const pooled = g.n * g.cOut * pg.outH * pg.outW;
   const [y, argmax] = [new Float32Array(pooled), new Int32Array(pooled)];
   assert.equal(view.conv2dReluMaxPool2dForward?.(y, argmax, x, w, randn(g.cOut, rand), g), true);
   const dy = randn(pooled, rand);
   const dconv = new Float32Array(g.n * g.cOut * g.outH * g.outW);
-  view.maxPool2dBackward(dconv, dy, argmax, { ...pg, outH, outW }, y);
+  view.maxPool2dBackward(dconv, dy, argmax, pg, y);
   const [dwN, dbN] = [new Float32Array(w.length), new Float32Array(g.cOut)];
   view.conv2dBackwardWeight(dwN, dbN, dconv, x, g);
   const [dw, db] = [new Float32Array(w.length), new Float32Array(g.cOut)];
@@ -521,23 +526,7 @@ test(`bf16 conv + ReLU + pool (${path}) equals pooling the forward's output, NaN
     const pRef = new Float32Array(pooled);
     const argmaxRef = new Int32Array(pooled);
     assert.ok(view.conv2dReluMaxPool2dForward?.(p, argmax, x, w, bias, g), "the fused pass ran");
-    const pool = {
-      n: g.n,
-      c: g.cOut,
-      h: g.outH,
-      w: g.outW,
-      kh: 2,
-      kw: 2,
-      strideH: 2,
-      strideW: 2,
-      padH: 0,
-      padW: 0,
-    };
-    ref.maxPool2dForward(pRef, argmaxRef, y, {
-      ...pool,
-      outH: Math.floor(g.outH / 2),
-      outW: Math.floor(g.outW / 2),
-    });
+    ref.maxPool2dForward(pRef, argmaxRef, y, vggPool(g));
     assert.ok(p.some(Number.isNaN), "some windows hold a NaN");
     assert.deepEqual(bits(p), bits(pRef), JSON.stringify(g));
     assert.deepEqual(argmax, argmaxRef, JSON.stringify(g));
