@@ -238,6 +238,14 @@ ConvForwardArgs conv_forward_args(const Napi::CallbackInfo& info) {
   return a;
 }
 
+// Elements of the 2x2 stride-2 pool of the conv's output (n, cOut, outH / 2, outW / 2), whose argmax
+// indexes the (outH, outW) plane as an int32.
+int64_t pooled_length(Napi::Env env, const ConvShape& s, const char* name) {
+  if (checked_mul(env, name, {s.out_h, s.out_w}) > INT32_MAX)
+    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
+  return checked_mul(env, name, {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
+}
+
 struct ConvPoolArgs {
   ConvShape s;
   int64_t pooled;
@@ -256,9 +264,7 @@ ConvPoolArgs conv_pool_args(const Napi::CallbackInfo& info) {
   a.s = conv_shape(info[5]);
   const ConvShape& s = a.s;
   const ConvLengths l = conv_lengths(env, s);
-  if (checked_mul(env, "y", {s.out_h, s.out_w}) > INT32_MAX)
-    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
-  a.pooled = checked_mul(env, "y", {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
+  a.pooled = pooled_length(env, s, "y");
   a.y = f32(info[0], "y", a.pooled);
   a.argmax = i32(info[1], "argmax", a.pooled);
   a.x = f32(info[2], "x", l.x);
@@ -345,9 +351,7 @@ Napi::Value Conv2dReluMaxPool2dBackwardWeight(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const ConvShape s = conv_shape(info[6]);
   const ConvLengths l = conv_lengths(env, s);
-  if (checked_mul(env, "dy", {s.out_h, s.out_w}) > INT32_MAX)
-    range_error(env, "Expected outH * outW to fit an Int32Array index but received " + std::to_string(s.out_h * s.out_w));
-  const int64_t pooled = checked_mul(env, "dy", {s.n, s.c_out, s.out_h / 2, s.out_w / 2});
+  const int64_t pooled = pooled_length(env, s, "dy");
   float* dw = f32(info[0], "dw", l.w);
   float* db = f32_or_null(info[1], "db", s.c_out);
   const float* dy = f32(info[2], "dy", pooled);
