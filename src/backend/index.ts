@@ -7,7 +7,9 @@ import type { Backend } from "./backend.js";
 import { Bf16Backend, type Precision, parsePrecision } from "./bf16.js";
 import { loadNativeBackend } from "./native.js";
 import { ReferenceBackend } from "./reference.js";
-import { WebGpuDevice } from "./webgpu/device-tensor.js";
+import { openWebGpu } from "./webgpu/device-tensor.js";
+
+export { webGpuDevice } from "./webgpu/device-tensor.js";
 
 /** Where a model runs: the CPU kernels (reference, native) or the GPU through WebGPU. */
 export type BackendName = "reference" | "native" | "webgpu";
@@ -127,8 +129,6 @@ export function configureBackend(o: {
 }
 
 /** The WebGPU device, opened once per process and kept (Dawn's instance lives as long). */
-let webgpu: Promise<WebGpuDevice> | null = null;
-
 /**
  * Chooses where models run, as a program's first step: "reference" or "native" (as setBackend), or
  * "webgpu", which opens the GPU adapter (an error naming what was looked for when there is none) and
@@ -142,19 +142,7 @@ export async function useBackend(name: BackendName): Promise<void> {
   }
   if (precision !== "fp32")
     throw new Error(`The webgpu backend runs fp32 only; received precision ${precision}`);
-  webgpu ??= WebGpuDevice.open();
-  try {
-    setCurrentDevice(await webgpu);
-  } catch (e) {
-    webgpu = null;
-    throw e;
-  }
-}
-
-/** The open WebGPU device, when useBackend("webgpu") chose it. */
-export function webGpuDevice(): WebGpuDevice | null {
-  const d = currentDevice();
-  return d instanceof WebGpuDevice ? d : null;
+  await openWebGpu();
 }
 
 /**

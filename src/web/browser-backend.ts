@@ -4,8 +4,10 @@
 // navigator.gpu after `await useBackend("webgpu")`. Same exports, same messages, as far as they apply.
 import type { Backend } from "../backend/backend.js";
 import { ReferenceBackend } from "../backend/reference.js";
-import { WebGpuDevice } from "../backend/webgpu/device-tensor.js";
-import { currentDevice, setCurrentDevice } from "../device.js";
+import { openWebGpu } from "../backend/webgpu/device-tensor.js";
+import { setCurrentDevice } from "../device.js";
+
+export { webGpuDevice } from "../backend/webgpu/device-tensor.js";
 
 export type BackendName = "reference" | "native" | "webgpu";
 export type { Backend, Conv2dGeometry, Pool2dGeometry, SgdOptions } from "../backend/backend.js";
@@ -40,9 +42,6 @@ export function getPrecision(): "fp32" {
   return "fp32";
 }
 
-/** The device, opened once per page. */
-let webgpu: Promise<WebGpuDevice> | null = null;
-
 /**
  * "webgpu": opens navigator.gpu's adapter as the current device (WebGpuUnavailableError, saying what
  * was missing, where the browser has none); "reference": the host only.
@@ -52,16 +51,5 @@ export async function useBackend(name: BackendName): Promise<void> {
     setBackend(name);
     return;
   }
-  webgpu ??= WebGpuDevice.open();
-  try {
-    setCurrentDevice(await webgpu);
-  } catch (e) {
-    webgpu = null;
-    throw e;
-  }
-}
-
-export function webGpuDevice(): WebGpuDevice | null {
-  const d = currentDevice();
-  return d instanceof WebGpuDevice ? d : null;
+  await openWebGpu();
 }

@@ -7,7 +7,7 @@
 // returned, a cleared gradient nobody read), or, as a backstop, when the storage object is collected.
 // A storage handed to the caller (expose) is never released early.
 /// <reference types="@webgpu/types" />
-import type { Device, DeviceStorage } from "../../device.js";
+import { currentDevice, type Device, type DeviceStorage, setCurrentDevice } from "../../device.js";
 import type { DeviceArray, DeviceDType, GpuBufferPool } from "./buffers.js";
 import { GpuContext } from "./context.js";
 import { addInPlace, fill } from "./elementwise.js";
@@ -124,4 +124,27 @@ export class WebGpuDevice implements Device {
   destroy(): void {
     this.ctx.destroy();
   }
+}
+
+/** The device, opened once per process (or page). */
+let opened: Promise<WebGpuDevice> | null = null;
+
+/**
+ * Opens the adapter once and makes its device the current one (useBackend("webgpu"), in Node and in the
+ * browser); a failed open is tried again by the next call.
+ */
+export async function openWebGpu(): Promise<void> {
+  opened ??= WebGpuDevice.open();
+  try {
+    setCurrentDevice(await opened);
+  } catch (e) {
+    opened = null;
+    throw e;
+  }
+}
+
+/** The open WebGPU device, when useBackend("webgpu") made it the current one. */
+export function webGpuDevice(): WebGpuDevice | null {
+  const d = currentDevice();
+  return d instanceof WebGpuDevice ? d : null;
 }
