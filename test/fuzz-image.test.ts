@@ -9,20 +9,9 @@ import fc from "fast-check";
 import jpeg from "jpeg-js";
 import { PNG } from "pngjs";
 import { decodeImage } from "../src/io/image.js";
+import { crc32 } from "./png-crc.js";
 
 const NAME = "fuzz.png";
-
-const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-
-function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 function pattern(width: number, height: number): Buffer {
   const rgba = Buffer.alloc(4 * width * height);
