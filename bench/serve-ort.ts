@@ -8,11 +8,10 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { availableParallelism } from "node:os";
 import ort from "onnxruntime-node";
-import { decodeImage } from "../src/io/image.js";
 import type { VggConfig } from "../src/models/vgg.js";
 import { Batcher, QueueFullError } from "../src/serve/batcher.js";
 import { readBody, sendJson } from "../src/serve/body.js";
-import { imageToInput, inputShape, topClasses } from "../src/serve/classify.js";
+import { bytesToInput, inputShape, topClasses } from "../src/serve/classify.js";
 import { ServeMetrics } from "../src/serve/metrics.js";
 
 const arg = (name: string, dflt?: string): string => {
@@ -67,7 +66,7 @@ const server = createServer(async (req, res) => {
       return;
     }
     if (!batcher.hasRoom(1)) throw batcher.fullError();
-    const x = imageToInput(decodeImage(await readBody(req, 8 << 20)), config);
+    const x = bytesToInput(await readBody(req, 8 << 20), "image", config);
     const logits = await batcher.submit(x, 1, 30_000);
     sendJson(res, 200, { top: topClasses(logits, 5, null) });
   } catch (e) {

@@ -6,9 +6,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { deflateSync } from "node:zlib";
 import fc from "fast-check";
+import jpeg from "jpeg-js";
 import { PNG } from "pngjs";
-import { rgbaToImage } from "../src/io/image.js";
-import { crc32Table, decodePngFast } from "../src/io/png-fast.js";
+import { decodeImage, rgbaToImage, toGrey } from "../src/io/image.js";
+import { crc32Table, decodePngFast, decodePngFastGrey } from "../src/io/png-fast.js";
+import { vgg } from "../src/models/vgg.js";
+import { bytesToInput, imageToInput } from "../src/serve/classify.js";
 import { crc32 } from "./png-crc.js";
 
 function chunk(type: string, data: Uint8Array): Buffer {
@@ -76,6 +79,20 @@ function assertSame(bytes: Uint8Array, what: string): void {
   assert.equal(fast.width, slow.width, what);
   assert.equal(fast.height, slow.height, what);
   assert.deepEqual(Buffer.from(fast.data.buffer), Buffer.from(slow.data.buffer), `${what}: different floats`);
+  assertSameGrey(bytes, slow, what);
+}
+
+/** The luma plane straight from the bytes is toGrey of the colour planes, bit for bit. */
+function assertSameGrey(bytes: Uint8Array, slow: ReturnType<typeof viaPngjs>, what: string): void {
+  const grey = decodePngFastGrey(bytes, 1e8);
+  assert.ok(grey, `${what}: the fast grey path refused it`);
+  assert.equal(grey.width, slow.width, what);
+  assert.equal(grey.height, slow.height, what);
+  assert.deepEqual(
+    Buffer.from(grey.data.buffer),
+    Buffer.from(toGrey(slow).buffer),
+    `${what}: different luma`,
+  );
 }
 
 test("every colour type, filter and odd size decodes to pngjs's floats bit for bit", () => {
@@ -149,7 +166,10 @@ test("what the fast path does not take returns null", () => {
     ],
     ["more pixels than allowed", withIhdr((d) => d.writeUInt32BE(1 << 20, 0))],
   ];
-  for (const [what, bytes] of cases) assert.equal(decodePngFast(bytes, 1e6), null, what);
+  for (const [what, bytes] of cases) {
+    assert.equal(decodePngFast(bytes, 1e6), null, what);
+    assert.equal(decodePngFastGrey(bytes, 1e6), null, `${what} (grey)`);
+  }
 });
 
 test("on mutated files, whenever the fast path answers, pngjs answers the same", () => {
@@ -163,10 +183,16 @@ test("on mutated files, whenever the fast path answers, pngjs answers the same",
         const bytes = Buffer.from(bases[which]);
         for (const [at, v] of edits) bytes[at % bytes.length] = v;
         const fast = decodePngFast(bytes, 1e6);
+        assert.equal(
+          decodePngFastGrey(bytes, 1e6) === null,
+          fast === null,
+          "the grey path takes the same files",
+        );
         if (!fast) return;
         answered++;
         const slow = viaPngjs(bytes);
         assert.deepEqual(Buffer.from(fast.data.buffer), Buffer.from(slow.data.buffer));
+        assertSameGrey(bytes, slow, "mutated");
       },
     ),
     { seed: 4242, numRuns: 3000 },
@@ -184,4 +210,43 @@ test("the fallback CRC-32 (Node before 20.15) equals the reference one", () => {
     [0, bytes.length],
   ])
     assert.equal(crc32Table(bytes, from, to), crc32(bytes.subarray(from, to)), `bytes ${from}..${to}`);
+});
+
+test("bytesToInput (the luma path for 1-channel models) gives imageToInput(decodeImage()) bit for bit", () => {
+  const rgba = randomRgba(20, 13, 9);
+  const files: [string, Uint8Array][] = [
+    ["RGBA PNG", encode(20, 13, 6, -1, 21)],
+    ["grey + alpha PNG", encode(32, 32, 4, -1, 22)],
+    ["grey PNG", encode(28, 28, 0, 4, 23)],
+    [
+      "16-bit PNG (pngjs)",
+      PNG.sync.write(Object.assign(new PNG({ width: 20, height: 13 }), { data: rgba }), {
+        bitDepth: 16,
+      } as Parameters<typeof PNG.sync.write>[1]),
+    ],
+    ["JPEG", jpeg.encode({ data: rgba, width: 20, height: 13 }, 90).data],
+  ];
+  const grey = vgg([[1, 4]], { inChannels: 1, inputSize: 32, numClasses: 10, widthRatio: 1 }).config;
+  const rgb = vgg([[1, 4]], { inChannels: 3, inputSize: 32, numClasses: 10, widthRatio: 1 }).config;
+  for (const [what, bytes] of files)
+    for (const cfg of [grey, rgb])
+      for (const invert of [false, true])
+        for (const resize of [undefined, 32, 13]) {
+          const want = imageToInput(decodeImage(bytes, what), cfg, invert, resize);
+          const got = bytesToInput(bytes, what, cfg, invert, resize);
+          assert.deepEqual(
+            Buffer.from(got.buffer, got.byteOffset, got.byteLength),
+            Buffer.from(want.buffer, want.byteOffset, want.byteLength),
+            `${what}, ${cfg.inChannels} channel(s), invert ${invert}, resize ${resize}`,
+          );
+        }
+  // The same errors as decodeImage.
+  for (const bad of [new Uint8Array(0), Buffer.from("not an image"), encode(4, 4, 6, 0, 1).subarray(0, 40)])
+    assert.throws(
+      () => bytesToInput(bad, "bad.png", grey),
+      (e: Error) => {
+        assert.throws(() => decodeImage(bad, "bad.png"), { message: e.message });
+        return true;
+      },
+    );
 });

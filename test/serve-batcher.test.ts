@@ -4,7 +4,7 @@
 // when the test says so.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Batcher, ClosedError } from "../src/serve/batcher.js";
+import { Batcher, ClientTie, ClosedError } from "../src/serve/batcher.js";
 
 /** A model whose batches finish when told: output row i of a batch is [input[i] * 10]. */
 function heldModel() {
@@ -74,4 +74,39 @@ test("concurrency must be a positive integer", () => {
     /Expected concurrency to be a positive integer but received 0/,
   );
   assert.equal(new Batcher(o).running, 0);
+});
+
+test("a client that goes away withdraws its waiting images; one gone already is never queued", async () => {
+  const model = heldModel();
+  const b = new Batcher({
+    maxBatch: 4,
+    maxDelayMs: 60_000,
+    maxQueue: 8,
+    inputSize: 1,
+    outputSize: 1,
+    run: model.run,
+  });
+  const leaving = new ClientTie();
+  const staying = new ClientTie();
+  const left = b.submit(Float32Array.of(1, 2), 2, 0, leaving);
+  const kept = b.submit(Float32Array.of(3), 1, 0, staying);
+  assert.equal(b.depth, 3);
+  leaving.gone();
+  await assert.rejects(left, /the client went away/);
+  assert.equal(b.depth, 1);
+  const goneBefore = new ClientTie();
+  goneBefore.gone();
+  await assert.rejects(b.submit(Float32Array.of(4), 1, 0, goneBefore), /the client went away/);
+  assert.equal(b.depth, 1);
+  b.flush();
+  await settle();
+  assert.deepEqual(
+    model.runs.map((r) => [...r.input]),
+    [[3]],
+  );
+  model.runs[0].finish();
+  assert.deepEqual([...(await kept)], [30]);
+  // Going away after the answer changes nothing.
+  staying.gone();
+  assert.equal(b.depth, 0);
 });

@@ -2,7 +2,7 @@
 // else the reference backend with a one-time message that says why and how to fix it.
 // "webgpu" (useBackend, VGG_BACKEND=webgpu with configureRuntime) opens the GPU as the current device
 // (device.ts): tensors moved there run the WGSL kernels of ./webgpu/; host tensors keep the CPU backend.
-import { currentDevice, type DeviceName, setCurrentDevice } from "../device.js";
+import { type DeviceName, setCurrentDevice } from "../device.js";
 import type { Backend } from "./backend.js";
 import { Bf16Backend, type Precision, parsePrecision } from "./bf16.js";
 import { loadNativeBackend } from "./native.js";

@@ -1,9 +1,10 @@
 // `vgg predict`: top-k classes with probabilities for PNG/JPEG images of any size, colour or grey.
+
+import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { noGrad } from "../autograd.js";
 import { configureRuntime } from "../backend/index.js";
-import { readImage } from "../io/image.js";
-import { classNames, imageToInput, inputShape, topClasses } from "../serve/classify.js";
+import { bytesToInput, classNames, inputShape, topClasses } from "../serve/classify.js";
 import { Tensor } from "../tensor.js";
 import {
   addModelOptions,
@@ -43,7 +44,7 @@ export function predictCommand(): Command {
       const names = classNames(cfg);
       const results = [];
       for (const file of images) {
-        const x = imageToInput(readImage(file), cfg, flags.invert, flags.resize);
+        const x = bytesToInput(readFileSync(file), file, cfg, flags.invert, flags.resize);
         const input = new Tensor(x, [1, ...inputShape(cfg, flags.resize)]).to(device);
         const logits = noGrad(() => model.forward(input));
         results.push({ file, top: topClasses(await logits.dataAsync(), flags.top, names) });

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import jpeg from "jpeg-js";
 import { PNG } from "pngjs";
 import { resizeBilinear } from "../data/transforms.js";
-import { decodePngFast } from "./png-fast.js";
+import { decodePngFast, decodePngFastGrey } from "./png-fast.js";
 
 /** Refuse decoding anything larger: 50 megapixels is 600 MB of float RGB. */
 export const MAX_PIXELS = 50_000_000;
@@ -14,6 +14,13 @@ export interface RgbImage {
   width: number;
   height: number;
   /** (3, height, width), values in [0, 1]. */
+  data: Float32Array;
+}
+
+export interface GreyImage {
+  width: number;
+  height: number;
+  /** (height, width): ITU-R 601 luma in [0, 1], as toGrey gives. */
   data: Float32Array;
 }
 
@@ -29,10 +36,12 @@ export function rgbaToImage(rgba: Uint8Array | Uint8ClampedArray, width: number,
   return { width, height, data };
 }
 
+const isPngSignature = (bytes: Uint8Array) =>
+  bytes.length > 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47;
+
 export function decodeImage(bytes: Uint8Array, name = "image"): RgbImage {
   if (bytes.length === 0) throw new Error(`${name}: the file is empty; expected a PNG or JPEG image`);
-  const isPng =
-    bytes.length > 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47;
+  const isPng = isPngSignature(bytes);
   const isJpeg = bytes.length > 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff;
   if (!isPng && !isJpeg) throw new Error(`${name}: not a PNG or JPEG image (unrecognised file signature)`);
   try {
@@ -72,6 +81,17 @@ export function readImage(path: string): RgbImage {
   return decodeImage(readFileSync(path), path);
 }
 
+/**
+ * The image as one luma plane, toGrey(decodeImage(bytes)) bit for bit (and the same errors): the common
+ * PNGs straight from their bytes, without the three colour planes (what a 1-channel model needs).
+ */
+export function decodeImageGrey(bytes: Uint8Array, name = "image"): GreyImage {
+  const fast = isPngSignature(bytes) ? decodePngFastGrey(bytes, MAX_PIXELS) : null;
+  if (fast) return fast;
+  const img = decodeImage(bytes, name);
+  return { width: img.width, height: img.height, data: toGrey(img) };
+}
+
 /** ITU-R 601 luma, as PIL's convert("L"). */
 export function toGrey(img: RgbImage): Float32Array {
   const plane = img.width * img.height;
@@ -86,15 +106,32 @@ export function toGrey(img: RgbImage): Float32Array {
  * shows light items on black; `invert` turns a dark-on-light photo into that form.
  */
 export function preprocessSmall(img: RgbImage, channels: number, size: number, invert = false): Float32Array {
-  const planes = channels === 1 ? toGrey(img) : img.data;
-  const n = channels === 1 ? 1 : 3;
+  if (channels === 1)
+    return preprocessGrey({ width: img.width, height: img.height, data: toGrey(img) }, size, invert);
+  return resized(img.data, 3, img.height, img.width, size, invert, true);
+}
+
+/**
+ * preprocessSmall's 1-channel input from the luma plane (decodeImageGrey's); img.data itself when it is
+ * already size x size and not inverted.
+ */
+export function preprocessGrey(img: GreyImage, size: number, invert = false): Float32Array {
+  return resized(img.data, 1, img.height, img.width, size, invert, invert);
+}
+
+/** n planes resized to size x size, then inverted if asked; at that size already, `planes` or (copy) a copy. */
+function resized(
+  planes: Float32Array,
+  n: number,
+  h: number,
+  w: number,
+  size: number,
+  invert: boolean,
+  copy: boolean,
+): Float32Array {
   // At the model's size already: the resize would multiply by 1 and add 0 (the same floats).
-  const out =
-    img.height === size && img.width === size
-      ? channels === 1
-        ? planes
-        : planes.slice()
-      : resizeBilinear(planes, n, img.height, img.width, size, size);
+  const same = h === size && w === size;
+  const out = same ? (copy ? planes.slice() : planes) : resizeBilinear(planes, n, h, w, size, size);
   if (invert) for (let i = 0; i < out.length; i++) out[i] = 1 - out[i];
   return out;
 }

@@ -1,11 +1,12 @@
 // A direct decoder for the PNGs a server sees most: 8 bits per sample, not interlaced, grey, grey + alpha,
 // RGB or RGBA, without a palette or a transparent colour. It inflates the image data in one call and
 // unfilters the rows straight into planar RGB floats, the numbers pngjs + rgbaToImage give, at a third of
-// their time for a 32x32 image. Anything else (other depths and colour types, interlacing, tRNS, unknown
+// their time for a 32x32 image, or (decodePngFastGrey, for 1-channel models) into the luma plane toGrey
+// would make of them, without the colour planes. Anything else (other depths and colour types, interlacing, tRNS, unknown
 // critical chunks, a bad checksum or length, a truncated file) returns null, and the caller decodes it
 // with pngjs, which gives its own answer and its own error messages.
 import * as zlib from "node:zlib";
-import type { RgbImage } from "./image.js";
+import type { GreyImage, RgbImage } from "./image.js";
 
 const CRC_TABLE = (() => {
   const t = new Int32Array(256);
@@ -39,8 +40,16 @@ const typeIs = (bytes: Uint8Array, at: number, name: string) =>
   bytes[at + 2] === name.charCodeAt(2) &&
   bytes[at + 3] === name.charCodeAt(3);
 
-/** The image, or null when this decoder does not take the file (see above); never throws. */
-export function decodePngFast(bytes: Uint8Array, maxPixels: number): RgbImage | null {
+/** The inflated, unfiltered rows of a PNG this decoder takes (one byte per sample; each row after its filter byte). */
+interface Rows {
+  raw: Uint8Array;
+  width: number;
+  height: number;
+  channels: number;
+}
+
+/** The rows, unfiltered in place, or null when this decoder does not take the file (see above). */
+function decodeRows(bytes: Uint8Array, maxPixels: number): Rows | null {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   // Signature, then IHDR (13 bytes of data) first.
   if (bytes.length < 8 + 25 || view.getUint32(0) !== 0x89504e47 || view.getUint32(4) !== 0x0d0a1a0a)
@@ -80,7 +89,26 @@ export function decodePngFast(bytes: Uint8Array, maxPixels: number): RgbImage | 
     return null;
   }
   if (raw.length !== height * (stride + 1)) return null;
-  return unfilter(raw, width, height, channels);
+  for (let y = 0; y < height; y++) {
+    const row = y * (stride + 1) + 1;
+    if (!unfilterRow(raw, row, y === 0 ? -1 : row - stride - 1, stride, channels)) return null;
+  }
+  return { raw, width, height, channels };
+}
+
+/** The image, or null when this decoder does not take the file (see above); never throws. */
+export function decodePngFast(bytes: Uint8Array, maxPixels: number): RgbImage | null {
+  const rows = decodeRows(bytes, maxPixels);
+  return rows && toPlanes(rows);
+}
+
+/**
+ * The image's luma plane (height, width), the floats toGrey(decodePngFast(...)) gives bit for bit without
+ * the three colour planes, or null as decodePngFast; never throws. What a 1-channel model takes.
+ */
+export function decodePngFastGrey(bytes: Uint8Array, maxPixels: number): GreyImage | null {
+  const rows = decodeRows(bytes, maxPixels);
+  return rows && toLuma(rows);
 }
 
 /**
@@ -124,8 +152,21 @@ function unfilterRow(raw: Uint8Array, row: number, prev: number, stride: number,
   return true;
 }
 
-/** Unfilters the rows and writes them out as planar RGB, alpha composited over black as rgbaToImage does. */
-function unfilter(raw: Uint8Array, width: number, height: number, channels: number): RgbImage | null {
+/** Float32 of v / 255 for each byte v: the colour of a pixel without alpha, as rgbaToImage stores it. */
+const UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);
+let premultiplied: Float32Array | null = null;
+/** Float32 of (v / 255) * (a / 255) at a * 256 + v: a colour over black, as rgbaToImage stores it. */
+function overBlack(): Float32Array {
+  if (!premultiplied) {
+    premultiplied = new Float32Array(256 * 256);
+    for (let a = 0; a < 256; a++)
+      for (let v = 0; v < 256; v++) premultiplied[a * 256 + v] = (v / 255) * (a / 255);
+  }
+  return premultiplied;
+}
+
+/** The unfiltered rows as planar RGB, alpha composited over black as rgbaToImage does. */
+function toPlanes({ raw, width, height, channels }: Rows): RgbImage {
   const stride = width * channels;
   const plane = width * height;
   const data = new Float32Array(3 * plane);
@@ -133,7 +174,6 @@ function unfilter(raw: Uint8Array, width: number, height: number, channels: numb
   const b = data.subarray(2 * plane);
   for (let y = 0; y < height; y++) {
     const row = y * (stride + 1) + 1;
-    if (!unfilterRow(raw, row, y === 0 ? -1 : row - stride - 1, stride, channels)) return null;
     // The arithmetic of rgbaToImage: each colour / 255 times alpha / 255 (1 when there is no alpha).
     const o = y * width;
     if (channels === 1)
@@ -153,6 +193,39 @@ function unfilter(raw: Uint8Array, width: number, height: number, channels: numb
         data[o + x] = (raw[p] / 255) * a;
         g[o + x] = (raw[p + 1] / 255) * a;
         b[o + x] = (raw[p + 2] / 255) * a;
+      }
+  }
+  return { width, height, data };
+}
+
+/**
+ * The unfiltered rows as one luma plane: toGrey's sum 0.299 R + 0.587 G + 0.114 B (in that order, in
+ * float64) of the float32 colours toPlanes would store, looked up by byte instead of divided.
+ */
+function toLuma({ raw, width, height, channels }: Rows): GreyImage {
+  const stride = width * channels;
+  const data = new Float32Array(width * height);
+  const t = channels === 2 || channels === 4 ? overBlack() : UNIT;
+  for (let y = 0; y < height; y++) {
+    const row = y * (stride + 1) + 1;
+    const o = y * width;
+    if (channels === 1)
+      for (let x = 0; x < width; x++) {
+        const v = t[raw[row + x]];
+        data[o + x] = 0.299 * v + 0.587 * v + 0.114 * v;
+      }
+    else if (channels === 2)
+      for (let x = 0, p = row; x < width; x++, p += 2) {
+        const v = t[raw[p + 1] * 256 + raw[p]];
+        data[o + x] = 0.299 * v + 0.587 * v + 0.114 * v;
+      }
+    else if (channels === 3)
+      for (let x = 0, p = row; x < width; x++, p += 3)
+        data[o + x] = 0.299 * t[raw[p]] + 0.587 * t[raw[p + 1]] + 0.114 * t[raw[p + 2]];
+    else
+      for (let x = 0, p = row; x < width; x++, p += 4) {
+        const a = raw[p + 3] * 256;
+        data[o + x] = 0.299 * t[a + raw[p]] + 0.587 * t[a + raw[p + 1]] + 0.114 * t[a + raw[p + 2]];
       }
   }
   return { width, height, data };

@@ -3,7 +3,14 @@
 // torchvision RGB model), and a row of logits becomes ranked classes with probabilities.
 import { FASHION_MNIST_CLASSES } from "../data/fashion-mnist.js";
 import { IMAGENET_CLASSES } from "../interop/imagenet-classes.js";
-import { preprocessImagenet, preprocessSmall, type RgbImage } from "../io/image.js";
+import {
+  decodeImage,
+  decodeImageGrey,
+  preprocessGrey,
+  preprocessImagenet,
+  preprocessSmall,
+  type RgbImage,
+} from "../io/image.js";
 import type { VggConfig } from "../models/vgg.js";
 
 export interface RankedClass {
@@ -38,6 +45,22 @@ export function imageToInput(img: RgbImage, cfg: VggConfig, invert = false, resi
   return isImagenet(cfg)
     ? preprocessImagenet(img, Math.round((size * 256) / 224), size)
     : preprocessSmall(img, cfg.inChannels, size, invert);
+}
+
+/**
+ * The model's input for an image file's bytes: imageToInput(decodeImage(bytes, name), ...), the same floats
+ * and errors, a 1-channel small model's straight from the luma plane (decodeImageGrey).
+ */
+export function bytesToInput(
+  bytes: Uint8Array,
+  name: string,
+  cfg: VggConfig,
+  invert = false,
+  resize?: number,
+): Float32Array {
+  if (isImagenet(cfg) || cfg.inChannels !== 1)
+    return imageToInput(decodeImage(bytes, name), cfg, invert, resize);
+  return preprocessGrey(decodeImageGrey(bytes, name), imageSide(cfg, resize), invert);
 }
 
 /** Names of the classes where the class count says which dataset it is, else null ("class i"). */

@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { hostAllowed, urlPath } from "../web/http.js";
 import { type WebServerOptions, webRequestHandler } from "../web/server.js";
-import { ClosedError, QueueFullError, RequestTimeoutError } from "./batcher.js";
+import { ClientTie, ClosedError, QueueFullError, RequestTimeoutError } from "./batcher.js";
 import { HttpError, mediaType, parseJson, readBody, sendJson } from "./body.js";
 import { type RouteLabel, ServeMetrics } from "./metrics.js";
 import { type ModelSource, ModelThreads, servingLayout } from "./model-thread.js";
@@ -121,7 +121,7 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     path: string,
     req: IncomingMessage,
     res: ServerResponse,
-    signal: AbortSignal,
+    tie: ClientTie,
   ): Promise<void> {
     if (!hostAllowed(req, bound))
       throw new HttpError(
@@ -144,7 +144,7 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
       methodAllowed(req, "POST");
       full();
       const body = await readBody(req, o.maxBodyBytes);
-      return sendJson(res, 200, await classify(service, req, body, query, signal));
+      return sendJson(res, 200, await classify(service, req, body, query, tie));
     }
     const m = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(\/ready|\/infer)?$/.exec(path);
     if (!m) throw new HttpError(404, `Not found: ${path}`);
@@ -170,7 +170,7 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     if (type !== "" && type !== "application/json")
       throw new HttpError(415, `Expected Content-Type application/json but received "${type}"`);
     const request = parseInferRequest(parseJson(await readBody(req, o.maxBodyBytes)), service);
-    const logits = await service.infer(request.input, request.n, signal);
+    const logits = await service.infer(request.input, request.n, tie);
     sendJson(res, 200, inferResponse(service, request, logits));
   }
 
@@ -185,9 +185,9 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     const route = routeLabel(path);
     active++;
     // A client that closes its connection before the answer withdraws its images from the queue.
-    const gone = new AbortController();
+    const tie = new ClientTie();
     res.once("close", () => {
-      if (!res.writableFinished) gone.abort();
+      if (!res.writableFinished) tie.gone();
       // 499, as nginx logs it: the client closed the connection before the answer.
       served.request(
         route,
@@ -196,7 +196,7 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
       );
       if (--active === 0) onIdle?.();
     });
-    answer(path, req, res, gone.signal).catch((e: unknown) => {
+    answer(path, req, res, tie).catch((e: unknown) => {
       const err = errorAnswer(e);
       if (res.headersSent) res.destroy();
       else

@@ -1,7 +1,7 @@
 // What the HTTP routes need of the model: its name and shapes, class names, and batched inference
 // (a request's images join others' in the batcher, which hands batches to the model threads).
 import type { VggConfig } from "../models/vgg.js";
-import { Batcher, type BatcherOptions } from "./batcher.js";
+import { Batcher, type BatcherOptions, type ClientTie } from "./batcher.js";
 import { classNames, inputShape } from "./classify.js";
 import type { ModelThreads } from "./model-thread.js";
 
@@ -67,8 +67,8 @@ export class ModelService {
   }
 
   /** Logits (n, numClasses) for n images; rejects with the batcher's QueueFullError, RequestTimeoutError, ... */
-  infer(input: Float32Array, n: number, signal?: AbortSignal): Promise<Float32Array> {
-    return this.batcher.submit(input, n, this.o.requestTimeoutMs, signal);
+  infer(input: Float32Array, n: number, tie?: ClientTie): Promise<Float32Array> {
+    return this.batcher.submit(input, n, this.o.requestTimeoutMs, tie);
   }
 
   /** Answers what is queued, then stops the model threads. */

@@ -2,9 +2,9 @@
 // {"images": [base64, ...], "top": k, "invert": bool}; answers the top-k classes with probabilities, the
 // numbers `vgg predict` prints for the same files. `?top=k` and `?invert=1` set the same for an image body.
 import type { IncomingMessage } from "node:http";
-import { decodeImage } from "../io/image.js";
+import type { ClientTie } from "./batcher.js";
 import { HttpError, mediaType, parseJson } from "./body.js";
-import { imageToInput, type RankedClass, topClasses } from "./classify.js";
+import { bytesToInput, type RankedClass, topClasses } from "./classify.js";
 import type { ModelService } from "./service.js";
 
 const IMAGE_TYPES = new Set(["image/png", "image/jpeg", "application/octet-stream"]);
@@ -79,7 +79,7 @@ export async function classify(
   req: IncomingMessage,
   body: Buffer,
   query: URLSearchParams,
-  signal?: AbortSignal,
+  tie?: ClientTie,
 ): Promise<{ top: RankedClass[] } | { results: { top: RankedClass[] }[] }> {
   const r = parseClassifyRequest(req, body, query, svc.config.numClasses);
   if (r.images.length > svc.maxImagesPerRequest)
@@ -90,7 +90,7 @@ export async function classify(
   const size = svc.imageSize;
   const inputs = r.images.map((bytes, i) => {
     try {
-      return imageToInput(decodeImage(bytes, r.labels[i]), svc.config, r.invert, svc.resize);
+      return bytesToInput(bytes, r.labels[i], svc.config, r.invert, svc.resize);
     } catch (e) {
       throw new HttpError(400, (e as Error).message);
     }
@@ -101,7 +101,7 @@ export async function classify(
     input = new Float32Array(inputs.length * size);
     for (const [i, x] of inputs.entries()) input.set(x, i * size);
   }
-  const logits = await svc.infer(input, r.images.length, signal);
+  const logits = await svc.infer(input, r.images.length, tie);
   const k = svc.config.numClasses;
   const results = r.images.map((_, i) => ({
     top: topClasses(logits.subarray(i * k, (i + 1) * k), r.top, svc.names),
