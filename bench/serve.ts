@@ -2,9 +2,10 @@
 // server around onnxruntime-node on the same model's ONNX export (bench/serve-ort.ts, batching the same
 // way). The d2l model (VGG-11/4, 1 channel, freshly initialised) at 32x32 and 224x224; 1, 8, 64 and 256
 // concurrent clients POSTing one PNG each to /v1/classify, for a fixed time per run; the two servers take
-// turns at each load so that a drift in the machine's speed touches both. Then an overload run (a queue
-// limit below the client count: only 503s may be refused) and the offline `vgg bench --mode infer`
-// throughput at the same batch size, the goal's yardstick. Client and servers share the machine.
+// turns at each load so that a drift in the machine's speed touches both, and before each round the offline
+// `vgg bench --mode infer` throughput at the same batch size, the goal's yardstick, is timed afresh (each
+// vgg row gives its share of it). Then an overload run (a queue limit below the client count: only 503s
+// may be refused). Client and servers share the machine.
 // Run: npm run bench:serve -- [--seconds 10] [--clients 1,8,64,256] [--sizes 32,224] [--no-ort]
 //      [--serve-args "--threads 1"] [--serve-args "--workers 1;--workers 2"] [--rounds 1] [--no-offline]
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
@@ -187,7 +188,7 @@ function offline(size: number): number {
     "--batch-size",
     String(MAX_BATCH),
     "--iters",
-    size > 64 ? "3" : "20",
+    size > 64 ? "3" : "60",
     "--warmup",
     "2",
     "--json",
@@ -241,15 +242,27 @@ try {
     for (const s of servers) for (const clients of [1, 8, 64]) await load(s, body, clients, 2);
     console.log(`\n${size}x${size}, one ${body.length}-byte PNG per request`);
     console.log(
-      `${"server".padEnd(18)} clients     req/s   p50 ms   p99 ms p99/p50  batch errors  RSS MB        us CPU/req: http model  load`,
+      `${"server".padEnd(18)} clients     req/s   p50 ms   p99 ms p99/p50  batch errors  RSS MB        us CPU/req: http model  load   vs offline (img/s)`,
     );
+    // The offline yardstick is timed afresh before each round, so that each round's ratio compares runs a
+    // few seconds apart: on a shared machine the speed drifts more than that between the start and the end.
+    const ratios = new Map<string, number[]>();
     for (const clients of clientCounts)
-      for (let round = 0; round < rounds; round++)
-        for (const s of servers) console.log(row(s.name, clients, await load(s, body, clients, seconds)));
+      for (let round = 0; round < rounds; round++) {
+        const off = withOffline ? offline(size) : Number.NaN;
+        for (const s of servers) {
+          const r = await load(s, body, clients, seconds);
+          const vs = s.name === "onnxruntime" ? Number.NaN : r.rps / off;
+          if (clients === 64 && Number.isFinite(vs)) ratios.set(s.name, [...(ratios.get(s.name) ?? []), vs]);
+          console.log(
+            `${row(s.name, clients, r)}${Number.isFinite(vs) ? `   ${(100 * vs).toFixed(1).padStart(5)}% of ${off.toFixed(0)}` : ""}`,
+          );
+        }
+      }
     for (const s of servers) await stop(s);
-    if (withOffline)
+    for (const [name, v] of ratios)
       console.log(
-        `offline vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}: ${offline(size).toFixed(1)} images/s`,
+        `${name} at 64 clients vs offline \`vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}\` timed before each round: ${v.map((x) => `${(100 * x).toFixed(1)}%`).join(", ")} (median ${(100 * [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]).toFixed(1)}%)`,
       );
     if (size === 32) {
       // Overload: 256 clients against a queue of 32 images; only 503s may be refused.

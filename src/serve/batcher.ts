@@ -208,9 +208,19 @@ export class Batcher {
     }
     this.runs++;
     const started = performance.now();
+    // The next batch starts before this one's answers are sent: the model thread is not kept waiting while
+    // the HTTP thread writes them.
+    let done = false;
+    const finished = () => {
+      if (done) return;
+      done = true;
+      this.runs--;
+      this.schedule();
+    };
     this.o
       .run(input, n)
       .then((out) => {
+        finished();
         this.o.onBatch?.(n, (performance.now() - started) / 1000);
         let row = 0;
         for (const p of batch) {
@@ -220,11 +230,8 @@ export class Batcher {
         }
       })
       .catch((e: Error) => {
+        finished();
         for (const p of batch) this.settle(p, e);
-      })
-      .finally(() => {
-        this.runs--;
-        this.schedule();
       });
   }
 }
