@@ -106,6 +106,13 @@ interface Run {
   cpuLoad: number;
 }
 
+/** The middle value (the mean of the two middle ones for an even count). */
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
 const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"]).toString());
 
 /** CPU time (utime + stime) in microseconds of a process (all its threads, past ones included) and of its main thread. */
@@ -262,7 +269,7 @@ try {
     for (const s of servers) await stop(s);
     for (const [name, v] of ratios)
       console.log(
-        `${name} at 64 clients vs offline \`vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}\` timed before each round: ${v.map((x) => `${(100 * x).toFixed(1)}%`).join(", ")} (median ${(100 * [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]).toFixed(1)}%)`,
+        `${name} at 64 clients vs offline \`vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}\` timed before each round: ${v.map((x) => `${(100 * x).toFixed(1)}%`).join(", ")} (median ${(100 * median(v)).toFixed(1)}%)`,
       );
     if (size === 32) {
       // Overload: 256 clients against a queue of 32 images; only 503s may be refused.
