@@ -91,7 +91,7 @@ export function serveCommand(): Command {
     )
     .option(
       "--workers <n>",
-      "model threads, each running whole batches with its own copy of the weights, on 1 kernel thread each unless --threads says (default: 1 model thread, its kernels on all cores)",
+      "model threads, each running whole batches with its own copy of the weights, on 1 kernel thread each unless --threads says (default: 2 model threads sharing a kernel pool of all cores, 1 on a 1-core machine)",
       positiveInt("--workers"),
     )
     .option(
