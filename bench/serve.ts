@@ -195,7 +195,7 @@ function offline(size: number): number {
     "--batch-size",
     String(MAX_BATCH),
     "--iters",
-    size > 64 ? "3" : "60",
+    size > 64 ? "3" : "150",
     "--warmup",
     "2",
     "--json",
