@@ -2,9 +2,12 @@
 // `concurrency` run at a time while the rest wait, each request gets its own rows back, and close()
 // resolves only once every queued request is answered. No timing: the fake model finishes a batch only
 // when the test says so.
+// Also the serving layout's defaults (servingLayout: model threads and kernel threads).
 import assert from "node:assert/strict";
+import { availableParallelism } from "node:os";
 import { test } from "node:test";
 import { Batcher, ClientTie, ClosedError } from "../src/serve/batcher.js";
+import { servingLayout } from "../src/serve/model-thread.js";
 
 /** A model whose batches finish when told: output row i of a batch is [input[i] * 10]. */
 function heldModel() {
@@ -109,4 +112,21 @@ test("a client that goes away withdraws its waiting images; one gone already is 
   // Going away after the answer changes nothing.
   staying.gone();
   assert.equal(b.depth, 0);
+});
+
+test("the serving layout: two model threads sharing every core by default, one kernel thread each with --workers", () => {
+  const cores = availableParallelism();
+  const saved = process.env.VGG_NUM_THREADS;
+  delete process.env.VGG_NUM_THREADS;
+  try {
+    assert.deepEqual(servingLayout(), { workers: cores >= 2 ? 2 : 1, threads: cores });
+    assert.deepEqual(servingLayout(undefined, 1), { workers: cores >= 2 ? 2 : 1, threads: 1 });
+    assert.deepEqual(servingLayout(3), { workers: 3, threads: 1 });
+    assert.deepEqual(servingLayout(1, 2), { workers: 1, threads: 2 });
+    process.env.VGG_NUM_THREADS = "3";
+    assert.deepEqual(servingLayout(2), { workers: 2, threads: 3 });
+  } finally {
+    if (saved === undefined) delete process.env.VGG_NUM_THREADS;
+    else process.env.VGG_NUM_THREADS = saved;
+  }
 });
