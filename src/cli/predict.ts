@@ -1,5 +1,4 @@
 // `vgg predict`: top-k classes with probabilities for PNG/JPEG images of any size, colour or grey.
-
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { noGrad } from "../autograd.js";

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import jpeg from "jpeg-js";
 import { PNG } from "pngjs";
 import { resizeBilinear } from "../data/transforms.js";
+import { luma } from "./luma.js";
 import { decodePngFast, decodePngFastGrey } from "./png-fast.js";
 
 /** Refuse decoding anything larger: 50 megapixels is 600 MB of float RGB. */
@@ -92,12 +93,11 @@ export function decodeImageGrey(bytes: Uint8Array, name = "image"): GreyImage {
   return { width: img.width, height: img.height, data: toGrey(img) };
 }
 
-/** ITU-R 601 luma, as PIL's convert("L"). */
+/** ITU-R 601 luma (luma.ts), as PIL's convert("L"). */
 export function toGrey(img: RgbImage): Float32Array {
   const plane = img.width * img.height;
   const out = new Float32Array(plane);
-  for (let i = 0; i < plane; i++)
-    out[i] = 0.299 * img.data[i] + 0.587 * img.data[plane + i] + 0.114 * img.data[2 * plane + i];
+  for (let i = 0; i < plane; i++) out[i] = luma(img.data[i], img.data[plane + i], img.data[2 * plane + i]);
   return out;
 }
 

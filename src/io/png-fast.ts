@@ -2,11 +2,12 @@
 // RGB or RGBA, without a palette or a transparent colour. It inflates the image data in one call and
 // unfilters the rows straight into planar RGB floats, the numbers pngjs + rgbaToImage give, at a third of
 // their time for a 32x32 image, or (decodePngFastGrey, for 1-channel models) into the luma plane toGrey
-// would make of them, without the colour planes. Anything else (other depths and colour types, interlacing, tRNS, unknown
-// critical chunks, a bad checksum or length, a truncated file) returns null, and the caller decodes it
-// with pngjs, which gives its own answer and its own error messages.
+// would make of them, without the colour planes. Anything else (other depths and colour types,
+// interlacing, tRNS, unknown critical chunks, a bad checksum or length, a truncated file) returns null,
+// and the caller decodes it with pngjs, which gives its own answer and its own error messages.
 import * as zlib from "node:zlib";
 import type { GreyImage, RgbImage } from "./image.js";
+import { luma } from "./luma.js";
 
 const CRC_TABLE = (() => {
   const t = new Int32Array(256);
@@ -199,8 +200,8 @@ function toPlanes({ raw, width, height, channels }: Rows): RgbImage {
 }
 
 /**
- * The unfiltered rows as one luma plane: toGrey's sum 0.299 R + 0.587 G + 0.114 B (in that order, in
- * float64) of the float32 colours toPlanes would store, looked up by byte instead of divided.
+ * The unfiltered rows as one luma plane: toGrey's luma() of the float32 colours toPlanes would store,
+ * looked up by byte instead of divided.
  */
 function toLuma({ raw, width, height, channels }: Rows): GreyImage {
   const stride = width * channels;
@@ -212,20 +213,20 @@ function toLuma({ raw, width, height, channels }: Rows): GreyImage {
     if (channels === 1)
       for (let x = 0; x < width; x++) {
         const v = t[raw[row + x]];
-        data[o + x] = 0.299 * v + 0.587 * v + 0.114 * v;
+        data[o + x] = luma(v, v, v);
       }
     else if (channels === 2)
       for (let x = 0, p = row; x < width; x++, p += 2) {
         const v = t[raw[p + 1] * 256 + raw[p]];
-        data[o + x] = 0.299 * v + 0.587 * v + 0.114 * v;
+        data[o + x] = luma(v, v, v);
       }
     else if (channels === 3)
       for (let x = 0, p = row; x < width; x++, p += 3)
-        data[o + x] = 0.299 * t[raw[p]] + 0.587 * t[raw[p + 1]] + 0.114 * t[raw[p + 2]];
+        data[o + x] = luma(t[raw[p]], t[raw[p + 1]], t[raw[p + 2]]);
     else
       for (let x = 0, p = row; x < width; x++, p += 4) {
         const a = raw[p + 3] * 256;
-        data[o + x] = 0.299 * t[a + raw[p]] + 0.587 * t[a + raw[p + 1]] + 0.114 * t[a + raw[p + 2]];
+        data[o + x] = luma(t[a + raw[p]], t[a + raw[p + 1]], t[a + raw[p + 2]]);
       }
   }
   return { width, height, data };
