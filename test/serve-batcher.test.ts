@@ -1,11 +1,11 @@
 // The dynamic batcher (src/serve/batcher.ts) with a model it controls: full batches start at once, at most
 // `concurrency` run at a time while the rest wait, each request gets its own rows back, and close()
 // resolves only once every queued request is answered. No timing: the fake model finishes a batch only
-// when the test says so.
+// when the test says so, and the delay's clock is the test's own (mock timers), never the machine's.
 // Also the serving layout's defaults (servingLayout: model threads and kernel threads).
 import assert from "node:assert/strict";
 import { availableParallelism } from "node:os";
-import { test } from "node:test";
+import { mock, test } from "node:test";
 import { Batcher, ClientTie, ClosedError } from "../src/serve/batcher.js";
 import { servingLayout } from "../src/serve/model-thread.js";
 
@@ -112,6 +112,97 @@ test("a client that goes away withdraws its waiting images; one gone already is 
   // Going away after the answer changes nothing.
   staying.gone();
   assert.equal(b.depth, 0);
+});
+
+test("a batch starts at once when every client that could send has a request waiting or running", async () => {
+  const model = heldModel();
+  let clients = 3;
+  const b = new Batcher({
+    maxBatch: 8,
+    maxDelayMs: 60_000,
+    maxQueue: 16,
+    inputSize: 1,
+    outputSize: 1,
+    run: model.run,
+    senders: () => clients,
+  });
+  const first = [b.submit(Float32Array.of(1), 1), b.submit(Float32Array.of(2), 1)];
+  await settle();
+  assert.equal(model.runs.length, 0, "a batch started while a client could still send");
+  first.push(b.submit(Float32Array.of(3), 1));
+  await settle();
+  assert.deepEqual(
+    model.runs.map((r) => [...r.input]),
+    [[1, 2, 3]],
+  );
+  // A fourth client's request waits for the model thread; three of the four are running.
+  clients = 4;
+  const later = [b.submit(Float32Array.of(4), 1)];
+  await settle();
+  assert.equal(model.runs.length, 1);
+  // Once the batch is answered its three clients may send again, so the request waits for them...
+  model.runs[0].finish();
+  await settle();
+  assert.equal(model.runs.length, 1, "a batch started while three clients could still send");
+  assert.deepEqual(
+    (await Promise.all(first)).map((a) => [...a]),
+    [[10], [20], [30]],
+  );
+  // ... and starts once all four have a request waiting.
+  later.push(
+    b.submit(Float32Array.of(5), 1),
+    b.submit(Float32Array.of(6), 1),
+    b.submit(Float32Array.of(7), 1),
+  );
+  await settle();
+  assert.deepEqual([...model.runs[1].input], [4, 5, 6, 7]);
+  model.runs[1].finish();
+  assert.deepEqual(
+    (await Promise.all(later)).map((a) => [...a]),
+    [[40], [50], [60], [70]],
+  );
+});
+
+test("the delay runs from the later of a request's arrival and a model thread coming free for it", async () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    let now = 0;
+    const advance = (ms: number) => {
+      now += ms;
+      mock.timers.tick(ms);
+    };
+    const model = heldModel();
+    const b = new Batcher({
+      maxBatch: 4,
+      maxDelayMs: 5,
+      maxQueue: 8,
+      inputSize: 1,
+      outputSize: 1,
+      run: model.run,
+      clock: () => now,
+    });
+    const a = b.submit(Float32Array.of(1), 1);
+    advance(4);
+    assert.equal(model.runs.length, 0, "the batch started before its delay");
+    advance(1);
+    assert.equal(model.runs.length, 1);
+    // The second request arrives while the only model thread is busy and waits out the whole batch...
+    advance(1);
+    const c = b.submit(Float32Array.of(2), 1);
+    advance(94);
+    model.runs[0].finish();
+    assert.deepEqual([...(await a)], [10]);
+    // ... then gives the next batch the delay to fill, from the moment the thread came free.
+    advance(4);
+    assert.equal(model.runs.length, 1, "the batch started before the delay from the free thread");
+    const d = b.submit(Float32Array.of(3), 1);
+    advance(1);
+    assert.deepEqual([...model.runs[1].input], [2, 3]);
+    model.runs[1].finish();
+    assert.deepEqual([...(await c), ...(await d)], [20, 30]);
+  } finally {
+    mock.timers.reset();
+  }
 });
 
 test("the serving layout: two model threads sharing every core by default, one kernel thread each with --workers", () => {

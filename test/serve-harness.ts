@@ -3,7 +3,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PNG } from "pngjs";
@@ -65,25 +65,49 @@ export interface Reply {
 
 export const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
+/**
+ * An open connection that sends nothing: a client that could still send a request, so that the batcher
+ * waits for its delay instead of starting a batch once every other connection has a request in. The server
+ * accepts it before any connection opened later, so it counts before their requests arrive.
+ */
+export function idleConnection(url: string): Promise<Socket> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => resolve(socket));
+    socket.once("error", reject);
+  });
+}
+
 export function http(
   url: string,
-  o: { method?: string; body?: Buffer | string; type?: string; headers?: Record<string, string> } = {},
+  o: {
+    method?: string;
+    body?: Buffer | string;
+    type?: string;
+    headers?: Record<string, string>;
+    /** A connection of its own, closed after the answer (no keep-alive agent). */
+    fresh?: boolean;
+  } = {},
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...o.headers };
     if (o.type) headers["Content-Type"] = o.type;
-    const req = request(url, { method: o.method ?? (o.body ? "POST" : "GET"), headers, agent }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body: Buffer.concat(chunks).toString(),
-        }),
-      );
-      res.on("error", reject);
-    });
+    const req = request(
+      url,
+      { method: o.method ?? (o.body ? "POST" : "GET"), headers, agent: o.fresh ? false : agent },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        );
+        res.on("error", reject);
+      },
+    );
     req.on("error", reject);
     req.end(o.body);
   });

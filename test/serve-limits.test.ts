@@ -1,6 +1,6 @@
 // Backpressure, timeouts and shutdown of `vgg serve --api`, keyed on what the server reports (its queue
-// depth in /metrics), never on timing: with a batch delay of ten minutes, requests stay queued until the
-// queue fills or SIGTERM flushes it.
+// depth in /metrics), never on timing: with a batch delay of ten minutes and a connection that could still
+// send (idleConnection), requests stay queued until the queue fills or SIGTERM flushes it.
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { connect } from "node:net";
@@ -8,6 +8,7 @@ import { after, before, test } from "node:test";
 import {
   agent,
   http,
+  idleConnection,
   metric,
   randomPng,
   type ServerChild,
@@ -34,9 +35,11 @@ after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function serve(args: string[]): Promise<ServerChild> {
+/** A server with an idle connection open: a batch never starts for want of other clients. */
+async function serve(args: string[], idle = true): Promise<ServerChild> {
   const s = await startServe(["--weights", weights, ...args]);
   servers.push(s);
+  if (idle) (await idleConnection(s.url)).on("error", () => {});
   return s;
 }
 
@@ -90,6 +93,20 @@ test("SIGTERM with a hundred requests in flight, some of them v2, answers them a
     if (i % 4 === 0) assert.deepEqual(json.outputs[0].shape, [2, 10]);
     else assert.equal(json.top.length, 5);
   });
+  assert.equal(await s.exit, 0);
+});
+
+test("a lone client's batch starts at once, without the delay: no other client could join it", {
+  timeout: 120_000,
+}, async () => {
+  // With a ten-minute delay, an answer can only come from the batcher seeing that nobody else could send.
+  const s = await serve(HELD, false);
+  const r = await http(`${s.url}/v1/classify`, { body: image(3), type: "image/png", fresh: true });
+  assert.equal(r.status, 200, r.body);
+  assert.equal(JSON.parse(r.body).top.length, 5);
+  const m = (await http(`${s.url}/metrics`)).body;
+  assert.equal(metric(m, "vgg_serve_batch_size_count"), 1);
+  s.child.kill("SIGTERM");
   assert.equal(await s.exit, 0);
 });
 

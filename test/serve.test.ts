@@ -11,6 +11,7 @@ import { loadModel } from "../src/train/checkpoint.js";
 import {
   agent,
   http,
+  idleConnection,
   metric,
   pngFiles,
   predictJson,
@@ -100,7 +101,9 @@ test("two model threads (--workers 2) answering concurrent clients one image per
 
 test("concurrent clients, batched, get vgg predict's answers", { timeout: 180_000 }, async () => {
   const s = await serve(["--max-batch", "8", "--max-delay-ms", "20"]);
-  // 60 requests at once from up to 64 sockets: the batcher groups them as they arrive.
+  // 60 requests at once from up to 64 sockets: the batcher groups them as they arrive. An idle connection
+  // keeps each batch waiting for its delay (it could send), as a busy server's other clients would.
+  const idle = await idleConnection(s.url);
   const order = Array.from({ length: 60 }, (_, i) => i % files.length);
   const replies = await Promise.all(order.map((i) => classify(s.url, files[i])));
   replies.forEach((r, k) => {
@@ -123,6 +126,7 @@ test("concurrent clients, batched, get vgg predict's answers", { timeout: 180_00
   assert.equal(metric(m, "vgg_serve_batch_size_sum"), 60 + files.length);
   assert.ok(metric(m, "vgg_serve_batch_size_bucket", 'le="4"') < metric(m, "vgg_serve_batch_size_count"));
   assert.equal(metric(m, "vgg_serve_errors_total"), 0);
+  idle.destroy();
   s.child.kill("SIGTERM");
   assert.equal(await s.exit, 0);
 });

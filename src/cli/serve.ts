@@ -81,7 +81,12 @@ export function serveCommand(): Command {
     .option("--api", "serve only the inference API, not the browser page")
     .option("--model-name <name>", "the model's name in /v2/models/{name}", "vgg")
     .option("--max-batch <n>", "most images per batch", positiveInt("--max-batch"), 32)
-    .option("--max-delay-ms <ms>", "longest wait for a batch to fill", nonNegative("--max-delay-ms"), 5)
+    .option(
+      "--max-delay-ms <ms>",
+      "longest wait for a batch to fill once a model thread is free (none when every open connection has a request in)",
+      nonNegative("--max-delay-ms"),
+      5,
+    )
     .option("--max-queue <n>", "images allowed to wait; beyond it 503", positiveInt("--max-queue"), 256)
     .option(
       "--max-body-bytes <n>",

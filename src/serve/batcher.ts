@@ -1,12 +1,14 @@
 // Dynamic batching: requests wait in a bounded queue and run together, up to `maxBatch` images per batch,
-// once the oldest has waited `maxDelayMs` or the queue holds a full batch. Up to `concurrency` batches run
-// at a time (one per model thread), so under load the requests that arrive while the model threads are
-// busy form the next batch and batches grow with the load.
+// once a model thread is free and either the queue holds a full batch, or the oldest request has waited
+// `maxDelayMs` (counted from when a model thread came free for it, if later than its arrival), or every
+// client that could send one has a request waiting or running (`senders`: then nobody can join). Up to
+// `concurrency` batches run at a time (one per model thread), so under load the requests that arrive while
+// the model threads are busy form the next batch and batches grow with the load.
 
 export interface BatcherOptions {
   /** Largest batch, in images. */
   maxBatch: number;
-  /** How long the oldest request may wait for others before its batch starts. */
+  /** How long a batch may wait for requests to join it, from when a model thread is free and a request waits. */
   maxDelayMs: number;
   /** Images allowed to wait; a request that would exceed it is refused with QueueFullError. */
   maxQueue: number;
@@ -19,6 +21,13 @@ export interface BatcherOptions {
   run: (input: Float32Array, n: number) => Promise<Float32Array>;
   /** Told of every batch that ran: its size and how long the run took. */
   onBatch?: (n: number, seconds: number) => void;
+  /**
+   * How many requests could be waiting at most now (the server's open connections, one request each):
+   * once that many are queued or running, no other can join the next batch, which then starts at once.
+   */
+  senders?: () => number;
+  /** Milliseconds from some fixed start (tests pass their own clock); performance.now if absent. */
+  clock?: () => number;
 }
 
 /**
@@ -68,7 +77,12 @@ export class Batcher {
   private readonly queue: Pending[] = [];
   private queuedImages = 0;
   private runs = 0;
+  /** Requests in the batches that are running. */
+  private runningRequests = 0;
+  /** When a model thread last came free while requests waited for it (the delay counts from then). */
+  private freeSince = 0;
   private readonly concurrency: number;
+  private readonly now: () => number;
   private timer?: NodeJS.Timeout;
   private flushing = false;
   private closed = false;
@@ -80,6 +94,7 @@ export class Batcher {
         throw new RangeError(`Expected ${k} to be a positive integer but received ${o[k]}`);
     if (!(o.maxDelayMs >= 0)) throw new RangeError(`Expected maxDelayMs >= 0 but received ${o.maxDelayMs}`);
     this.concurrency = o.concurrency ?? 1;
+    this.now = o.clock ?? (() => performance.now());
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1)
       throw new RangeError(`Expected concurrency to be a positive integer but received ${o.concurrency}`);
   }
@@ -124,7 +139,7 @@ export class Batcher {
       );
     if (!this.hasRoom(n)) return Promise.reject(this.fullError());
     return new Promise((resolve, reject) => {
-      const p: Pending = { input, n, enqueuedAt: performance.now(), resolve, reject, settled: false };
+      const p: Pending = { input, n, enqueuedAt: this.now(), resolve, reject, settled: false };
       const withdraw = (e: Error) => {
         const i = this.queue.indexOf(p);
         if (i >= 0) {
@@ -174,8 +189,13 @@ export class Batcher {
       if (this.runs === 0) for (const ok of this.idleWaiters.splice(0)) ok();
       return;
     }
-    const waited = performance.now() - this.queue[0].enqueuedAt;
-    if (this.flushing || this.queuedImages >= this.o.maxBatch || waited >= this.o.maxDelayMs) {
+    // The delay runs from the later of the oldest request's arrival and the moment a model thread came free
+    // for it: requests that waited out a running batch still give the next batch time to fill.
+    const waited = this.now() - Math.max(this.queue[0].enqueuedAt, this.freeSince);
+    // Every client that could send a request has one waiting or running: none can join, so do not wait.
+    const nobodyElse =
+      this.o.senders !== undefined && this.queue.length + this.runningRequests >= this.o.senders();
+    if (this.flushing || this.queuedImages >= this.o.maxBatch || waited >= this.o.maxDelayMs || nobodyElse) {
       clearTimeout(this.timer);
       this.timer = undefined;
       this.dispatch();
@@ -207,7 +227,8 @@ export class Batcher {
       offset += p.input.length;
     }
     this.runs++;
-    const started = performance.now();
+    this.runningRequests += batch.length;
+    const started = this.now();
     // The next batch starts before this one's answers are sent: the model thread is not kept waiting while
     // the HTTP thread writes them.
     let done = false;
@@ -215,13 +236,15 @@ export class Batcher {
       if (done) return;
       done = true;
       this.runs--;
+      this.runningRequests -= batch.length;
+      if (this.queue.length > 0) this.freeSince = this.now();
       this.schedule();
     };
     this.o
       .run(input, n)
       .then((out) => {
         finished();
-        this.o.onBatch?.(n, (performance.now() - started) / 1000);
+        this.o.onBatch?.(n, (this.now() - started) / 1000);
         let row = 0;
         for (const p of batch) {
           const size = p.n * this.o.outputSize;

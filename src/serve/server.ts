@@ -89,7 +89,13 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     { ...o.source, runtime: { ...o.source.runtime, threads: layout.threads } },
     layout.workers,
   );
-  const service = new ModelService(thread, { ...o, onBatch: (n, s) => metrics?.batch(n, s) });
+  let connections = 0;
+  const service = new ModelService(thread, {
+    ...o,
+    onBatch: (n, s) => metrics?.batch(n, s),
+    // One request per connection (HTTP/1.1 without pipelining): the open connections bound who can send.
+    senders: () => connections,
+  });
   let active = 0;
   metrics = new ServeMetrics(
     () => service.batcher.depth,
@@ -207,6 +213,10 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
           draining ? { ...err.headers, Connection: "close" } : err.headers,
         );
     });
+  });
+  server.on("connection", (socket) => {
+    connections++;
+    socket.once("close", () => connections--);
   });
   // Bound the time a client may take to send its headers and its body, so slow clients cannot pile up.
   server.headersTimeout = 10_000;

@@ -14,6 +14,7 @@ export interface ServiceOptions {
   /** Per request, from arrival to answer; 0: none. */
   requestTimeoutMs: number;
   onBatch?: BatcherOptions["onBatch"];
+  senders?: BatcherOptions["senders"];
 }
 
 export class ModelService {
@@ -39,6 +40,7 @@ export class ModelService {
       concurrency: thread.count,
       run: (x, n) => thread.run(x, n),
       onBatch: o.onBatch,
+      senders: o.senders,
     });
   }
 
