@@ -1,11 +1,13 @@
 // `npm run bench:serve`: `vgg serve --api` under load from autocannon, side by side with a minimal Node
 // server around onnxruntime-node on the same model's ONNX export (bench/serve-ort.ts, batching the same
 // way). The d2l model (VGG-11/4, 1 channel, freshly initialised) at 32x32 and 224x224; 1, 8, 64 and 256
-// concurrent clients POSTing one PNG each to /v1/classify, for a fixed time per run; the two servers take
-// turns at each load so that a drift in the machine's speed touches both, and before each round the offline
-// `vgg bench --mode infer` throughput at the same batch size, the goal's yardstick, is timed afresh (each
-// vgg row gives its share of it). Then an overload run (a queue limit below the client count: only 503s
-// may be refused). Client and servers share the machine.
+// concurrent clients POSTing one PNG each to /v1/classify, for a fixed time per run; the servers take
+// turns at each load so that a drift in the machine's speed touches all. The goal's yardstick, the offline
+// `vgg bench --mode infer` throughput at the same batch size, is timed afresh before and after each
+// round's vgg runs (their mean), and each vgg row gives its share of it twice: of the rate of its median
+// step (what `vgg bench` prints first) and of its rate over the whole timed run, slow steps included, as
+// the server's req/s is. Then an overload run (a queue limit below the client count: only 503s may be
+// refused). Client and servers share the machine.
 // Run: npm run bench:serve -- [--seconds 10] [--clients 1,8,64,256] [--sizes 32,224] [--no-ort]
 //      [--serve-args "--threads 1"] [--serve-args "--workers 1;--workers 2"] [--rounds 1] [--no-offline]
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
@@ -184,7 +186,11 @@ async function load(s: Server, body: Buffer, connections: number, duration: numb
 const row = (name: string, clients: number, r: Run) =>
   `${name.padEnd(18)} ${String(clients).padStart(7)} ${r.rps.toFixed(1).padStart(9)} ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${(r.p99 / Math.max(r.p50, 0.001)).toFixed(1).padStart(7)} ${r.batch.toFixed(1).padStart(6)} ${String(r.errors).padStart(6)} ${r.rssBefore.toFixed(0).padStart(6)} -> ${r.rssAfter.toFixed(0).padStart(4)} ${r.cpuMain.toFixed(0).padStart(5)} ${r.cpuOther.toFixed(0).padStart(5)} ${r.cpuLoad.toFixed(0).padStart(5)}`;
 
-function offline(size: number): number {
+/**
+ * The offline rates: images_per_s, batch / the median step (what `vgg bench` prints first), and
+ * mean_images_per_s, images over the whole timed run, slow steps included, as a server's req/s is.
+ */
+function offline(size: number): { median: number; sustained: number } {
   const out = execFileSync(process.execPath, [
     "bin/vgg",
     "bench",
@@ -200,7 +206,8 @@ function offline(size: number): number {
     "2",
     "--json",
   ]).toString();
-  return (JSON.parse(out) as { images_per_s: number }).images_per_s;
+  const r = JSON.parse(out) as { images_per_s: number; mean_images_per_s: number };
+  return { median: r.images_per_s, sustained: r.mean_images_per_s };
 }
 
 const dir = join(tmpdir(), `vgg-bench-serve-${process.pid}`);
@@ -251,25 +258,44 @@ try {
     console.log(
       `${"server".padEnd(18)} clients     req/s   p50 ms   p99 ms p99/p50  batch errors  RSS MB        us CPU/req: http model  load   vs offline (img/s)`,
     );
-    // The offline yardstick is timed afresh before each round, so that each round's ratio compares runs a
+    // The offline yardstick is timed afresh around each round, so that each round's ratio compares runs a
     // few seconds apart: on a shared machine the speed drifts more than that between the start and the end.
-    const ratios = new Map<string, number[]>();
+    const ratios = new Map<string, { median: number[]; sustained: number[] }>();
     for (const clients of clientCounts)
       for (let round = 0; round < rounds; round++) {
-        const off = withOffline ? offline(size) : Number.NaN;
-        for (const s of servers) {
-          const r = await load(s, body, clients, seconds);
-          const vs = s.name === "onnxruntime" ? Number.NaN : r.rps / off;
-          if (clients === 64 && Number.isFinite(vs)) ratios.set(s.name, [...(ratios.get(s.name) ?? []), vs]);
+        // The vgg rows run between two offline timings and take their mean as the yardstick, so that a
+        // drift in the machine's speed during the round moves both sides; onnxruntime runs after them.
+        const ours = servers.filter((s) => s.name !== "onnxruntime");
+        const before = withOffline ? offline(size) : { median: Number.NaN, sustained: Number.NaN };
+        const runs = new Map<Server, Run>();
+        for (const s of ours) runs.set(s, await load(s, body, clients, seconds));
+        const after = withOffline ? offline(size) : before;
+        const off = {
+          median: (before.median + after.median) / 2,
+          sustained: (before.sustained + after.sustained) / 2,
+        };
+        for (const s of servers.filter((s) => s.name === "onnxruntime"))
+          runs.set(s, await load(s, body, clients, seconds));
+        for (const [s, r] of runs) {
+          const vs = s.name === "onnxruntime" ? Number.NaN : r.rps / off.median;
+          const vsSustained = r.rps / off.sustained;
+          if (clients === 64 && Number.isFinite(vs)) {
+            const v = ratios.get(s.name) ?? { median: [], sustained: [] };
+            v.median.push(vs);
+            v.sustained.push(vsSustained);
+            ratios.set(s.name, v);
+          }
           console.log(
-            `${row(s.name, clients, r)}${Number.isFinite(vs) ? `   ${(100 * vs).toFixed(1).padStart(5)}% of ${off.toFixed(0)}` : ""}`,
+            `${row(s.name, clients, r)}${Number.isFinite(vs) ? `   ${(100 * vs).toFixed(1).padStart(5)}% of ${off.median.toFixed(0)} (${(100 * vsSustained).toFixed(1)}% of ${off.sustained.toFixed(0)})` : ""}`,
           );
         }
       }
     for (const s of servers) await stop(s);
+    const pct = (v: number[]) =>
+      `${v.map((x) => `${(100 * x).toFixed(1)}%`).join(", ")} (median ${(100 * median(v)).toFixed(1)}%)`;
     for (const [name, v] of ratios)
       console.log(
-        `${name} at 64 clients vs offline \`vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}\` timed before each round: ${v.map((x) => `${(100 * x).toFixed(1)}%`).join(", ")} (median ${(100 * median(v)).toFixed(1)}%)`,
+        `${name} at 64 clients vs offline \`vgg bench --mode infer --resize ${size} --batch-size ${MAX_BATCH}\` timed before and after each round: ${pct(v.median)} of its median-step rate; ${pct(v.sustained)} of its whole-run rate`,
       );
     if (size === 32) {
       // Overload: 256 clients against a queue of 32 images; only 503s may be refused.
