@@ -574,6 +574,12 @@ Napi::Value SetIdleSpin(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value MarkCoresBusy(const Napi::CallbackInfo& info) {
+  expect_args(info, 1);
+  vgg::mark_cores_busy(bool_arg(info[0], "the cores' busy mark"));
+  return info.Env().Undefined();
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -717,6 +723,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("setIdleSpin", Napi::Function::New(env, SetIdleSpin));
+  exports.Set("markCoresBusy", Napi::Function::New(env, MarkCoresBusy));
   exports.Set("info", Napi::Function::New(env, Info));
   register_bf16(env, exports);
   return exports;

@@ -1171,7 +1171,7 @@ void winograd_weight_batch(int tile, float* dw, const float* dy, const float* x,
   const bool four = tile == 4;
   const int64_t m_size = four ? winograd4_weight_acc_size(s.c_out, s.c_in) : winograd_weight_acc_size(s.c_out, s.c_in);
   float* partial[256] = {};
-  parallel_run(
+  parallel_run_together(
       [&](int ith, int nth) {
         float* acc = winograd_accumulator(m_size);
         partial[ith] = acc;
@@ -1213,7 +1213,7 @@ template <typename ImageFn>
 void weight_grad_by_images(float* dw, const ConvShape& s, ImageFn&& image_fn) {
   const int64_t w_size = s.c_out * kdim_of(s);
   float* partial[256] = {};
-  parallel_run(
+  parallel_run_together(
       [&](int ith, int nth) {
         float* acc = ith == 0 ? dw : thread_scratch(1, w_size);
         partial[ith] = acc;

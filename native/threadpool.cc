@@ -1,9 +1,11 @@
-// Persistent thread pool: a generation counter wakes the workers, a done counter reports back.
+// Persistent thread pool: a generation counter wakes the workers, tasks are claimed from a counter (the
+// calling thread takes those no worker has), and a run ends once the workers inside it have left.
 #include "threadpool.h"
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -26,6 +28,10 @@ namespace {
 // threads share the cores with its HTTP thread, sets it short: past the poll a waiter is waiting for a
 // thread that was preempted, and sleeping gives its core to that one.
 std::atomic<int64_t> g_idle_spin_us{2000};
+
+// Marks of other work wanting the cores (mark_cores_busy), one per server whose cores are shared now:
+// while any is set, every parallel_run runs serially.
+std::atomic<int> g_cores_busy{0};
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -64,6 +70,17 @@ struct alignas(64) WaitWord {
     if (sleepers.load(std::memory_order_seq_cst) > 0) wake_all();
   }
 
+  // Counts down; the one that reaches zero wakes the sleepers, if any.
+  void leave() {
+    if (value.fetch_sub(1, std::memory_order_seq_cst) == 1 && sleepers.load(std::memory_order_seq_cst) > 0)
+      wake_all();
+  }
+
+  // Returns once the value is `want` (it moves only towards it: up by advance, down by leave).
+  void wait_for(int32_t want) {
+    for (int32_t v; (v = value.load(std::memory_order_acquire)) != want;) wait_while(v);
+  }
+
  private:
   void sleep_on(int32_t seen) {
 #if defined(__linux__)
@@ -96,37 +113,56 @@ class Pool {
     stopping_ = false;
     // Each worker starts from the generation current now, so a run issued before it is scheduled still wakes it.
     const int64_t start = generation_.value.load(std::memory_order_acquire);
-    for (int i = 1; i < n; i++) workers_.emplace_back([this, i, start] { worker_loop(i, start); });
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, start] { worker_loop(start); });
   }
 
-  void run(const TaskFn& fn, int nth) {
-    // A nested call (from inside a task), or one from a second JS thread while the pool is busy, runs
-    // serially on its own thread: every kernel is correct for any nth.
-    if (nth <= 1 || size_ == 1 || in_task_ || !busy_.try_lock()) {
+  // Tasks 0..nth-1 of fn: the caller takes task 0, then (independent tasks) claims the rest one at a time
+  // alongside the workers, so a task no worker has started by then (one asleep, or preempted by another
+  // process) runs on the caller instead of being waited for; tasks that meet at barrier() (together) each
+  // run on a thread of their own. Which thread runs a task never changes what it computes.
+  void run(const TaskFn& fn, int nth, bool together) {
+    // A nested call (from inside a task), one from a second JS thread while the pool is busy, and every
+    // call while the cores are marked busy run serially on their own thread: every kernel is correct for
+    // any nth.
+    if (nth <= 1 || size_ == 1 || in_task_ || g_cores_busy.load(std::memory_order_relaxed) > 0 || !busy_.try_lock()) {
       fn(0, 1);
       return;
     }
     std::lock_guard<std::mutex> busy(busy_, std::adopt_lock);
     in_task_ = true;
     if (nth > size_) nth = size_;
+    const int64_t run = ++runs_;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       task_ = &fn;
       task_nth_ = nth;
-      done_.value.store(0, std::memory_order_relaxed);
-      run_seen_ = all_done_.value.load(std::memory_order_relaxed);
-      generation_.value.fetch_add(1, std::memory_order_release);
+      together_ = together;
+      next_task_.value.store(1, std::memory_order_relaxed);
+      tasks_done_.value.store(0, std::memory_order_relaxed);
+      open_.value.store(run, std::memory_order_seq_cst);
+      generation_.value.store(run, std::memory_order_release);
     }
     wake_.notify_all();
     fn(0, nth);
-    // Every worker (not only the nth-1 participants) checks in, so none can still read task_ after we
-    // return; the last one to check in moves all_done_ on.
-    all_done_.wait_while(run_seen_);
+    if (together) {
+      tasks_done_.wait_for(nth - 1);
+    } else {
+      for (int64_t t; (t = next_task_.value.fetch_add(1, std::memory_order_relaxed)) < nth;)
+        fn(static_cast<int>(t), nth);
+    }
+    // Closed: a worker that wakes from now on leaves without reading task_. Then wait for those inside
+    // (seq_cst with the workers' entry: either a worker's entry is seen here, or it sees the run closed).
+    open_.value.store(0, std::memory_order_seq_cst);
+    inside_.wait_for(0);
     in_task_ = false;
   }
 
   void barrier(int nth) {
     if (nth <= 1) return;
+    if (!together_) {
+      std::fprintf(stderr, "vgg-ts native: barrier() inside parallel_run; use parallel_run_together\n");
+      std::abort();
+    }
     const int32_t gen = barrier_gen_.value.load(std::memory_order_acquire);
     if (barrier_count_.value.fetch_add(1, std::memory_order_acq_rel) == nth - 1) {
       barrier_count_.value.store(0, std::memory_order_relaxed);
@@ -148,7 +184,7 @@ class Pool {
     return hc == 0 ? 1 : static_cast<int>(hc);
   }
 
-  void worker_loop(int ith, int64_t seen) {
+  void worker_loop(int64_t seen) {
     for (;;) {
       const auto spin_until =
           std::chrono::steady_clock::now() + std::chrono::microseconds(g_idle_spin_us.load(std::memory_order_relaxed));
@@ -164,13 +200,26 @@ class Pool {
         }
       }
       if (stopping_.load()) return;
-      seen++;
-      const TaskFn* task = task_;
-      const int nth = task_nth_;
-      in_task_ = true;
-      if (ith < nth) (*task)(ith, nth);
-      in_task_ = false;
-      if (done_.value.fetch_add(1, std::memory_order_acq_rel) == size_ - 2) all_done_.advance();
+      // The latest run (a worker that slept through some joins only the one published last).
+      seen = generation_.value.load(std::memory_order_acquire);
+      inside_.value.fetch_add(1, std::memory_order_seq_cst);
+      if (open_.value.load(std::memory_order_seq_cst) == seen) {
+        const TaskFn* task = task_;
+        const int nth = task_nth_;
+        in_task_ = true;
+        if (together_) {
+          const int64_t t = next_task_.value.fetch_add(1, std::memory_order_relaxed);
+          if (t < nth) {
+            (*task)(static_cast<int>(t), nth);
+            tasks_done_.advance();
+          }
+        } else {
+          for (int64_t t; (t = next_task_.value.fetch_add(1, std::memory_order_relaxed)) < nth;)
+            (*task)(static_cast<int>(t), nth);
+        }
+        in_task_ = false;
+      }
+      inside_.leave();
     }
   }
 
@@ -193,10 +242,13 @@ class Pool {
   std::atomic<bool> stopping_{false};
   const TaskFn* task_ = nullptr;
   int task_nth_ = 1;
-  PaddedAtomic generation_;
-  PaddedAtomic done_;
-  WaitWord all_done_;  // moves on once per run, when the last worker checks in
-  int32_t run_seen_ = 0;  // all_done_'s value when the current run started (the calling thread's)
+  bool together_ = false;
+  int64_t runs_ = 0;           // runs published (the calling thread's; busy_ serialises them)
+  PaddedAtomic generation_;    // the last run published: workers wait for it to move
+  PaddedAtomic open_;          // the run that workers may still join, 0 once its tasks are all taken
+  PaddedAtomic next_task_;     // the next task to claim
+  WaitWord tasks_done_;        // tasks finished by workers (together runs)
+  WaitWord inside_;            // workers inside the current run
   PaddedAtomic barrier_count_;
   WaitWord barrier_gen_;
 };
@@ -214,11 +266,25 @@ int num_threads() { return pool().size(); }
 void set_num_threads(int n) { pool().resize(n); }
 void set_idle_spin_us(int64_t us) { g_idle_spin_us.store(us < 0 ? 0 : us, std::memory_order_relaxed); }
 
-void parallel_run(const TaskFn& fn, int64_t max_tasks) {
-  int nth = pool().size();
-  if (max_tasks < nth) nth = max_tasks < 1 ? 1 : static_cast<int>(max_tasks);
-  pool().run(fn, nth);
+void mark_cores_busy(bool busy) {
+  if (busy) {
+    g_cores_busy.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  // Never below zero: a stray clear cannot cancel a later mark.
+  int v = g_cores_busy.load(std::memory_order_relaxed);
+  while (v > 0 && !g_cores_busy.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) {
+  }
 }
+
+static int tasks_for(int64_t max_tasks) {
+  const int nth = pool().size();
+  return max_tasks < nth ? (max_tasks < 1 ? 1 : static_cast<int>(max_tasks)) : nth;
+}
+
+void parallel_run(const TaskFn& fn, int64_t max_tasks) { pool().run(fn, tasks_for(max_tasks), false); }
+
+void parallel_run_together(const TaskFn& fn, int64_t max_tasks) { pool().run(fn, tasks_for(max_tasks), true); }
 
 void barrier(int nth) { pool().barrier(nth); }
 

@@ -433,6 +433,8 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
   setNumThreads: fc.integer({ min: 1, max: 3 }).map((n) => ({ entry: "setNumThreads", slots: [value(n)] })),
   numThreads: fc.constant({ entry: "numThreads", slots: [] }),
   setIdleSpin: fc.constantFrom(0, 50, 2000).map((us) => ({ entry: "setIdleSpin", slots: [value(us)] })),
+  // A mark left set only makes the later kernels of this child run serially.
+  markCoresBusy: fc.boolean().map((busy) => ({ entry: "markCoresBusy", slots: [value(busy)] })),
   info: fc.constant({ entry: "info", slots: [] }),
 };
 

@@ -163,6 +163,57 @@ test("a batch starts at once when every client that could send has a request wai
   );
 });
 
+test("the cores count as shared while two batches run, or one runs and requests wait", async () => {
+  const model = heldModel();
+  const marks: boolean[] = [];
+  const b = new Batcher({
+    maxBatch: 2,
+    maxDelayMs: 60_000,
+    maxQueue: 16,
+    inputSize: 1,
+    outputSize: 1,
+    concurrency: 2,
+    run: model.run,
+    onShared: (shared) => marks.push(shared),
+  });
+  // One full batch running alone: its kernels may take every core.
+  const a = [b.submit(Float32Array.of(1), 1), b.submit(Float32Array.of(2), 1)];
+  await settle();
+  assert.equal(b.running, 1);
+  assert.deepEqual(marks, []);
+  // A request waits (for company, then a batch): shared, and told once however many more arrive.
+  const c = [b.submit(Float32Array.of(3), 1)];
+  assert.deepEqual(marks, [true]);
+  c.push(b.submit(Float32Array.of(4), 1));
+  await settle();
+  // They ran as a second batch: two running, still shared, nothing more said.
+  assert.equal(b.running, 2);
+  assert.deepEqual(marks, [true]);
+  model.runs[0].finish();
+  await settle();
+  // One batch left and nobody waiting: free again.
+  assert.deepEqual(marks, [true, false]);
+  model.runs[1].finish();
+  await settle();
+  assert.deepEqual(marks, [true, false]);
+  assert.deepEqual(
+    (await Promise.all([...a, ...c])).map((r) => [...r]),
+    [[10], [20], [30], [40]],
+  );
+  // A waiting request withdrawn while a batch runs frees the cores again.
+  const d = [b.submit(Float32Array.of(5), 1), b.submit(Float32Array.of(6), 1)];
+  await settle();
+  const tie = new ClientTie();
+  const gone = b.submit(Float32Array.of(7), 1, 0, tie);
+  assert.deepEqual(marks, [true, false, true]);
+  tie.gone();
+  await assert.rejects(gone, /went away/);
+  assert.deepEqual(marks, [true, false, true, false]);
+  model.runs[2].finish();
+  await Promise.all(d);
+  assert.deepEqual(marks, [true, false, true, false]);
+});
+
 test("the delay runs from the later of a request's arrival and a model thread coming free for it", async () => {
   mock.timers.enable({ apis: ["setTimeout"] });
   try {

@@ -132,6 +132,12 @@ export interface NativeAddon
    * and at a barrier or waiting for the end of a kernel.
    */
   setIdleSpin(microseconds: number): void;
+  /**
+   * Sets (true) or clears (false) one mark that the cores are busy with other work (a server's: a second
+   * batch running, or requests waiting for its HTTP thread); while any mark is set, every kernel runs
+   * serially on its calling thread (native/threadpool.h).
+   */
+  markCoresBusy(busy: boolean): void;
   setConvAlgorithm(a: ConvAlgorithm): void;
   convKernel(g: Conv2dGeometry, backward: boolean): string;
   convWeightKernel(g: Conv2dGeometry): string;

@@ -26,6 +26,12 @@ export interface BatcherOptions {
    * once that many are queued or running, no other can join the next batch, which then starts at once.
    */
   senders?: () => number;
+  /**
+   * Told when the cores become shared or free again: shared while more than one thing wants them, two
+   * batches running, or one running and requests waiting (for the HTTP thread, then a batch). A server
+   * then runs each batch's kernels on its own model thread instead of the kernel pool's threads.
+   */
+  onShared?: (shared: boolean) => void;
   /** Milliseconds from some fixed start (tests pass their own clock); performance.now if absent. */
   clock?: () => number;
 }
@@ -87,6 +93,7 @@ export class Batcher {
   private flushing = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
+  private shared = false;
 
   constructor(private readonly o: BatcherOptions) {
     for (const k of ["maxBatch", "maxQueue", "inputSize", "outputSize"] as const)
@@ -145,6 +152,7 @@ export class Batcher {
         if (i >= 0) {
           this.queue.splice(i, 1);
           this.queuedImages -= p.n;
+          this.noteShared();
         }
         this.settle(p, e);
       };
@@ -156,6 +164,7 @@ export class Batcher {
       tie?.onGone(() => withdraw(new Error("the client went away")));
       this.queue.push(p);
       this.queuedImages += n;
+      this.noteShared();
       this.schedule();
     });
   }
@@ -171,6 +180,13 @@ export class Batcher {
     this.closed = true;
     this.flush();
     if (this.runs > 0 || this.queue.length > 0) await new Promise<void>((ok) => this.idleWaiters.push(ok));
+  }
+
+  private noteShared(): void {
+    const shared = this.runs + (this.queue.length > 0 ? 1 : 0) > 1;
+    if (shared === this.shared) return;
+    this.shared = shared;
+    this.o.onShared?.(shared);
   }
 
   private settle(p: Pending, result: Float32Array | Error): void {
@@ -228,6 +244,7 @@ export class Batcher {
     }
     this.runs++;
     this.runningRequests += batch.length;
+    this.noteShared();
     const started = this.now();
     // The next batch starts before this one's answers are sent: the model thread is not kept waiting while
     // the HTTP thread writes them.
@@ -239,6 +256,7 @@ export class Batcher {
       this.runningRequests -= batch.length;
       if (this.queue.length > 0) this.freeSince = this.now();
       this.schedule();
+      this.noteShared();
     };
     this.o
       .run(input, n)

@@ -20,14 +20,15 @@ export interface ModelSource {
 
 /**
  * Model threads and kernel threads for serving. By default (on 2 cores or more) two model threads, each
- * with its own copy of the weights, and a kernel pool of every core: one batch at a time runs its kernels
- * on the pool and a batch that starts while it is busy runs on its own model thread (the pool is one per
- * process), so at low load a batch takes every core and under load the next batch runs instead of waiting,
- * filling the time the pool's threads would wait at a barrier for one preempted by the HTTP thread. (The
- * pool's threads poll for 50 us at a barrier, then sleep, native/threadpool.cc.) On the 2-core Zen 4 EPYC,
- * 64 clients at 32x32, this gave 72-90% (median 85%) of the offline batch-32 rate against 69-75% (median
- * 73%) for one model thread, in four paired rounds. --workers n starts n model threads on 1 kernel thread
- * each unless --threads says otherwise.
+ * with its own copy of the weights, and a kernel pool of every core: a batch that is the server's only work
+ * runs its kernels on the pool, so at low load it takes every core; while the cores are shared (two batches,
+ * or one and requests waiting for the HTTP thread) the server marks the pool busy (markCoresBusy) and each
+ * batch runs its kernels on its own model thread, a core each, instead of three busy threads on two cores
+ * whose kernels wait for a preempted one (native/threadpool.h). On the 2-core Zen 4 EPYC, 64 clients at
+ * 32x32, two model threads sharing the pool gave 72-90% (median 85%) of the offline batch-32 rate against
+ * 69-75% (median 73%) for one model thread, in four paired rounds; the busy mark added 1.095x on the Zen 5
+ * EPYC (24 paired rounds). --workers n starts n model threads on 1 kernel thread each unless --threads says
+ * otherwise.
  */
 export function servingLayout(workers?: number, threads?: number): { workers: number; threads: number } {
   const kernelThreads = threads ?? (Number(process.env.VGG_NUM_THREADS) || undefined);
@@ -38,7 +39,7 @@ export function servingLayout(workers?: number, threads?: number): { workers: nu
 
 export type ToModelThread = { op: "infer"; id: number; input: Float32Array; n: number };
 export type FromModelThread =
-  | { op: "ready"; config: VggConfig }
+  | { op: "ready"; config: VggConfig; backend: BackendName }
   | { op: "failed"; message: string }
   | { op: "done"; id: number; logits: Float32Array }
   | { op: "error"; id: number; message: string };
@@ -51,6 +52,7 @@ export class ModelThread {
   private constructor(
     private readonly worker: Worker,
     readonly config: VggConfig,
+    readonly backend: BackendName,
     readonly resize: number | undefined,
   ) {
     worker.on("message", (m: FromModelThread) => {
@@ -80,7 +82,7 @@ export class ModelThread {
       worker.once("error", fail);
       worker.once("message", (m: FromModelThread) => {
         worker.off("error", fail);
-        if (m.op === "ready") resolve(new ModelThread(worker, m.config, source.resize));
+        if (m.op === "ready") resolve(new ModelThread(worker, m.config, m.backend, source.resize));
         else fail(new Error(m.op === "failed" ? m.message : `unexpected first message ${m.op}`));
       });
     });
@@ -121,6 +123,8 @@ export class ModelThreads {
   private constructor(
     private readonly threads: ModelThread[],
     readonly config: VggConfig,
+    /** The kernels' backend (every model thread configures the same). */
+    readonly backend: BackendName,
     readonly resize: number | undefined,
   ) {}
 
@@ -135,7 +139,7 @@ export class ModelThreads {
       await Promise.all(threads.map((t) => t.close()));
       throw failed.reason;
     }
-    return new ModelThreads(threads, threads[0].config, source.resize);
+    return new ModelThreads(threads, threads[0].config, threads[0].backend, source.resize);
   }
 
   get count(): number {

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { loadNativeAddon } from "../backend/native.js";
 import { hostAllowed, urlPath } from "../web/http.js";
 import { type WebServerOptions, webRequestHandler } from "../web/server.js";
 import { ClientTie, ClosedError, QueueFullError, RequestTimeoutError } from "./batcher.js";
@@ -90,11 +91,17 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     layout.workers,
   );
   let connections = 0;
+  // The native kernel pool is one per process (shared by the model threads): a batch alone takes its
+  // threads, and while the cores are shared (two batches, or one and requests waiting for this thread)
+  // each batch runs its kernels on its own model thread.
+  const addon = thread.backend === "native" ? loadNativeAddon() : null;
+  const pool = addon instanceof Error ? null : addon;
   const service = new ModelService(thread, {
     ...o,
     onBatch: (n, s) => metrics?.batch(n, s),
     // One request per connection (HTTP/1.1 without pipelining): the open connections bound who can send.
     senders: () => connections,
+    onShared: pool && layout.threads > 1 ? (shared) => pool.markCoresBusy(shared) : undefined,
   });
   let active = 0;
   metrics = new ServeMetrics(

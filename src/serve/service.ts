@@ -15,6 +15,7 @@ export interface ServiceOptions {
   requestTimeoutMs: number;
   onBatch?: BatcherOptions["onBatch"];
   senders?: BatcherOptions["senders"];
+  onShared?: BatcherOptions["onShared"];
 }
 
 export class ModelService {
@@ -41,6 +42,7 @@ export class ModelService {
       run: (x, n) => thread.run(x, n),
       onBatch: o.onBatch,
       senders: o.senders,
+      onShared: o.onShared,
     });
   }
 

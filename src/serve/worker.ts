@@ -40,7 +40,7 @@ try {
       post({ op: "error", id: m.id, message: (e as Error).message });
     }
   });
-  post({ op: "ready", config: model.config });
+  post({ op: "ready", config: model.config, backend: backend.name });
 } catch (e) {
   post({ op: "failed", message: (e as Error).message });
   port.close();
