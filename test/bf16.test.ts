@@ -15,6 +15,7 @@ import { loadNativeAddon, NativeBackend } from "../src/backend/native.js";
 import { ReferenceBackend } from "../src/backend/reference.js";
 import * as F from "../src/ops/index.js";
 import { Tensor } from "../src/tensor.js";
+import { convGeometry } from "./helpers.js";
 
 const isChild = process.env.VGG_BF16 !== undefined;
 const loaded = loadNativeAddon();
@@ -322,33 +323,6 @@ function vggPool(g: Conv2dGeometry) {
   };
 }
 
-function convGeometry(
-  n: number,
-  cIn: number,
-  h: number,
-  cOut: number,
-  k: number,
-  stride: number,
-  pad: number,
-): Conv2dGeometry {
-  const outH = Math.floor((h + 2 * pad - k) / stride) + 1;
-  return {
-    n,
-    cIn,
-    h,
-    w: h + 1,
-    cOut,
-    kh: k,
-    kw: k,
-    strideH: stride,
-    strideW: stride,
-    padH: pad,
-    padW: pad,
-    outH,
-    outW: Math.floor((h + 1 + 2 * pad - k) / stride) + 1,
-  };
-}
-
 function close(got: Float32Array, want: Float32Array, rel: number, what: string): void {
   let scale = 0;
   for (const v of want) scale = Math.max(scale, Math.abs(v));
@@ -370,23 +344,23 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
   const view: Backend = new Bf16Backend(native);
   // Batch 1, odd sizes, channels not a multiple of 16, stride 2, padding 0-2, 3x3 (Winograd) and 1x1/5x5.
   for (const g of [
-    convGeometry(1, 3, 9, 5, 3, 1, 1),
-    convGeometry(2, 17, 8, 19, 3, 1, 1),
-    convGeometry(3, 4, 11, 6, 3, 2, 0),
-    convGeometry(1, 6, 7, 33, 1, 1, 0),
-    convGeometry(2, 5, 10, 7, 5, 1, 2),
+    convGeometry(1, 3, 9, 10, 5, 3, 1, 1),
+    convGeometry(2, 17, 8, 9, 19, 3, 1, 1),
+    convGeometry(3, 4, 11, 12, 6, 3, 2, 0),
+    convGeometry(1, 6, 7, 8, 33, 1, 1, 0),
+    convGeometry(2, 5, 10, 11, 7, 5, 1, 2),
     // Implicit-GEMM bf16 kernels on AMX (cIn * kh * kw >= 32, planes of 64 pixels or more, 16 for the weight
     // gradient): more images than weight-gradient runs, stride 2 with padding, 40 output channels (a
     // partial 32-row tile), a 1 x 2 plane (the float32 kernels).
-    convGeometry(11, 35, 8, 40, 3, 1, 1),
-    convGeometry(3, 9, 17, 21, 3, 2, 1),
-    convGeometry(2, 64, 1, 33, 3, 1, 1),
+    convGeometry(11, 35, 8, 9, 40, 3, 1, 1),
+    convGeometry(3, 9, 17, 18, 21, 3, 2, 1),
+    convGeometry(2, 64, 1, 2, 33, 3, 1, 1),
     // Whole 16-row tiles of output channels (the direct AMX forward), 48 = one 32-row and one 16-row block,
     // channel pairs padded to 16; input gradients with 32 and 16 input channels take it too.
-    convGeometry(3, 20, 9, 48, 3, 1, 1),
-    convGeometry(2, 32, 8, 16, 3, 1, 1),
-    convGeometry(1, 16, 12, 32, 3, 1, 1),
-    convGeometry(10, 16, 5, 16, 3, 1, 1),
+    convGeometry(3, 20, 9, 10, 48, 3, 1, 1),
+    convGeometry(2, 32, 8, 9, 16, 3, 1, 1),
+    convGeometry(1, 16, 12, 13, 32, 3, 1, 1),
+    convGeometry(10, 16, 5, 6, 16, 3, 1, 1),
   ]) {
     const what = JSON.stringify(g);
     const x = randn(g.n * g.cIn * g.h * g.w, rand);
@@ -437,7 +411,7 @@ test(`bf16 view of the native backend (${path}): convolutions round x, w and dy 
 test(`bf16 view (${path}): a grayscale first layer's weight gradient from the pooled gradient equals pool backward then the weight gradient`, () => {
   const rand = rng(11);
   const view = new Bf16Backend(native);
-  const g = convGeometry(6, 1, 21, 16, 3, 1, 1);
+  const g = convGeometry(6, 1, 21, 22, 16, 3, 1, 1);
   const x = randn(g.n * g.h * g.w, rand);
   const w = randn(g.cOut * 9, rand, 0.5);
   const pg = vggPool(g);
@@ -454,7 +428,7 @@ test(`bf16 view (${path}): a grayscale first layer's weight gradient from the po
   assert.deepEqual(dw, dwN);
   assert.deepEqual(db, dbN);
   // 32 taps or more: left to the bf16 kernels' own weight gradient (false, nothing written).
-  const g32 = convGeometry(2, 4, 12, 8, 3, 1, 1);
+  const g32 = convGeometry(2, 4, 12, 13, 8, 3, 1, 1);
   const p32 = g32.n * g32.cOut * Math.floor(g32.outH / 2) * Math.floor(g32.outW / 2);
   const dw32 = new Float32Array(g32.cOut * 36).fill(5);
   assert.equal(
@@ -479,7 +453,7 @@ test(`bf16 convolutions (${path}) give the same bits on 1, 2 and 3 threads, pool
   }
   const rand = rng(13);
   const view = new Bf16Backend(native);
-  const g = convGeometry(5, 32, 10, 48, 3, 1, 1);
+  const g = convGeometry(5, 32, 10, 11, 48, 3, 1, 1);
   const x = randn(g.n * g.cIn * g.h * g.w, rand);
   const w = randn(g.cOut * g.cIn * 9, rand, 0.3);
   const bias = randn(g.cOut, rand);
@@ -512,7 +486,7 @@ test(`bf16 conv + ReLU + pool (${path}) equals pooling the forward's output, NaN
   const rand = rng(17);
   const view = new Bf16Backend(native);
   // Rows of 34 outputs: two 16-window vectors and a scalar tail; odd height (a dropped last row).
-  for (const g of [convGeometry(2, 16, 33, 32, 3, 1, 1), convGeometry(1, 32, 9, 16, 3, 1, 1)]) {
+  for (const g of [convGeometry(2, 16, 33, 34, 32, 3, 1, 1), convGeometry(1, 32, 9, 10, 16, 3, 1, 1)]) {
     const x = randn(g.n * g.cIn * g.h * g.w, rand);
     x[5 * g.w + 7] = Number.NaN; // a NaN in image 0, channel 0: NaN outputs around it
     x.fill(0, g.cIn * g.h * g.w, g.cIn * g.h * g.w + 3 * g.w); // zeros: ReLU ties at 0

@@ -1,15 +1,46 @@
-// Test helpers: seeded random tensors, a finite-difference gradient check, small Fashion-MNIST-format
-// data sets, and child processes with a hang guard.
+// Test helpers: seeded random tensors, a finite-difference gradient check, conv geometries, small
+// Fashion-MNIST-format data sets, and child processes with a hang guard.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { noGrad } from "../src/autograd.js";
+import type { Conv2dGeometry } from "../src/backend/backend.js";
 import { FASHION_MNIST_FILES, locateFashionMnist } from "../src/data/fashion-mnist.js";
 import { encodeIdx } from "../src/data/idx.js";
 import { Generator } from "../src/rng.js";
 import { Tensor } from "../src/tensor.js";
+
+/** A conv's geometry: n images of cIn channels, h x w, to cOut channels with a k x k kernel. */
+export function convGeometry(
+  n: number,
+  cIn: number,
+  h: number,
+  w: number,
+  cOut: number,
+  k: number,
+  stride: number,
+  pad: number,
+): Conv2dGeometry {
+  const outH = Math.floor((h + 2 * pad - k) / stride) + 1;
+  const outW = Math.floor((w + 2 * pad - k) / stride) + 1;
+  return {
+    n,
+    cIn,
+    h,
+    w,
+    cOut,
+    kh: k,
+    kw: k,
+    strideH: stride,
+    strideW: stride,
+    padH: pad,
+    padW: pad,
+    outH,
+    outW,
+  };
+}
 
 /** A random tensor with values in [lo, hi), from its own seeded generator. */
 export function randomTensor(shape: number[], seed: number, lo = -1, hi = 1, requiresGrad = true): Tensor {

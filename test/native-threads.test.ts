@@ -10,13 +10,13 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { noGrad } from "../src/autograd.js";
-import type { Conv2dGeometry } from "../src/backend/backend.js";
 import { backend, setNumThreads } from "../src/backend/index.js";
 import { loadNativeAddon, NativeBackend } from "../src/backend/native.js";
 import { vgg, vggArchs } from "../src/models/vgg.js";
 import { prepackForInference } from "../src/nn/layers.js";
 import { manualSeed } from "../src/rng.js";
 import { Tensor } from "../src/tensor.js";
+import { convGeometry } from "./helpers.js";
 
 const ROUNDS = 24;
 /** Batch sizes the rounds cycle through: batch 1, odd, and more than 4 rows (the packed Linear path). */
@@ -81,21 +81,7 @@ if (!isMainThread) {
   }, () => {
     const addon = loadNativeAddon() as Exclude<ReturnType<typeof loadNativeAddon>, Error>;
     const be = new NativeBackend(addon);
-    const g: Conv2dGeometry = {
-      n: 8,
-      cIn: 6,
-      h: 10,
-      w: 10,
-      cOut: 12,
-      kh: 3,
-      kw: 3,
-      strideH: 1,
-      strideW: 1,
-      padH: 1,
-      padW: 1,
-      outH: 10,
-      outW: 10,
-    };
+    const g = convGeometry(8, 6, 10, 10, 12, 3, 1, 1);
     const x = Float32Array.from({ length: g.n * g.cIn * g.h * g.w }, (_, i) => Math.sin(i * 0.731) * 3);
     const dy = Float32Array.from({ length: g.n * g.cOut * g.outH * g.outW }, (_, i) => Math.cos(i * 0.419));
     const dw = () => {

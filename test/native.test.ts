@@ -17,6 +17,7 @@ import { maxPool2dGeometry } from "../src/ops/pool.js";
 import { SGD } from "../src/optim/sgd.js";
 import { Generator } from "../src/rng.js";
 import { Tensor } from "../src/tensor.js";
+import { convGeometry } from "./helpers.js";
 
 const forcedIsa = process.env.VGG_NATIVE_ISA || undefined;
 const loaded = loadNativeAddon();
@@ -60,35 +61,6 @@ function close(actual: Float32Array, expected: Float32Array, what: string, tol =
   }
   assert.ok(maxDiff <= tol * (1 + maxRef), `${what}: max difference ${maxDiff} (max |ref| ${maxRef})`);
   return maxDiff;
-}
-
-function convGeometry(
-  n: number,
-  cIn: number,
-  h: number,
-  w: number,
-  cOut: number,
-  k: number,
-  stride: number,
-  pad: number,
-): Conv2dGeometry {
-  const outH = Math.floor((h + 2 * pad - k) / stride) + 1;
-  const outW = Math.floor((w + 2 * pad - k) / stride) + 1;
-  return {
-    n,
-    cIn,
-    h,
-    w,
-    cOut,
-    kh: k,
-    kw: k,
-    strideH: stride,
-    strideW: stride,
-    padH: pad,
-    padW: pad,
-    outH,
-    outW,
-  };
 }
 
 // Batch 1 and odd batches, channels not multiples of 8, 1x1 spatial, padding 0/1/2, stride 1/2, kernel 1/3/5.

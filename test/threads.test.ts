@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Conv2dGeometry, Pool2dGeometry } from "../src/backend/backend.js";
 import { type ConvAlgorithm, loadNativeAddon, NativeBackend } from "../src/backend/native.js";
+import { convGeometry } from "./helpers.js";
 
 const addon = loadNativeAddon();
 
@@ -24,33 +25,6 @@ function randn(len: number, seed: number): Float32Array {
     a[i] = s / 2147483648 - 1;
   }
   return a;
-}
-
-function conv(
-  n: number,
-  cIn: number,
-  hw: number,
-  cOut: number,
-  k: number,
-  pad: number,
-  stride = 1,
-): Conv2dGeometry {
-  const out = Math.floor((hw + 2 * pad - k) / stride) + 1;
-  return {
-    n,
-    cIn,
-    h: hw,
-    w: hw,
-    cOut,
-    kh: k,
-    kw: k,
-    strideH: stride,
-    strideW: stride,
-    padH: pad,
-    padW: pad,
-    outH: out,
-    outW: out,
-  };
 }
 
 /** Runs every kernel once and returns the outputs by name. */
@@ -69,12 +43,12 @@ function runAll(be: NativeBackend): Map<string, Float32Array | Int32Array | numb
     out.set(`gemm ${ta ? "T" : "N"}${tb ? "T" : "N"}`, c);
   }
   const geoms: [string, Conv2dGeometry][] = [
-    ["conv 3x3 batch 4", conv(4, 5, 30, 24, 3, 1)],
-    ["conv 3x3 batch 3", conv(3, 24, 15, 20, 3, 1)],
-    ["conv 3x3 batch 1", conv(1, 8, 28, 16, 3, 1)],
-    ["conv 1x1", conv(4, 16, 9, 12, 1, 0)],
-    ["conv 5x5 stride 2", conv(3, 6, 17, 10, 5, 2, 2)],
-    ["conv grey first layer", conv(4, 1, 28, 16, 3, 1)],
+    ["conv 3x3 batch 4", convGeometry(4, 5, 30, 30, 24, 3, 1, 1)],
+    ["conv 3x3 batch 3", convGeometry(3, 24, 15, 15, 20, 3, 1, 1)],
+    ["conv 3x3 batch 1", convGeometry(1, 8, 28, 28, 16, 3, 1, 1)],
+    ["conv 1x1", convGeometry(4, 16, 9, 9, 12, 1, 1, 0)],
+    ["conv 5x5 stride 2", convGeometry(3, 6, 17, 17, 10, 5, 2, 2)],
+    ["conv grey first layer", convGeometry(4, 1, 28, 28, 16, 3, 1, 1)],
   ];
   for (const [name, g] of geoms) {
     const xLen = g.n * g.cIn * g.h * g.w;

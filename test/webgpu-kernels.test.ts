@@ -16,6 +16,7 @@ import { gemm } from "../src/backend/webgpu/gemm.js";
 import { softmaxCrossEntropy } from "../src/backend/webgpu/loss.js";
 import { maxPool2dBackward, maxPool2dForward } from "../src/backend/webgpu/pool.js";
 import { sgdStep } from "../src/backend/webgpu/sgd.js";
+import { convGeometry } from "./helpers.js";
 import { close, openGpu, rng, stale, up } from "./webgpu-setup.js";
 
 const { ctx: gpu, skip } = await openGpu();
@@ -58,35 +59,6 @@ test("gemm matches the reference for every transpose and beta, across tile edges
           );
         }
 });
-
-function convGeometry(
-  n: number,
-  cIn: number,
-  h: number,
-  w: number,
-  cOut: number,
-  k: number,
-  stride: number,
-  pad: number,
-): Conv2dGeometry {
-  const outH = Math.floor((h + 2 * pad - k) / stride) + 1;
-  const outW = Math.floor((w + 2 * pad - k) / stride) + 1;
-  return {
-    n,
-    cIn,
-    h,
-    w,
-    cOut,
-    kh: k,
-    kw: k,
-    strideH: stride,
-    strideW: stride,
-    padH: pad,
-    padW: pad,
-    outH,
-    outW,
-  };
-}
 
 const convCases: Conv2dGeometry[] = [
   convGeometry(1, 1, 7, 9, 3, 3, 1, 1),
