@@ -93,7 +93,8 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
   let connections = 0;
   // The native kernel pool is one per process (shared by the model threads): a batch alone takes its
   // threads, and while the cores are shared (two batches, or one and requests waiting for this thread)
-  // each batch runs its kernels on its own model thread.
+  // each batch runs its kernels on its own model thread. With one model thread its batch keeps the pool:
+  // no other batch could use the core it would leave.
   const addon = thread.backend === "native" ? loadNativeAddon() : null;
   const pool = addon instanceof Error ? null : addon;
   const service = new ModelService(thread, {
@@ -101,7 +102,8 @@ export async function startInferenceServer(o: InferenceServerOptions): Promise<I
     onBatch: (n, s) => metrics?.batch(n, s),
     // One request per connection (HTTP/1.1 without pipelining): the open connections bound who can send.
     senders: () => connections,
-    onShared: pool && layout.threads > 1 ? (shared) => pool.markCoresBusy(shared) : undefined,
+    onShared:
+      pool && layout.threads > 1 && layout.workers > 1 ? (shared) => pool.markCoresBusy(shared) : undefined,
   });
   let active = 0;
   metrics = new ServeMetrics(
