@@ -147,14 +147,19 @@ class Pool {
     if (together) {
       tasks_done_.wait_for(nth - 1);
     } else {
-      for (int64_t t; (t = next_task_.value.fetch_add(1, std::memory_order_relaxed)) < nth;)
-        fn(static_cast<int>(t), nth);
+      run_unclaimed(fn, nth);
     }
     // Closed: a worker that wakes from now on leaves without reading task_. Then wait for those inside
     // (seq_cst with the workers' entry: either a worker's entry is seen here, or it sees the run closed).
     open_.value.store(0, std::memory_order_seq_cst);
     inside_.wait_for(0);
     in_task_ = false;
+  }
+
+  // Claims the tasks of the current run one at a time and runs them, until none is left (independent runs).
+  void run_unclaimed(const TaskFn& fn, int nth) {
+    for (int64_t t; (t = next_task_.value.fetch_add(1, std::memory_order_relaxed)) < nth;)
+      fn(static_cast<int>(t), nth);
   }
 
   void barrier(int nth) {
@@ -214,8 +219,7 @@ class Pool {
             tasks_done_.advance();
           }
         } else {
-          for (int64_t t; (t = next_task_.value.fetch_add(1, std::memory_order_relaxed)) < nth;)
-            (*task)(static_cast<int>(t), nth);
+          run_unclaimed(*task, nth);
         }
         in_task_ = false;
       }
