@@ -15,6 +15,7 @@
         "native/isa.cc",
         "native/kernel_cache.cc",
         "native/loss.cc",
+        "native/png.cc",
         "native/pool.cc",
         "native/sgd.cc",
         "native/sparse_gemm.cc",

@@ -17,6 +17,7 @@
 #include "isa.h"
 #include "kernel_cache.h"
 #include "loss.h"
+#include "png.h"
 #include "pool.h"
 #include "sgd.h"
 #include "threadpool.h"
@@ -580,6 +581,24 @@ Napi::Value MarkCoresBusy(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// decodePng(bytes, maxPixels, grey): the PNG's float planes (png.h), or null for a file it does not take.
+Napi::Value DecodePng(const Napi::CallbackInfo& info) {
+  expect_args(info, 3);
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    type_error(env, "Expected bytes to be a Uint8Array but received " + describe(info[0]));
+  const double max_pixels = number_arg(info[1], "maxPixels");
+  if (!(max_pixels >= 0)) range_error(env, "Expected maxPixels to be a number >= 0 but received " + num(max_pixels));
+  const bool grey = bool_arg(info[2], "grey");
+  auto bytes = info[0].As<Napi::Uint8Array>();
+  vgg::PngInfo png;
+  if (!vgg::png_probe(bytes.Data(), bytes.ElementLength(), max_pixels, &png)) return env.Null();
+  const size_t count = size_t{png.width} * png.height * (grey ? 1 : 3);
+  auto out = Napi::Float32Array::New(env, count);
+  if (!vgg::png_decode(bytes.Data(), bytes.ElementLength(), png, grey, out.Data())) return env.Null();
+  return out;
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -724,6 +743,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("setIdleSpin", Napi::Function::New(env, SetIdleSpin));
   exports.Set("markCoresBusy", Napi::Function::New(env, MarkCoresBusy));
+  exports.Set("decodePng", Napi::Function::New(env, DecodePng));
   exports.Set("info", Napi::Function::New(env, Info));
   register_bf16(env, exports);
   return exports;

@@ -16,6 +16,11 @@ import fc from "fast-check";
 import { loadNativeAddon } from "../src/backend/native.js";
 
 const SEED = 20250611;
+/** A 3x2 RGB PNG (pngjs, filter type 4), for decodePng. */
+const TINY_PNG = Buffer.from(
+  "iVBORw0KGgoAAAANSUhEUgAAAAMAAAACCAIAAAASFvFNAAAAHUlEQVR4AWNhUPX6d3Nr04y1LF+udtfN2lIlyQ8AYTQJjd58pFEAAAAASUVORK5CYII=",
+  "base64",
+);
 const GUARD = 8; // canary elements on each side of every buffer
 const F32_CANARY = -1234.5625; // exact in float32
 const I32_CANARY = 0x5a5a5a5a;
@@ -436,6 +441,24 @@ const validCases: Record<string, fc.Arbitrary<Case>> = {
   // A mark left set only makes the later kernels of this child run serially.
   markCoresBusy: fc.boolean().map((busy) => ({ entry: "markCoresBusy", slots: [value(busy)] })),
   info: fc.constant({ entry: "info", slots: [] }),
+  // A 3x2 RGB PNG with up to three bytes changed (a bad CRC, size or stream; some stay valid), or noise.
+  decodePng: fc
+    .tuple(
+      fc.oneof(
+        fc.array(fc.tuple(fc.nat(TINY_PNG.length - 1), fc.nat(255)), { maxLength: 3 }).map((edits) => {
+          const bytes = Uint8Array.from(TINY_PNG);
+          for (const [at, v] of edits) bytes[at] = v;
+          return bytes;
+        }),
+        fc.uint8Array({ maxLength: 64 }),
+      ),
+      fc.constantFrom(0, 6, 1e6),
+      fc.boolean(),
+    )
+    .map(([bytes, maxPixels, grey]) => ({
+      entry: "decodePng",
+      slots: [value(bytes), value(maxPixels), value(grey)],
+    })),
 };
 
 // ---- mutations ----

@@ -1,15 +1,18 @@
 // The direct PNG decoder (src/io/png-fast.ts) against pngjs + rgbaToImage, the path it short-cuts: the same
 // floats bit for bit for every colour type it takes, every row filter, odd sizes, split image data and
 // ancillary chunks; null (so that pngjs decides) for what it does not take; and on randomly mutated files,
-// whenever it answers, pngjs answers the same.
+// whenever it answers, pngjs answers the same. The native addon's decoder (native/png.cc, through
+// src/io/png-native.ts) takes the same files and gives the same floats, on all of these and every mutation.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { deflateSync } from "node:zlib";
 import fc from "fast-check";
 import jpeg from "jpeg-js";
 import { PNG } from "pngjs";
+import { loadNativeAddon } from "../src/backend/native.js";
 import { decodeImage, rgbaToImage, toGrey } from "../src/io/image.js";
 import { crc32Table, decodePngFast, decodePngFastGrey } from "../src/io/png-fast.js";
+import { decodePngNative, decodePngNativeGrey } from "../src/io/png-native.js";
 import { vgg } from "../src/models/vgg.js";
 import { bytesToInput, imageToInput } from "../src/serve/classify.js";
 import { crc32 } from "./png-crc.js";
@@ -72,7 +75,29 @@ function viaPngjs(bytes: Uint8Array) {
   return rgbaToImage(png.data, png.width, png.height);
 }
 
+// `npm install` builds the addon, so a missing addon is a failure, not a skip.
+const addon = loadNativeAddon();
+if (addon instanceof Error) throw addon;
+
+const bits = (a: { data: Float32Array } | null) => (a ? Buffer.from(a.data.buffer) : null);
+
+/** The native decoder answers as png-fast.ts does: null for the same files, else the same size and floats. */
+function assertNativeSame(bytes: Uint8Array, maxPixels: number, what: string): void {
+  for (const [js, native, kind] of [
+    [decodePngFast, decodePngNative, "colour"],
+    [decodePngFastGrey, decodePngNativeGrey, "grey"],
+  ] as const) {
+    const want = js(bytes, maxPixels);
+    const got = native(bytes, maxPixels);
+    assert.equal(got === null, want === null, `${what} (${kind}): native ${got ? "took" : "refused"} it`);
+    if (!got || !want) continue;
+    assert.deepEqual([got.width, got.height], [want.width, want.height], `${what} (${kind})`);
+    assert.deepEqual(bits(got), bits(want), `${what} (${kind}): different native floats`);
+  }
+}
+
 function assertSame(bytes: Uint8Array, what: string): void {
+  assertNativeSame(bytes, 1e8, what);
   const fast = decodePngFast(bytes, 1e8);
   assert.ok(fast, `${what}: the fast path refused it`);
   const slow = viaPngjs(bytes);
@@ -169,6 +194,40 @@ test("what the fast path does not take returns null", () => {
   for (const [what, bytes] of cases) {
     assert.equal(decodePngFast(bytes, 1e6), null, what);
     assert.equal(decodePngFastGrey(bytes, 1e6), null, `${what} (grey)`);
+    assert.equal(decodePngNative(bytes, 1e6), null, `${what} (native)`);
+    assert.equal(decodePngNativeGrey(bytes, 1e6), null, `${what} (native grey)`);
+  }
+});
+
+test("image data streams at the edges: both decoders take and refuse the same", () => {
+  const png = encode(9, 5, 2, -1, 3);
+  const [ihdr, ...rest] = chunks(png);
+  const stream = Buffer.concat(rest.filter(([t]) => t === "IDAT").map(([, d]) => d));
+  const withData = (...idat: Uint8Array[]) =>
+    assemble([ihdr, ...idat.map((d): [string, Uint8Array] => ["IDAT", d]), ["IEND", new Uint8Array(0)]]);
+  const badCheck = Buffer.from(stream);
+  badCheck[badCheck.length - 1] ^= 1;
+  const dictionary = Buffer.from(stream);
+  dictionary[1] |= 0x20; // FDICT: a preset dictionary nobody gave
+  dictionary[1] += 31 - ((dictionary[0] * 256 + dictionary[1]) % 31 || 31); // keep the header check valid
+  const cases: [string, Uint8Array, boolean][] = [
+    ["bytes after the stream's end (ignored)", withData(stream, Buffer.from([1, 2, 3])), true],
+    [
+      "an empty IDAT between two halves",
+      withData(stream.subarray(0, 7), new Uint8Array(0), stream.subarray(7)),
+      true,
+    ],
+    ["one IDAT per byte", withData(...Array.from(stream, (b) => Buffer.from([b]))), true],
+    ["a row more than the header says", withData(deflateSync(Buffer.alloc(6 * 28))), false],
+    ["a byte more than the header says", withData(deflateSync(Buffer.alloc(5 * 28 + 1))), false],
+    ["the stream cut short", withData(stream.subarray(0, stream.length - 2)), false],
+    ["a wrong Adler-32", withData(badCheck), false],
+    ["a preset dictionary", withData(dictionary), false],
+    ["not a zlib stream", withData(Buffer.from("not zlib at all")), false],
+  ];
+  for (const [what, bytes, taken] of cases) {
+    assert.equal(decodePngFast(bytes, 1e6) !== null, taken, what);
+    assertNativeSame(bytes, 1e6, what);
   }
 });
 
@@ -182,6 +241,7 @@ test("on mutated files, whenever the fast path answers, pngjs answers the same",
       (which, edits) => {
         const bytes = Buffer.from(bases[which]);
         for (const [at, v] of edits) bytes[at % bytes.length] = v;
+        assertNativeSame(bytes, 1e6, "mutated");
         const fast = decodePngFast(bytes, 1e6);
         assert.equal(
           decodePngFastGrey(bytes, 1e6) === null,

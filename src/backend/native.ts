@@ -138,6 +138,11 @@ export interface NativeAddon
    * serially on its calling thread (native/threadpool.h).
    */
   markCoresBusy(busy: boolean): void;
+  /**
+   * A PNG's float planes, what src/io/png-fast.ts gives bit for bit (grey: the luma plane (h, w); else
+   * R, G, B (3, h, w)), or null for a file it does not take (native/png.h).
+   */
+  decodePng(bytes: Uint8Array, maxPixels: number, grey: boolean): Float32Array | null;
   setConvAlgorithm(a: ConvAlgorithm): void;
   convKernel(g: Conv2dGeometry, backward: boolean): string;
   convWeightKernel(g: Conv2dGeometry): string;
