@@ -11,7 +11,9 @@
 //   - max-pool indices, after the max-pool backward or at once when no graph is recorded.
 // A buffer whose ArrayBuffer was handed to the caller (`markExposed`) never comes back. Pooled buffers
 // are not zeroed: only outputs a kernel overwrites in full may come from `takeFloat32`/`takeInt32`.
-// Small buffers (< MIN_BYTES) are left to the allocator. `VGG_BUFFER_POOL=0` turns reuse off.
+// Small buffers (< MIN_BYTES) are left to the allocator. A request takes a free buffer of its own size, else
+// the smallest free one up to twice as large (the typed array then views its first bytes only), else a new
+// one of its own size. `VGG_BUFFER_POOL=0` turns reuse off.
 // Below autograd and tensor in the core's import order: it knows a tensor only as its buffer.
 
 /** What the pool needs of a tensor (tensor.ts's Tensor is one). */
@@ -47,16 +49,31 @@ const internal = new WeakSet<PoolTensor>();
 /** ArrayBuffers currently free in the pool (guards against a double release). */
 const inPool = new WeakSet<ArrayBuffer>();
 
+/**
+ * The size of the free buffers to take for `bytes`: that size, else the smallest free size up to twice it
+ * (a smaller batch runs in a larger batch's buffers, whose pages are already in memory, instead of keeping
+ * buffers of its own: a server sees every batch size from 1 to --max-batch); undefined when none is free.
+ */
+function fittingSize(bytes: number): number | undefined {
+  if ((free.get(bytes)?.length ?? 0) > 0) return bytes;
+  let best: number | undefined;
+  for (const [size, list] of free)
+    if (list.length > 0 && size > bytes && size <= 2 * bytes && (best === undefined || size < best))
+      best = size;
+  return best;
+}
+
 function take(bytes: number): ArrayBuffer {
   if (enabled && bytes >= MIN_BYTES) {
-    lastAsked.set(bytes, ++asks);
-    const list = free.get(bytes);
-    const buf = list?.pop();
-    if (buf) {
-      freeBytes -= bytes;
+    const size = fittingSize(bytes);
+    if (size !== undefined) {
+      lastAsked.set(size, ++asks);
+      const buf = free.get(size)?.pop() as ArrayBuffer;
+      freeBytes -= size;
       inPool.delete(buf);
       return buf;
     }
+    lastAsked.set(bytes, ++asks);
     const fresh = new ArrayBuffer(bytes);
     pooled.add(fresh);
     return fresh;
@@ -66,12 +83,12 @@ function take(bytes: number): ArrayBuffer {
 
 /** n floats whose contents are unspecified: the caller must overwrite every element. */
 export function takeFloat32(n: number): Float32Array {
-  return new Float32Array(take(n * 4));
+  return new Float32Array(take(n * 4), 0, n);
 }
 
 /** n int32 values whose contents are unspecified: the caller must overwrite every element. */
 export function takeInt32(n: number): Int32Array {
-  return new Int32Array(take(n * 4));
+  return new Int32Array(take(n * 4), 0, n);
 }
 
 /** Returns a buffer nothing will read again to the pool (no-op for buffers that are not pooled). */

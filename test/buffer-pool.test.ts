@@ -178,3 +178,28 @@ if (!process.env.VGG_POOL_CHILD)
       setPoolLimit(old);
     }
   });
+
+if (!process.env.VGG_POOL_CHILD)
+  test("a request takes a free buffer up to twice its size (viewing its first bytes), none larger", () => {
+    const MB = 1 << 20;
+    const big = takeFloat32(MB); // 4 MB
+    give(big);
+    // A batch of 20 in a batch of 32's buffer: the same memory, a view of the length asked for.
+    const smaller = takeFloat32((MB * 20) / 32);
+    assert.equal(smaller.buffer, big.buffer);
+    assert.equal(smaller.length, (MB * 20) / 32);
+    assert.equal(smaller.byteOffset, 0);
+    give(smaller);
+    // Under half its size: a buffer of its own, and the large one stays free for the large request.
+    const small = takeFloat32(MB / 4);
+    assert.notEqual(small.buffer, big.buffer);
+    assert.equal(small.buffer.byteLength, MB);
+    assert.equal(takeFloat32(MB).buffer, big.buffer);
+    // The exact size first, even when a larger one is free too.
+    give(small);
+    const pair = [takeFloat32(MB / 2), takeFloat32(MB / 2)];
+    for (const a of pair) give(a);
+    give(big);
+    const exact = takeFloat32(MB / 2);
+    assert.ok(pair.some((a) => a.buffer === exact.buffer));
+  });
