@@ -595,7 +595,7 @@ Napi::Value DecodePng(const Napi::CallbackInfo& info) {
   if (!vgg::png_probe(bytes.Data(), bytes.ElementLength(), max_pixels, &png)) return env.Null();
   const size_t count = size_t{png.width} * png.height * (grey ? 1 : 3);
   auto out = Napi::Float32Array::New(env, count);
-  if (!vgg::png_decode(bytes.Data(), bytes.ElementLength(), png, grey, out.Data())) return env.Null();
+  if (!vgg::png_decode(bytes.Data(), png, grey, out.Data())) return env.Null();
   return out;
 }
 

@@ -149,7 +149,7 @@ bool png_probe(const uint8_t* bytes, size_t n, double max_pixels, PngInfo* info)
   return ended && !info->idat.empty();
 }
 
-bool png_decode(const uint8_t* bytes, size_t, const PngInfo& info, bool grey, float* out) {
+bool png_decode(const uint8_t* bytes, const PngInfo& info, bool grey, float* out) {
   const size_t width = info.width, height = info.height, channels = static_cast<size_t>(info.channels);
   const size_t stride = width * channels;
   const size_t size = height * (stride + 1);

@@ -9,8 +9,7 @@
 
 namespace vgg {
 
-// png_probe: whether png_decode takes the file, by every check made before inflating (signature, IHDR first,
-// each chunk's CRC, IDAT present, IEND, no chunk refused, at most max_pixels), and what it found.
+// What png_probe found of a file.
 struct PngInfo {
   uint32_t width = 0, height = 0;
   int channels = 0;
@@ -18,11 +17,14 @@ struct PngInfo {
   std::vector<std::pair<size_t, size_t>> idat;
 };
 
-// Decodes into out: grey, the luma plane (height, width); else the planes R, G, B (3, height, width),
-// alpha composited over black. out holds (grey ? 1 : 3) * width * height floats, allocated by the caller
-// from png_probe's info. False (out untouched or partly written) when the file is not one this decoder
-// takes or does not decode (a bad stream, the wrong number of rows, an unknown row filter).
+// Whether png_decode takes the file, by every check made before inflating (signature, IHDR first, each
+// chunk's CRC, IDAT present, IEND, no chunk refused, at most max_pixels), and what it found.
 bool png_probe(const uint8_t* bytes, size_t n, double max_pixels, PngInfo* info);
-bool png_decode(const uint8_t* bytes, size_t n, const PngInfo& info, bool grey, float* out);
+
+// Decodes into out, reading only the IDAT spans png_probe found: grey, the luma plane (height, width); else
+// the planes R, G, B (3, height, width), alpha composited over black. out holds (grey ? 1 : 3) * width *
+// height floats, allocated by the caller from the probe's info. False (out untouched or partly written)
+// when the file does not decode (a bad stream, the wrong number of rows, an unknown row filter).
+bool png_decode(const uint8_t* bytes, const PngInfo& info, bool grey, float* out);
 
 }  // namespace vgg
